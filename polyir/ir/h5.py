@@ -1,0 +1,488 @@
+"""The .h5 file: NIR's HDF5 layout, extended. One writer and one reader, both driven by the kinds'
+field specs, the closed kind registry and a dtype allow-list.
+
+Layout: root `version` (NIR layout version) and `node` (the graph: `type` = "NIRGraph", `nodes/`,
+`edges` (E, 2) strings, optional `edge_ports` (E,) strings, optional `metadata/`); each node is a
+group with a `type` string and one dataset per field (records and named weights are subgroups).
+polyir adds a root group `polyir` with `format` (semver of this layout) and `producer`.
+
+The reader executes nothing and imports nothing by name; it checks links, kinds, field names,
+dtypes, shapes and byte sizes before reading any array, and raises FormatError for any malformed
+input.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import MISSING, fields
+
+import numpy as np
+
+from .errors import FormatError, GraphError, PolyirWarning
+from .fields import Array, Ints, NamedArrays, Optional, Records, Scalar, Spec, Strs, specs
+from .graph import Graph, edge_port
+from .kinds.base import KINDS
+from .kinds.nir import Output
+
+FORMAT_VERSION = "1.0.0"
+NIR_LAYOUT_VERSION = "1.0.8"
+#: default cap on one array's declared size, and on the sum over the file (override in load()).
+MAX_ARRAY_BYTES = 2 << 30
+MAX_TOTAL_BYTES = 8 << 30
+#: small arrays are stored plain; larger ones chunked and compressed.
+COMPRESS_MIN_BYTES = 1 << 12
+
+_FAMILY_DTYPES = {
+    "real": "f",      # float16/32/64 (checked by itemsize below)
+    "int": "iu",
+    "gate": "iu",
+    "bool": "biu",
+}
+
+
+def _producer() -> str:
+    try:
+        from importlib.metadata import version
+        return f"polyir {version('polyir')}"
+    except Exception:  # running from a source tree
+        return "polyir"
+
+
+# ------------------------------------------------------------------------------------------------
+# writing
+
+
+def save(graph: Graph, path, *, compression: int = 4) -> None:
+    """Validate `graph` and write it to `path` atomically (temporary file, fsync, rename): a failed
+    save leaves an existing file untouched."""
+    import h5py
+
+    if not isinstance(graph, Graph):
+        raise GraphError(f"save() takes a polyir.Graph, got {type(graph).__name__}",
+                         fix="export or build a Graph first")
+    graph.check()
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.create_dataset("version", data=NIR_LAYOUT_VERSION, dtype=h5py.string_dtype())
+            meta = f.create_group("polyir")
+            meta.create_dataset("format", data=FORMAT_VERSION, dtype=h5py.string_dtype())
+            meta.create_dataset("producer", data=_producer(), dtype=h5py.string_dtype())
+            _write_graph(f.create_group("node"), graph, compression)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _write_string(group, name, value):
+    import h5py
+    group.create_dataset(name, data=value, dtype=h5py.string_dtype())
+
+
+def _write_array(group, name, arr, compression):
+    if arr.nbytes >= COMPRESS_MIN_BYTES:
+        group.create_dataset(name, data=arr, dtype=arr.dtype, compression="gzip",
+                             compression_opts=compression, shuffle=True)
+    else:
+        group.create_dataset(name, data=arr, dtype=arr.dtype)
+
+
+def _write_value(group, name, spec: Spec, value, compression):
+    import h5py
+    if value is None:
+        return
+    if isinstance(spec, Optional):
+        spec = spec.inner
+    if isinstance(value, np.ndarray):
+        _write_array(group, name, value, compression)
+    elif isinstance(value, str):
+        _write_string(group, name, value)
+    elif isinstance(value, bool):
+        group.create_dataset(name, data=np.bool_(value))
+    elif isinstance(value, int):
+        group.create_dataset(name, data=np.int64(value))
+    elif isinstance(value, float):
+        group.create_dataset(name, data=np.float64(value))
+    elif isinstance(spec, Strs):
+        group.create_dataset(name, data=list(value), shape=(len(value),), dtype=h5py.string_dtype())
+    elif isinstance(spec, Ints):
+        group.create_dataset(name, data=np.asarray(value, dtype=np.int64).reshape(len(value)))
+    elif isinstance(spec, Records):
+        sub = group.create_group(name)
+        for i, rec in enumerate(value):
+            _write_fields(sub.create_group(str(i)), rec, compression)
+    elif isinstance(spec, NamedArrays):
+        sub = group.create_group(name)
+        for k, arr in value.items():
+            _write_array(sub, k, arr, compression)
+    else:  # pragma: no cover - a kind declared a field no writer knows
+        raise TypeError(f"cannot store {name}={value!r}")
+
+
+def _write_fields(group, record, compression):
+    defaults = {f.name: f.default for f in fields(record)}
+    omit = getattr(type(record), "omit_when_default", ())
+    for name, spec in specs(record):
+        value = getattr(record, name)
+        if name in omit and value == defaults.get(name):
+            continue
+        _write_value(group, name, spec, value, compression)
+
+
+def _write_metadata(group, metadata):
+    if not metadata:
+        return
+    sub = group.create_group("metadata")
+    for k, v in metadata.items():
+        if isinstance(v, str):
+            _write_string(sub, k, v)
+        else:
+            sub.create_dataset(k, data=v)
+
+
+def _write_graph(group, graph: Graph, compression):
+    import h5py
+    _write_string(group, "type", "NIRGraph")
+    nodes = group.create_group("nodes", track_order=True)
+    for name, node in graph.nodes.items():
+        sub = nodes.create_group(name, track_order=True)
+        if isinstance(node, Graph):
+            _write_graph(sub, node, compression)
+            continue
+        _write_string(sub, "type", type(node).file_type)
+        _write_fields(sub, node, compression)
+        _write_metadata(sub, node.metadata)
+    edges = [(e[0], e[1]) for e in graph.edges]
+    group.create_dataset("edges", data=np.array(edges, dtype=object).reshape(len(edges), 2),
+                         dtype=h5py.string_dtype())
+    if any(len(e) > 2 for e in graph.edges):
+        group.create_dataset("edge_ports", data=[edge_port(e) for e in graph.edges],
+                             dtype=h5py.string_dtype())
+    _write_metadata(group, graph.metadata)
+
+
+# ------------------------------------------------------------------------------------------------
+# reading
+
+
+class _Reader:
+    def __init__(self, path, max_array_bytes, max_total_bytes, strict):
+        self.path = path
+        self.max_array = max_array_bytes
+        self.max_total = max_total_bytes
+        self.total = 0
+        self.strict = strict
+        self.file_size = os.path.getsize(path) if isinstance(path, (str, os.PathLike)) else None
+
+    def fail(self, where, message):
+        return FormatError(message, path=str(self.path), where=where)
+
+    # -- h5 objects --
+    def child(self, group, name, where, want_group=None):
+        import h5py
+        try:
+            link = group.get(name, getlink=True)
+        except Exception as exc:
+            raise self.fail(where, f"cannot read entry {name!r}: {exc}") from None
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            raise self.fail(f"{where}/{name}", f"is a {type(link).__name__}; soft and external "
+                            "links are refused (they can reach outside the file)")
+        try:
+            obj = group[name]
+        except Exception as exc:
+            raise self.fail(f"{where}/{name}", f"cannot be opened: {exc}") from None
+        if want_group is True and not isinstance(obj, h5py.Group):
+            raise self.fail(f"{where}/{name}", "must be a group, found a dataset")
+        if want_group is False and not isinstance(obj, h5py.Dataset):
+            raise self.fail(f"{where}/{name}", "must be a dataset, found a group")
+        return obj
+
+    def keys(self, group, where):
+        try:
+            return list(group.keys())
+        except Exception as exc:
+            raise self.fail(where, f"cannot list the group: {exc}") from None
+
+    def read_dataset(self, ds, where, kinds: str | None):
+        """Read a numeric dataset after checking its dtype family and declared byte size."""
+        try:
+            dtype, shape = ds.dtype, ds.shape
+        except Exception as exc:
+            raise self.fail(where, f"unreadable dataset header: {exc}") from None
+        if shape is None:
+            raise self.fail(where, "is an empty (null) dataset")
+        if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+            raise self.fail(where, f"has dtype {dtype}, which is not allowed here (numbers only)")
+        if kinds is not None and dtype.kind not in kinds:
+            raise self.fail(where, f"has dtype {dtype}; expected {'float' if kinds == 'f' else 'integer'}")
+        if dtype.kind == "f" and dtype.itemsize not in (2, 4, 8):
+            raise self.fail(where, f"has float dtype {dtype}; allowed are float16/32/64")
+        nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        if nbytes > self.max_array:
+            raise self.fail(where, f"declares {nbytes:,} bytes (shape {shape}), over the limit of "
+                            f"{self.max_array:,}; pass max_array_bytes= to load() if it is genuine")
+        self.total += nbytes
+        if self.total > self.max_total:
+            raise self.fail(where, f"the file's arrays exceed {self.max_total:,} bytes in total")
+        try:
+            if ds.chunks is None and self.file_size is not None and nbytes > self.file_size:
+                raise self.fail(where, f"declares {nbytes:,} bytes but the file has only "
+                                f"{self.file_size:,}: truncated or forged")
+            return np.asarray(ds[()])
+        except FormatError:
+            raise
+        except Exception as exc:
+            raise self.fail(where, f"cannot be read ({type(exc).__name__}: {exc}); the file may "
+                            "be truncated or use an unavailable filter") from None
+
+    def read_string(self, ds, where) -> str:
+        import h5py
+        if not isinstance(ds, h5py.Dataset):
+            raise self.fail(where, "must be a string dataset, found a group")
+        if ds.shape != () or ds.dtype.kind not in "OS" or (
+                ds.dtype.kind == "O" and h5py.check_string_dtype(ds.dtype) is None):
+            raise self.fail(where, f"must be a scalar string, found {ds.dtype} {ds.shape}")
+        try:
+            value = ds[()]
+        except Exception as exc:
+            raise self.fail(where, f"cannot be read: {exc}") from None
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf8")
+            except UnicodeDecodeError:
+                raise self.fail(where, "is not valid UTF-8") from None
+        return value
+
+    def read_strings(self, ds, where, ndim) -> np.ndarray:
+        import h5py
+        if not isinstance(ds, h5py.Dataset):
+            raise self.fail(where, "must be a string dataset, found a group")
+        if ds.dtype.kind not in "OS" or (ds.dtype.kind == "O"
+                                          and h5py.check_string_dtype(ds.dtype) is None):
+            raise self.fail(where, f"must hold strings, found {ds.dtype}")
+        if ds.shape is None or len(ds.shape) != ndim:
+            raise self.fail(where, f"must be {ndim}-D, found shape {ds.shape}")
+        if ds.size > 50_000_000:
+            raise self.fail(where, f"declares {ds.size:,} strings")
+        try:
+            raw = ds[()]
+            return np.array([v.decode("utf8") if isinstance(v, bytes) else str(v)
+                             for v in np.asarray(raw, dtype=object).reshape(-1)],
+                            dtype=object).reshape(ds.shape)
+        except Exception as exc:
+            raise self.fail(where, f"cannot be read: {exc}") from None
+
+    # -- values by spec --
+    def read_value(self, obj, spec: Spec, where):
+        import h5py
+        if isinstance(spec, Optional):
+            spec = spec.inner
+        if isinstance(spec, Records):
+            if not isinstance(obj, h5py.Group):
+                raise self.fail(where, "must be a group of records")
+            names = self.keys(obj, where)
+            if sorted(names, key=lambda s: (len(s), s)) != [str(i) for i in range(len(names))]:
+                raise self.fail(where, f"record names must be 0..{len(names) - 1}, found {names}")
+            return tuple(self.read_record(self.child(obj, str(i), where, True), spec.cls,
+                                          f"{where}/{i}") for i in range(len(names)))
+        if isinstance(spec, NamedArrays):
+            if not isinstance(obj, h5py.Group):
+                raise self.fail(where, "must be a group of named arrays")
+            return {k: self.read_dataset(self.child(obj, k, where, False), f"{where}/{k}", "f")
+                    for k in self.keys(obj, where)}
+        if not isinstance(obj, h5py.Dataset):
+            raise self.fail(where, "must be a dataset, found a group")
+        if isinstance(spec, Strs):
+            return tuple(self.read_strings(obj, where, 1))
+        if isinstance(spec, Scalar) and spec.type is str:
+            return self.read_string(obj, where)
+        if isinstance(spec, Ints) and spec.allow_str and obj.dtype.kind in "OS":
+            return self.read_string(obj, where)
+        family = spec.family if isinstance(spec, Array) else None
+        kinds = _FAMILY_DTYPES.get(family) if family else (
+            "f" if isinstance(spec, Scalar) and spec.type is float else
+            "biu" if isinstance(spec, Scalar) and spec.type is bool else
+            "iuf" if isinstance(spec, Scalar) else "iu")
+        return self.read_dataset(obj, where, kinds)
+
+    def read_record(self, group, cls, where):
+        return self.build(cls, self._record_kwargs(group, cls, where), where)
+
+    def build(self, cls, kwargs, where):
+        try:
+            return cls(**kwargs)
+        except GraphError as exc:
+            raise self.fail(where, str(exc)) from exc
+        except (TypeError, ValueError) as exc:
+            raise self.fail(where, f"invalid {cls.__name__}: {exc}") from exc
+
+    def read_metadata(self, group, where):
+        sub = self.child(group, "metadata", where)
+        if sub is None:
+            return {}
+        import h5py
+        if not isinstance(sub, h5py.Group):
+            raise self.fail(f"{where}/metadata", "must be a group")
+        out = {}
+        for k in self.keys(sub, f"{where}/metadata"):
+            ds = self.child(sub, k, f"{where}/metadata", False)
+            if ds.dtype.kind in "OS":
+                out[k] = self.read_string(ds, f"{where}/metadata/{k}")
+            else:
+                v = self.read_dataset(ds, f"{where}/metadata/{k}", None)
+                out[k] = v.item() if v.ndim == 0 else v
+        return out
+
+    def read_node(self, group, where):
+        t = self.child(group, "type", where)
+        if t is None:
+            raise self.fail(where, "node has no 'type'")
+        type_name = self.read_string(t, f"{where}/type")
+        cls = KINDS.get(type_name)
+        if cls is None:
+            raise self.fail(where, f"unknown node kind {type_name!r}; known kinds are "
+                            f"{sorted(KINDS)} (a newer polyir may know it)")
+        if cls is Graph:
+            return self.read_graph(group, where)
+        kwargs = self._record_kwargs(group, cls, where)
+        return self.build(cls, dict(kwargs, metadata=self.read_metadata(group, where)), where)
+
+    def _record_kwargs(self, group, cls, where):
+        present = set(self.keys(group, where)) - {"type", "metadata"}
+        kwargs = {}
+        declared = {f.name: f for f in fields(cls)}
+        for name, spec in specs(cls):
+            if name not in present:
+                f = declared[name]
+                if f.default is MISSING and f.default_factory is MISSING:
+                    raise self.fail(where, f"{cls.__name__} needs field {name!r}, which is missing")
+                continue
+            present.discard(name)
+            kwargs[name] = self.read_value(self.child(group, name, where), spec, f"{where}/{name}")
+        if present:
+            raise self.fail(where, f"unexpected field(s) {sorted(present)} for {cls.__name__}; "
+                            f"it has {[n for n, _ in specs(cls)]}")
+        return kwargs
+
+    def read_graph(self, group, where):
+        allowed = {"type", "nodes", "edges", "edge_ports", "metadata"}
+        extra = set(self.keys(group, where)) - allowed
+        if extra:
+            raise self.fail(where, f"unexpected entries {sorted(extra)} in a graph")
+        nodes_group = self.child(group, "nodes", where, True)
+        if nodes_group is None:
+            raise self.fail(where, "graph has no 'nodes' group")
+        g = Graph(metadata=self.read_metadata(group, where))
+        for name in self.keys(nodes_group, f"{where}/nodes"):
+            sub = self.child(nodes_group, name, f"{where}/nodes", True)
+            g.nodes[name] = self.read_node(sub, f"{where}/nodes/{name}")
+        edges_ds = self.child(group, "edges", where, False)
+        if edges_ds is None:
+            raise self.fail(where, "graph has no 'edges' dataset")
+        if edges_ds.shape == (0,):
+            edges = np.zeros((0, 2), dtype=object)
+        else:
+            edges = self.read_strings(edges_ds, f"{where}/edges", 2)
+            if edges.shape[1] != 2:
+                raise self.fail(f"{where}/edges", f"must be (E, 2), found {edges.shape}")
+        ports_ds = self.child(group, "edge_ports", where, False)
+        ports = (self.read_strings(ports_ds, f"{where}/edge_ports", 1) if ports_ds is not None
+                 else ["input"] * len(edges))
+        if len(ports) != len(edges):
+            raise self.fail(f"{where}/edge_ports", f"has {len(ports)} entries for {len(edges)} edges")
+        for (src, dst), p in zip(edges, ports):
+            g.connect(src, dst, p)
+        return g
+
+
+def _repair_outputs(graph: Graph, where: str, reader: _Reader):
+    """Old NIR writers (Rockpool) stored an Output shape that disagrees with what feeds it but
+    holds as many elements; adopt the fed shape, loudly."""
+    types = graph.infer_types(strict=False)
+    for name, node in list(graph.nodes.items()):
+        if isinstance(node, Graph):
+            _repair_outputs(node, f"{where}/nodes/{name}", reader)
+            continue
+        if not isinstance(node, Output):
+            continue
+        srcs = [e[0] for e in graph.predecessors(name) if e[0] in types]
+        if not srcs:
+            continue
+        fed = types[srcs[0]].shape
+        if fed != node.shape and int(np.prod(fed)) == int(np.prod(node.shape)):
+            if reader.strict:
+                raise reader.fail(f"{where}/nodes/{name}", f"Output shape {node.shape} does not "
+                                  f"match the {fed} that feeds it (load with strict=False to adopt it)")
+            warnings.warn(f"{reader.path}: Output {name!r} declares shape {node.shape} but is fed "
+                          f"{fed}; using {fed} (same number of elements; written by an older NIR "
+                          "tool). Pass strict=True to refuse such files.", PolyirWarning,
+                          stacklevel=4)
+            graph.nodes[name] = Output(fed, metadata=node.metadata)
+
+
+def _check_format(reader: _Reader, f):
+    meta = reader.child(f, "polyir", "/", True)
+    if meta is None:
+        return "0"  # a plain NIR file
+    fmt = reader.child(meta, "format", "/polyir", False)
+    if fmt is None:
+        raise reader.fail("/polyir", "has no 'format' version")
+    version = reader.read_string(fmt, "/polyir/format")
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        raise reader.fail("/polyir/format", f"is not a version: {version!r}") from None
+    ours = int(FORMAT_VERSION.split(".")[0])
+    if major > ours:
+        raise reader.fail("/polyir/format", f"file format {version} is newer than this polyir "
+                          f"reads ({FORMAT_VERSION}); upgrade polyir")
+    return version
+
+
+def load(path, *, strict: bool = False, max_array_bytes: int = MAX_ARRAY_BYTES,
+         max_total_bytes: int = MAX_TOTAL_BYTES) -> Graph:
+    """Read and check a polyir or NIR `.h5`/`.nir` file. Raises FormatError for anything
+    malformed. `strict=True` also refuses inconsistent Output shapes that older NIR writers left
+    (by default they are adopted with a PolyirWarning)."""
+    import h5py
+
+    path = os.fspath(path)
+    reader = _Reader(path, max_array_bytes, max_total_bytes, strict)
+    if not os.path.isfile(path):
+        raise FormatError("no such file", path=path)
+    try:
+        f = h5py.File(path, "r")
+    except Exception as exc:
+        raise FormatError(f"not a readable HDF5 file ({exc}); it may be truncated or another "
+                          "format", path=path) from None
+    with f:
+        _check_format(reader, f)
+        root = reader.child(f, "node", "/", True)
+        if root is None:
+            raise reader.fail("/", "has no 'node' group: not a NIR/polyir file")
+        graph = reader.read_node(root, "/node")
+        if not isinstance(graph, Graph):
+            raise reader.fail("/node", f"the root node must be a graph, found {graph.kind_name}")
+    try:
+        _repair_outputs(graph, "/node", reader)
+        graph.check()
+    except FormatError:
+        raise
+    except GraphError as exc:
+        raise FormatError(f"the graph is invalid: {exc}", path=path) from exc
+    except Exception as exc:  # shape arithmetic on hostile values, etc.
+        raise FormatError(f"the graph is invalid: {type(exc).__name__}: {exc}", path=path) from exc
+    return graph

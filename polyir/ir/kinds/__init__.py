@@ -1,0 +1,14 @@
+"""Every node kind, one frozen dataclass each, entered in the closed registry `KINDS`."""
+from .base import KINDS, Kind, kind
+from .ffnn import ACTIVATIONS, Activation
+from .logic import (GATE_COEFFS, GATE_NAMES, GATE_TABLE, Binarize, GroupSum, LogicLayer,
+                    LogicTree2d, OrPool2d)
+from .nir import (IF, LI, LIF, NIR_KINDS, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF,
+                  Delay, Flatten, I, Input, Linear, Output, Scale, SumPool2d, Threshold)
+from .rules import Literal, Predicate, Query, Rule, RuleSet
+
+__all__ = ["KINDS", "Kind", "kind", "ACTIVATIONS", "Activation", "GATE_COEFFS", "GATE_NAMES",
+           "GATE_TABLE", "Binarize", "GroupSum", "LogicLayer", "LogicTree2d", "OrPool2d", "IF",
+           "LI", "LIF", "NIR_KINDS", "Affine", "AvgPool2d", "Conv1d", "Conv2d", "CubaLI", "CubaLIF",
+           "Delay", "Flatten", "I", "Input", "Linear", "Output", "Scale", "SumPool2d", "Threshold",
+           "Literal", "Predicate", "Query", "Rule", "RuleSet"]

@@ -1,0 +1,428 @@
+"""NIR's primitives, with NIR's field names and continuous-time meaning.
+
+Shapes never include batch or time dims. Field names are the dataset names NIR writes, so that a
+file of these kinds is a NIR file.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..errors import GraphError
+from ..fields import Array, Ints, Optional, Scalar, param
+from ..types import ELEMS, Port, port
+from .base import Kind, kind, need_input, same_shape
+
+real = Array("real")
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class Input(Kind):
+    """A graph input of the given shape. `elem` 'bit' declares 0/1 values that may feed logic
+    kinds directly; 'relation' declares facts of `arity` constants with values of `shape`."""
+
+    shape: tuple = param(Ints())
+    elem: str = param(Scalar(str), default="real")
+    arity: int | None = param(Optional(Scalar(int)), default=None)
+    omit_when_default = ("elem",)  # a plain real Input stays a NIR Input
+
+    def validate(self, name):
+        if self.elem not in ELEMS:
+            raise GraphError(f"unknown element kind {self.elem!r}", node=name, field="elem",
+                             fix=f"use one of {ELEMS}")
+        if (self.elem == "relation") != (self.arity is not None):
+            raise GraphError("arity is given exactly when elem is 'relation'", node=name,
+                             field="arity", fix="set both or neither")
+
+    def in_ports(self):
+        return {}
+
+    def out_port(self, inputs):
+        return port(self.shape, self.elem, self.arity)
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class Output(Kind):
+    """A graph output; its shape must equal what feeds it."""
+
+    shape: tuple = param(Ints())
+
+    def in_ports(self):
+        return {"input": port(self.shape, None)}
+
+    def out_port(self, inputs):
+        p = inputs.get("input")
+        return port(self.shape, p.elem if p else None, p.arity if p else None)
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class Affine(Kind):
+    """y = W x + b, W of shape (out, in)."""
+
+    weight: np.ndarray = param(Array("real", 2))
+    bias: np.ndarray = param(Array("real", 1))
+
+    def validate(self, name):
+        if self.bias.shape != self.weight.shape[:1]:
+            raise GraphError(f"bias shape {self.bias.shape} does not match weight {self.weight.shape}",
+                             node=name, field="bias", fix="bias must have shape (out,)")
+
+    def in_ports(self):
+        return {"input": port(self.weight.shape[1:])}
+
+    def out_port(self, inputs):
+        return port(self.weight.shape[:1])
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class Linear(Kind):
+    """y = W x, W of shape (out, in)."""
+
+    weight: np.ndarray = param(Array("real", 2))
+
+    def in_ports(self):
+        return {"input": port(self.weight.shape[1:])}
+
+    def out_port(self, inputs):
+        return port(self.weight.shape[:1])
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class Scale(Kind):
+    """y = s * x elementwise."""
+
+    scale: np.ndarray = param(real)
+
+    def out_port(self, inputs):
+        return port(self.scale.shape)
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class Threshold(Kind):
+    """z = 1 if x > threshold else 0 (Heaviside), values stay real."""
+
+    threshold: np.ndarray = param(real)
+
+    def out_port(self, inputs):
+        return port(self.threshold.shape)
+
+
+def _dims(name, field, dim, ndim):
+    d = dim + ndim if dim < 0 else dim
+    if not 0 <= d < ndim:
+        raise GraphError(f"dim {dim} is out of range for a {ndim}-D input", node=name, field=field,
+                         fix="count dims without the batch dim")
+    return d
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class Flatten(Kind):
+    """Merge dims start_dim..end_dim (inclusive) of the batch-less input, as NIR counts them.
+    (torch's nn.Flatten counts the batch dim: its start_dim=1 is NIR's start_dim=0.)"""
+
+    input_type: tuple | None = param(Optional(Ints()), default=None)
+    start_dim: int = param(Scalar(int), default=1)
+    end_dim: int = param(Scalar(int), default=-1)
+
+    def in_ports(self):
+        return {"input": port(self.input_type, None)}
+
+    def out_port(self, inputs):
+        p = need_input(inputs)
+        shape = self.input_type if self.input_type is not None else (p.shape if p else None)
+        if shape is None:
+            return None
+        s = _dims(None, "start_dim", self.start_dim, len(shape))
+        e = _dims(None, "end_dim", self.end_dim, len(shape))
+        if e < s:
+            raise GraphError(f"end_dim {self.end_dim} is before start_dim {self.start_dim}",
+                             field="end_dim", fix="use end_dim >= start_dim")
+        merged = int(np.prod(shape[s:e + 1], dtype=np.int64))
+        return port(shape[:s] + (merged,) + shape[e + 1:], p.elem if p else None)
+
+
+def conv_out(size, kernel, stride, padding, dilation):
+    if padding == "same":
+        return -(-size // stride)
+    if padding == "valid":
+        padding = 0
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _conv_ports(self, spatial_in):
+    c_in = self.weight.shape[1] * self.groups
+    if spatial_in is None:
+        return None
+    pads = self.padding if isinstance(self.padding, (tuple, str)) else (self.padding,)
+    strides = self.stride if isinstance(self.stride, tuple) else (self.stride,)
+    dils = self.dilation if isinstance(self.dilation, tuple) else (self.dilation,)
+    if isinstance(pads, str):
+        pads = (pads,) * len(spatial_in)
+    out = tuple(conv_out(n, k, s, p, d) for n, k, s, p, d in
+                zip(spatial_in, self.weight.shape[2:], strides, pads, dils))
+    if any(o <= 0 for o in out):
+        raise GraphError(f"input {spatial_in} is too small for kernel {self.weight.shape[2:]}",
+                         field="weight", fix="use a larger input or a smaller kernel")
+    return port((c_in,) + tuple(spatial_in)), port((self.weight.shape[0],) + out)
+
+
+class _Conv(Kind):
+    def validate(self, name):
+        if self.bias.shape != self.weight.shape[:1]:
+            raise GraphError(f"bias shape {self.bias.shape} does not match {self.weight.shape[0]} "
+                             "output channels", node=name, field="bias", fix="bias is (C_out,)")
+        if self.groups < 1 or self.weight.shape[0] % self.groups:
+            raise GraphError(f"groups={self.groups} does not divide {self.weight.shape[0]} "
+                             "output channels", node=name, field="groups", fix="fix groups")
+
+    def _spatial(self, inputs):
+        if self.input_shape is not None:
+            return tuple(self.input_shape)
+        p = need_input(inputs)
+        return p.shape[1:] if p else None
+
+    def in_ports(self):
+        if self.input_shape is None:
+            return {"input": port(None)}
+        return {"input": _conv_ports(self, tuple(self.input_shape))[0]}
+
+    def out_port(self, inputs):
+        sp = self._spatial(inputs)
+        return None if sp is None else _conv_ports(self, sp)[1]
+
+    def check(self, name, inputs):
+        p = inputs["input"]
+        want = self.weight.shape[1] * self.groups
+        if p.shape is None or len(p.shape) != self.weight.ndim - 1 or p.shape[0] != want:
+            raise GraphError(f"input {p} does not fit: expected {want} channels and "
+                             f"{self.weight.ndim - 2} spatial dim(s)", node=name, field="weight",
+                             fix="check the channel count of the layer before")
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class Conv1d(_Conv):
+    """1-D convolution; weight (C_out, C_in/groups, K). input_shape is the spatial length."""
+
+    input_shape: int | None = param(Optional(Scalar(int)))
+    weight: np.ndarray = param(Array("real", 3))
+    stride: int = param(Scalar(int), default=1)
+    padding: int | str = param(Ints(1, ("same", "valid")), default=0)
+    dilation: int = param(Scalar(int), default=1)
+    groups: int = param(Scalar(int), default=1)
+    bias: np.ndarray | None = param(real, default=None)
+
+    def __post_init__(self):
+        if self.bias is None:
+            object.__setattr__(self, "bias", np.zeros(np.asarray(self.weight).shape[0], np.float32))
+        if isinstance(self.padding, tuple) and len(self.padding) == 1:
+            object.__setattr__(self, "padding", self.padding[0])
+        super().__post_init__()
+        if isinstance(self.padding, tuple):
+            object.__setattr__(self, "padding", self.padding[0])
+
+    def _spatial(self, inputs):
+        if self.input_shape is not None:
+            return (self.input_shape,)
+        return super()._spatial(inputs)
+
+    def in_ports(self):
+        if self.input_shape is None:
+            return {"input": port(None)}
+        return {"input": _conv_ports(self, (self.input_shape,))[0]}
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class Conv2d(_Conv):
+    """2-D convolution; weight (C_out, C_in/groups, KH, KW). input_shape is (H, W) or None."""
+
+    input_shape: tuple | None = param(Optional(Ints(2)))
+    weight: np.ndarray = param(Array("real", 4))
+    stride: tuple = param(Ints(2), default=(1, 1))
+    padding: tuple | str = param(Ints(2, ("same", "valid")), default=(0, 0))
+    dilation: tuple = param(Ints(2), default=(1, 1))
+    groups: int = param(Scalar(int), default=1)
+    bias: np.ndarray | None = param(real, default=None)
+
+    def __post_init__(self):
+        if self.bias is None:
+            object.__setattr__(self, "bias", np.zeros(np.asarray(self.weight).shape[0], np.float32))
+        super().__post_init__()
+
+
+def pool_out(self, inputs):
+    p = need_input(inputs)
+    if p is None:
+        return None
+    if len(p.shape) != 3:
+        raise GraphError(f"expects a (C, H, W) input, got {p}", field="kernel_size",
+                         fix="pool 3-D (channel, height, width) values")
+    out = tuple((n + 2 * pad - k) // s + 1 for n, k, s, pad in
+                zip(p.shape[1:], self.kernel_size, self.stride, self.padding))
+    if any(o <= 0 for o in out):
+        raise GraphError(f"input {p} is too small for kernel {self.kernel_size}",
+                         field="kernel_size", fix="use a smaller window")
+    return port((p.shape[0],) + out, p.elem)
+
+
+class _Pool2d(Kind):
+    def validate(self, name):
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise GraphError(f"kernel {self.kernel_size}, stride {self.stride}, padding "
+                             f"{self.padding} must be positive (padding >= 0)", node=name,
+                             field="kernel_size", fix="fix the window")
+
+    def in_ports(self):
+        return {"input": port(None, self.elem_in)}
+
+    out_port = pool_out
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class SumPool2d(_Pool2d):
+    """Sum over each window (zero padding)."""
+
+    kernel_size: tuple = param(Ints(2))
+    stride: tuple = param(Ints(2))
+    padding: tuple = param(Ints(2), default=(0, 0))
+    elem_in = "real"
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class AvgPool2d(_Pool2d):
+    """Mean over each window (zero padding counted, as torch's default)."""
+
+    kernel_size: tuple = param(Ints(2))
+    stride: tuple = param(Ints(2))
+    padding: tuple = param(Ints(2), default=(0, 0))
+    elem_in = "real"
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class Delay(Kind):
+    """y(t) = x(t - delay), delay in seconds per element."""
+
+    delay: np.ndarray = param(real)
+    stateful = True
+
+    def out_port(self, inputs):
+        return port(self.delay.shape)
+
+
+class _Neuron(Kind):
+    stateful = True
+    shape_field = "r"
+
+    def validate(self, name):
+        same_shape(name, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                          if isinstance(getattr(self, f.name), np.ndarray)})
+
+    def out_port(self, inputs):
+        return port(getattr(self, self.shape_field).shape)
+
+
+def _fill(self, field, like, value):
+    if getattr(self, field) is None:
+        ref = np.asarray(getattr(self, like))
+        object.__setattr__(self, field, np.full(ref.shape, value, ref.dtype if ref.dtype.kind == "f"
+                                                else np.float32))
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class I(_Neuron):  # noqa: E742 - NIR's name
+    """Integrator: dv/dt = r I, output v."""
+
+    r: np.ndarray = param(real)
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class IF(_Neuron):
+    """Integrate-and-fire: dv/dt = r I; spike z = v > v_threshold, then v = v_reset."""
+
+    r: np.ndarray = param(real)
+    v_threshold: np.ndarray = param(real)
+    v_reset: np.ndarray | None = param(real, default=None)
+
+    def __post_init__(self):
+        _fill(self, "v_reset", "v_threshold", 0.0)
+        super().__post_init__()
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class LI(_Neuron):
+    """Leaky integrator: tau dv/dt = (v_leak - v) + r I, output v."""
+
+    tau: np.ndarray = param(real)
+    r: np.ndarray = param(real)
+    v_leak: np.ndarray = param(real)
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class LIF(_Neuron):
+    """Leaky integrate-and-fire: LI plus spike z = v > v_threshold and reset v = v_reset."""
+
+    tau: np.ndarray = param(real)
+    r: np.ndarray = param(real)
+    v_leak: np.ndarray = param(real)
+    v_threshold: np.ndarray = param(real)
+    v_reset: np.ndarray | None = param(real, default=None)
+
+    def __post_init__(self):
+        _fill(self, "v_reset", "v_threshold", 0.0)
+        super().__post_init__()
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class CubaLI(_Neuron):
+    """Current-based LI: tau_syn dI/dt = -I + w_in S; tau_mem dv/dt = (v_leak - v) + r I."""
+
+    tau_syn: np.ndarray = param(real)
+    tau_mem: np.ndarray = param(real)
+    r: np.ndarray = param(real)
+    v_leak: np.ndarray = param(real)
+    w_in: np.ndarray | None = param(real, default=None)
+
+    def __post_init__(self):
+        _fill(self, "w_in", "v_leak", 1.0)
+        super().__post_init__()
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class CubaLIF(_Neuron):
+    """Current-based LIF: CubaLI plus spike z = v > v_threshold and reset v = v_reset."""
+
+    tau_syn: np.ndarray = param(real)
+    tau_mem: np.ndarray = param(real)
+    r: np.ndarray = param(real)
+    v_leak: np.ndarray = param(real)
+    v_threshold: np.ndarray = param(real)
+    v_reset: np.ndarray | None = param(real, default=None)
+    w_in: np.ndarray | None = param(real, default=None)
+
+    def __post_init__(self):
+        _fill(self, "v_reset", "v_threshold", 0.0)
+        _fill(self, "w_in", "v_threshold", 1.0)
+        super().__post_init__()
+
+
+NIR_KINDS = ("Input", "Output", "Affine", "Linear", "Scale", "Threshold", "Flatten", "Conv1d",
+             "Conv2d", "SumPool2d", "AvgPool2d", "Delay", "I", "IF", "LI", "LIF", "CubaLI",
+             "CubaLIF", "NIRGraph")

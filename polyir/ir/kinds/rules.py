@@ -1,0 +1,188 @@
+"""RuleSet: a weighted Datalog program (lifted relational neural network, PyNeuraLogic >= 0.8).
+
+For a ground head h:
+  rule neuron   z = T_rule(Comb_i(w_i * v(body_i)))       per grounding of rule r with head h
+  aggregation   a_r(h) = Agg_r(z over those groundings)   (avg by default; max/min pick the whole
+                                                           value with the largest/smallest sum)
+  atom value    v(h) = T_atom(sum_r W_r * a_r(h))
+No bias; a fact without a value is 1.0; an underivable query is 0.0; a missing weight is 1.
+A weight w applied to a value v: a 2-D w (out, in) is w @ v; a scalar or 1-D w is w * v.
+Terms starting with an upper-case letter or '_' are variables, others are constants. Every default
+is a stored field, so files say exactly what they mean.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from ..errors import GraphError
+from ..fields import NamedArrays, Optional, Record, Records, Scalar, Strs, param
+from ..types import port
+from .base import Kind, kind
+
+TRANSFORMATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "exp", "softmax", "sqrt",
+                   "log", "inverse", "reverse", "sign", "signum", "lukasiewicz")
+COMBINATIONS = ("sum", "avg", "max", "min", "product", "elproduct", "softmax", "crossum", "concat",
+                "cosim")
+AGGREGATIONS = ("avg", "sum", "max", "min", "count")
+BUILTINS = ("@alldiff", "@eq", "@neq", "@lt", "@leq", "@gt", "@geq")
+_NAME = re.compile(r"^@?[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def is_variable(term: str) -> bool:
+    return term[:1].isupper() or term[:1] == "_"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Predicate(Record):
+    """A predicate: name/arity, the shape of its values, its atom transformation, and whether the
+    node takes its facts as an input port (`input=True`) or derives it by rules."""
+
+    name: str = param(Scalar(str))
+    arity: int = param(Scalar(int), default=0)
+    dim: int = param(Scalar(int), default=1)
+    transformation: str = param(Scalar(str), default="identity")
+    input: bool = param(Scalar(bool), default=False)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Literal(Record):
+    """A body literal `weight predicate(terms)`; `hidden` literals only restrict groundings,
+    `negated` ones hold when the atom is not derivable (negation as failure)."""
+
+    predicate: str = param(Scalar(str))
+    terms: tuple = param(Strs(), default=())
+    weight: str | None = param(Optional(Scalar(str)), default=None)
+    negated: bool = param(Scalar(bool), default=False)
+    hidden: bool = param(Scalar(bool), default=False)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Rule(Record):
+    """`weight head(head_terms) :- body.` with its own transformation, combination, aggregation.
+    `merge_duplicates`: identical groundings count once (PyNeuraLogic's default)."""
+
+    head: str = param(Scalar(str))
+    head_terms: tuple = param(Strs(), default=())
+    body: tuple = param(Records(Literal), default=())
+    weight: str | None = param(Optional(Scalar(str)), default=None)
+    transformation: str = param(Scalar(str), default="identity")
+    combination: str = param(Scalar(str), default="sum")
+    aggregation: str = param(Scalar(str), default="avg")
+    merge_duplicates: bool = param(Scalar(bool), default=True)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Query(Record):
+    """An output: the value of `predicate(terms)` (0.0 when underivable)."""
+
+    predicate: str = param(Scalar(str))
+    terms: tuple = param(Strs(), default=())
+
+
+@kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class RuleSet(Kind):
+    """A weighted Datalog program. Input ports: one per input predicate (its name); an arity-0
+    predicate takes a real (dim,) vector, others a relation of facts. Output: the queries' values
+    concatenated, shape (sum of their dims,). `weights` are shared by name; names in `fixed` are
+    not trained."""
+
+    predicates: tuple = param(Records(Predicate))
+    rules: tuple = param(Records(Rule))
+    weights: dict = param(NamedArrays(), default_factory=dict)
+    queries: tuple = param(Records(Query), default=())
+    fixed: tuple = param(Strs(), default=())
+
+    def predicate(self, name: str) -> Predicate:
+        for p in self.predicates:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def validate(self, name):
+        preds = {}
+        for p in self.predicates:
+            if not _NAME.match(p.name) or p.name.startswith("@"):
+                raise GraphError(f"bad predicate name {p.name!r}", node=name, field="predicates",
+                                 fix="use identifiers")
+            if p.name in preds:
+                raise GraphError(f"predicate {p.name!r} declared twice", node=name,
+                                 field="predicates", fix="declare each predicate once")
+            if p.arity < 0 or p.dim < 1:
+                raise GraphError(f"predicate {p.name!r} has arity {p.arity}, dim {p.dim}",
+                                 node=name, field="predicates", fix="arity >= 0 and dim >= 1")
+            if p.transformation not in TRANSFORMATIONS:
+                raise GraphError(f"predicate {p.name!r}: unknown transformation "
+                                 f"{p.transformation!r}", node=name, field="predicates",
+                                 fix=f"use one of {TRANSFORMATIONS}")
+            preds[p.name] = p
+
+        def literal_ok(pred, terms, where):
+            if pred.startswith("@"):
+                if pred not in BUILTINS:
+                    raise GraphError(f"{where}: unknown built-in {pred!r}", node=name,
+                                     field="rules", fix=f"use one of {BUILTINS}")
+                return None
+            if pred not in preds:
+                raise GraphError(f"{where}: predicate {pred!r} is not declared", node=name,
+                                 field="rules", fix="add it to predicates")
+            if len(terms) != preds[pred].arity:
+                raise GraphError(f"{where}: {pred} takes {preds[pred].arity} terms, got "
+                                 f"{len(terms)}", node=name, field="rules", fix="fix the arity")
+            return preds[pred]
+
+        for i, r in enumerate(self.rules):
+            where = f"rule {i} ({r.head})"
+            head = literal_ok(r.head, r.head_terms, where)
+            if head is None or head.input:
+                raise GraphError(f"{where}: the head must be a derived (non-input) predicate",
+                                 node=name, field="rules", fix="rules derive non-input predicates")
+            if r.transformation not in TRANSFORMATIONS or r.combination not in COMBINATIONS \
+                    or r.aggregation not in AGGREGATIONS:
+                raise GraphError(f"{where}: transformation/combination/aggregation "
+                                 f"{r.transformation}/{r.combination}/{r.aggregation} unknown",
+                                 node=name, field="rules",
+                                 fix=f"use {TRANSFORMATIONS} / {COMBINATIONS} / {AGGREGATIONS}")
+            if not r.body:
+                raise GraphError(f"{where}: empty body", node=name, field="rules",
+                                 fix="a rule needs at least one body literal (facts are inputs)")
+            bound = set()
+            for lit in r.body:
+                literal_ok(lit.predicate, lit.terms, where)
+                if not lit.negated and not lit.predicate.startswith("@"):
+                    bound |= {t for t in lit.terms if is_variable(t)}
+            unbound = {t for t in r.head_terms if is_variable(t)} - bound
+            for lit in r.body:
+                if lit.negated or lit.predicate.startswith("@"):
+                    unbound |= {t for t in lit.terms if is_variable(t)} - bound
+            if unbound:
+                raise GraphError(f"{where}: variable(s) {sorted(unbound)} are not bound by a "
+                                 "positive body literal", node=name, field="rules",
+                                 fix="rules must be range-restricted")
+            for w in [r.weight] + [lit.weight for lit in r.body]:
+                if w is not None and w not in self.weights:
+                    raise GraphError(f"{where}: weight {w!r} is not defined", node=name,
+                                     field="weights", fix="add it to weights")
+        for f in self.fixed:
+            if f not in self.weights:
+                raise GraphError(f"fixed weight {f!r} is not defined", node=name, field="fixed",
+                                 fix="list only names in weights")
+        if not self.queries:
+            raise GraphError("no queries", node=name, field="queries",
+                             fix="name at least one output atom")
+        for q in self.queries:
+            p = literal_ok(q.predicate, q.terms, f"query {q.predicate}")
+            if p is None:
+                raise GraphError("a built-in cannot be queried", node=name, field="queries",
+                                 fix="query a predicate")
+            if any(is_variable(t) for t in q.terms):
+                raise GraphError(f"query {q.predicate}{q.terms} has variables", node=name,
+                                 field="queries", fix="queries are ground atoms")
+
+    def in_ports(self):
+        return {p.name: (port((p.dim,)) if p.arity == 0 else port((p.dim,), "relation", p.arity))
+                for p in self.predicates if p.input}
+
+    def out_port(self, inputs):
+        return port((sum(self.predicate(q.predicate).dim for q in self.queries),))
