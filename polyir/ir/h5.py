@@ -368,7 +368,10 @@ class _Reader:
             if name not in present:
                 f = declared[name]
                 if f.default is MISSING and f.default_factory is MISSING:
-                    raise self.fail(where, f"{cls.__name__} needs field {name!r}, which is missing")
+                    if not isinstance(spec, Optional):
+                        raise self.fail(where, f"{cls.__name__} needs field {name!r}, which is "
+                                        "missing")
+                    kwargs[name] = None
                 continue
             present.discard(name)
             kwargs[name] = self.read_value(self.child(group, name, where), spec, f"{where}/{name}")

@@ -101,9 +101,7 @@ class GraphWalker:
             node = self.graph.nodes[name]
             try:
                 env[name] = self.visit(name, node, self.gather(env, name, previous))
-            except GraphError:
-                raise
             except Exception as exc:
-                raise type(exc)(f"while evaluating node {name!r} ({type(node).__name__}): {exc}") \
-                    from exc
+                exc.add_note(f"while evaluating node {name!r} ({type(node).__name__})")
+                raise
         return env

@@ -1,0 +1,184 @@
+"""The `polyir` command. Every subcommand takes -h, prints human tables (rich), and `--json` for
+machines where it reports something; failures exit non-zero with the error's message."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+import numpy as np
+
+from .ir import KINDS, FormatError, Graph, PolyirError
+from .ir.h5 import FORMAT_VERSION, load, save
+
+COMMANDS: dict[str, tuple[Callable, Callable, str]] = {}
+
+
+def command(name: str, help: str):
+    """Register `fn(args) -> int` as a subcommand; `fn.arguments(parser)` adds its options."""
+
+    def register(fn):
+        COMMANDS[name] = (fn, getattr(fn, "arguments", lambda p: None), help)
+        return fn
+
+    return register
+
+
+def arguments(adder):
+    def attach(fn):
+        fn.arguments = adder
+        return fn
+    return attach
+
+
+def _console():
+    from rich.console import Console
+    return Console()
+
+
+def _emit(args, data, render: Callable[[], None]):
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        render()
+
+
+def _file_format(path) -> str | None:
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            if "polyir" in f and "format" in f["polyir"]:
+                v = f["polyir/format"][()]
+                return v.decode() if isinstance(v, bytes) else str(v)
+            if "version" in f:
+                v = f["version"][()]
+                return "nir " + (v.decode() if isinstance(v, bytes) else str(v))
+    except Exception:
+        return None
+    return None
+
+
+def graph_table(graph: Graph) -> list[dict]:
+    types = graph.infer_types(strict=False)
+    rows = []
+    for name, node in graph.nodes.items():
+        rows.append({"node": name, "kind": node.kind_name,
+                     "inputs": [e[0] + (f"->{e[2]}" if len(e) > 2 else "")
+                                for e in graph.predecessors(name)],
+                     "output": str(types.get(name, "?")),
+                     "parameters": node.parameter_count()})
+    return rows
+
+
+def print_graph(graph: Graph, title: str = ""):
+    from rich.table import Table
+    table = Table(title=title or None)
+    for col in ("node", "kind", "inputs", "output", "parameters"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for r in graph_table(graph):
+        table.add_row(r["node"], r["kind"], ", ".join(r["inputs"]), r["output"],
+                      f"{r['parameters']:,}")
+    _console().print(table)
+
+
+def _file_arg(p):
+    p.add_argument("file", help="a polyir .h5 or NIR .nir file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+@command("info", "table of nodes, kinds, shapes and parameter counts")
+@arguments(lambda p: (_file_arg(p), p.add_argument("--kinds", action="store_true",
+                                                   help="also print which directions cover each kind")))
+def cmd_info(args) -> int:
+    g = load(args.file)
+    data = {"file": args.file, "format": _file_format(args.file), "nodes": graph_table(g),
+            "edges": [list(e) for e in g.edges], "metadata": g.metadata,
+            "parameters": g.parameter_count()}
+    if args.kinds:
+        data["coverage"] = coverage()
+
+    def render():
+        print_graph(g, f"{args.file}  (format {data['format']}, {data['parameters']:,} parameters)")
+        if g.metadata:
+            _console().print("metadata:", g.metadata)
+        if args.kinds:
+            print_coverage()
+    _emit(args, data, render)
+    return 0
+
+
+def coverage() -> dict[str, list[str]]:
+    """kind -> directions that have a rule for it (imports every direction that is installed)."""
+    import importlib
+    from .ir.walk import TABLES
+    for mod in ("importers.torch", "importers.heyoka", "importers.nir", "backends.lower"):
+        try:
+            importlib.import_module(f"polyir.{mod}")
+        except Exception:
+            pass
+    return {name: sorted(d for d, t in TABLES.items() if cls in t) for name, cls in KINDS.items()}
+
+
+def print_coverage():
+    from rich.table import Table
+    cov = coverage()
+    from .ir.walk import TABLES
+    directions = sorted(TABLES)
+    table = Table(title="kind coverage")
+    table.add_column("kind")
+    for d in directions:
+        table.add_column(d)
+    for k, ds in cov.items():
+        table.add_row(k, *("yes" if d in ds else "-" for d in directions))
+    _console().print(table)
+
+
+@command("check", "validate a file: exit 0, or print what is wrong and exit 1")
+@arguments(_file_arg)
+def cmd_check(args) -> int:
+    try:
+        g = load(args.file)
+    except PolyirError as exc:
+        _emit(args, {"file": args.file, "ok": False, "error": type(exc).__name__,
+                     "message": str(exc)}, lambda: print(f"{type(exc).__name__}: {exc}",
+                                                        file=sys.stderr))
+        return 1
+    _emit(args, {"file": args.file, "ok": True, "nodes": len(g.nodes), "edges": len(g.edges)},
+          lambda: print(f"{args.file}: ok ({len(g.nodes)} nodes, {len(g.edges)} edges)"))
+    return 0
+
+
+@command("demo", "build, save, load and check a small graph of each family, then run the demos")
+@arguments(lambda p: p.add_argument("--out", default=None, help="folder for the demo files"))
+def cmd_demo(args) -> int:
+    from . import demo
+    return demo.main(args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polyir", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version",
+                        version=f"polyir (file format {FORMAT_VERSION})")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (fn, add_args, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        p.set_defaults(handler=fn)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except PolyirError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
