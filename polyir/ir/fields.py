@@ -6,6 +6,7 @@ A kind declares its fields with `param(spec)`; coercion (`Record.__post_init__`)
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import MISSING
 from typing import Any
 
@@ -117,7 +118,9 @@ class Scalar(Spec):
                                  fix="pass True or False")
             return bool(value)
         if self.type is int:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or (isinstance(value, float) and not math.isfinite(value))
+                    or int(value) != value):
                 raise GraphError(f"must be an int, got {value!r}", node=node, field=field,
                                  fix="pass a whole number")
             return int(value)
@@ -268,6 +271,9 @@ def _coerce_metadata(value, node):
                          fix="pass {str: str | number | bool}")
     out = {}
     for k, v in value.items():
+        if not isinstance(k, str) or not k or "/" in k or k in (".", ".."):
+            raise GraphError(f"metadata key {k!r} must be a non-empty string without '/'",
+                             node=node, field="metadata", fix="use plain string keys")
         v = _to_numpy(v)
         if isinstance(v, np.ndarray) and v.ndim == 0:
             v = v.item()
@@ -275,9 +281,13 @@ def _coerce_metadata(value, node):
             v = v.item()
         if isinstance(v, bytes):
             v = v.decode("utf8")
-        if isinstance(v, np.ndarray) and v.dtype.kind in "biuf":
+        if isinstance(v, np.ndarray) and (v.dtype.kind in "biu" or (
+                v.dtype.kind == "f" and v.dtype.itemsize in (2, 4, 8))):
             v = v.copy()
             v.flags.writeable = False
+        elif isinstance(v, int) and not isinstance(v, bool) and not -2**63 <= v < 2**63:
+            raise GraphError(f"metadata[{k!r}] = {v} does not fit in 64 bits", node=node,
+                             field="metadata", fix="store it as a float or a string")
         elif not isinstance(v, (str, int, float, bool)):
             raise GraphError(f"metadata[{k!r}] = {v!r} is not a str, number, bool or numeric array",
                              node=node, field="metadata", fix="store plain values only")

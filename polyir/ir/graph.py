@@ -1,11 +1,13 @@
 """Graph: named nodes, directed edges, metadata; shape inference and the one validator.
 
 Several edges into one node's port are summed (NIR's rule). Cycles are allowed only through
-stateful nodes: an edge that closes a cycle into a stateful node is recurrent and read with a
-one-step delay. A Graph is itself a node kind (nested graphs), stored as NIR's `NIRGraph`.
+stateful nodes: the edges that close a cycle back into its entry node are recurrent and read with
+a one-step delay (see Graph.order). A Graph is itself a node kind (nested graphs), stored as
+NIR's `NIRGraph`.
 """
 from __future__ import annotations
 
+import heapq
 from typing import Iterable
 
 import numpy as np
@@ -50,9 +52,7 @@ class Graph:
 
     # --- construction --------------------------------------------------------------------------
     def add(self, name: str, node) -> str:
-        if not isinstance(name, str) or not name:
-            raise GraphError(f"node names must be non-empty strings, got {name!r}", node=str(name),
-                             fix="name every node")
+        _check_name(name)
         if name in self.nodes:
             raise GraphError("a node of this name exists already", node=name,
                              fix="choose a unique name")
@@ -177,7 +177,9 @@ class Graph:
         if not self.outputs:
             raise GraphError("the graph has no Output node", node=name, field="nodes",
                              fix="add an Output node")
+        self.metadata = _coerce_metadata(self.metadata, name)
         for n, node in self.nodes.items():
+            _check_name(n, prefix)
             if isinstance(node, Graph):
                 node.check(prefix + n)
             else:
@@ -299,62 +301,193 @@ class Graph:
     def order(self, prefix: str = "") -> tuple[list[str], set[Edge]]:
         """Topological order and the recurrent edges (read with a one-step delay).
 
-        When every remaining node waits on another, the first remaining stateful node has its
-        unresolved incoming edges declared recurrent; if none is stateful the cycle is an error.
+        Every cycle must pass through a stateful node (a neuron or Delay); otherwise GraphError.
+        Nodes run in insertion order wherever the edges allow it. When every remaining node waits
+        on another, a cycle blocks: in the first strongly connected component that waits on
+        nothing outside itself, the entry node (the first, in insertion order, that something
+        already computed feeds) reads its edges from inside the component with a one-step delay
+        (nirtorch delays the same edges). Nodes merely downstream of a cycle get no recurrent
+        edges.
         """
-        waiting = {n: [e for e in self.edges if e[1] == n] for n in self.nodes}
+        names = list(self.nodes)
+        index = {n: i for i, n in enumerate(names)}
+        preds: dict[str, list[Edge]] = {n: [] for n in names}
+        succs: dict[str, list[str]] = {n: [] for n in names}
+        for e in self.edges:
+            if e[0] in index and e[1] in index:
+                preds[e[1]].append(tuple(e))
+                succs[e[0]].append(e[1])
+        plain = [n for n in names if not _is_stateful(self.nodes[n])]
+        comp = _components(plain, preds)
+        sizes: dict[int, list[str]] = {}
+        for n in plain:
+            sizes.setdefault(comp[n], []).append(n)
+        for members in sizes.values():
+            if len(members) > 1 or any(e[0] == members[0] for e in preds[members[0]]):
+                raise GraphError(f"is part of a cycle ({' -> '.join(members)}) with no stateful "
+                                 "node to delay it", node=prefix + members[0], field="edges",
+                                 fix="break the cycle or route it through a neuron/Delay")
+        waiting = {n: len(preds[n]) for n in names}
         done: list[str] = []
         seen: set[str] = set()
         recurrent: set[Edge] = set()
-        remaining = list(self.nodes)
-        while remaining:
-            ready = [n for n in remaining if all(e[0] in seen for e in waiting[n])]
-            if not ready:
-                breaker = next((n for n in remaining if _is_stateful(self.nodes[n])), None)
-                if breaker is None:
-                    raise GraphError("is part of a cycle with no stateful node to delay it",
-                                     node=prefix + remaining[0], field="edges",
-                                     fix="break the cycle or route it through a neuron/Delay")
-                recurrent |= {tuple(e) for e in waiting[breaker] if e[0] not in seen}
-                ready = [breaker]
-            for n in ready[:1]:
+        heap = [index[n] for n in names if waiting[n] == 0]
+        heapq.heapify(heap)
+        while len(done) < len(names):
+            if heap:
+                n = names[heapq.heappop(heap)]
                 done.append(n)
                 seen.add(n)
-                remaining.remove(n)
+                for s in succs[n]:
+                    waiting[s] -= 1
+                    if waiting[s] == 0 and s not in seen:
+                        heapq.heappush(heap, index[s])
+                continue
+            remaining = [n for n in names if n not in seen]
+            comp = _components(remaining, preds)
+            members: dict[int, list[str]] = {}
+            for n in remaining:
+                members.setdefault(comp[n], []).append(n)
+            source = next(ms for ms in members.values()
+                          if all(comp[e[0]] == comp[ms[0]] for m in ms for e in preds[m]
+                                 if e[0] not in seen))
+            entry = next((m for m in source if any(e[0] in seen for e in preds[m])),
+                         next(m for m in source if _is_stateful(self.nodes[m])))
+            for e in preds[entry]:
+                if e[0] not in seen:
+                    recurrent.add(e)
+                    waiting[entry] -= 1
+            heapq.heappush(heap, index[entry])
         return done, recurrent
 
     # --- transforms ----------------------------------------------------------------------------
     def flattened(self) -> "Graph":
-        """The same graph with every nested graph inlined (inner names become 'outer.inner')."""
+        """The same graph with every nested graph inlined (inner names become 'outer.inner').
+
+        A nested graph's Input and Output nodes disappear: what fed the nested graph's port feeds
+        the inner nodes its Input fed, and what the inner Output received is what the nested
+        graph's successors receive (also when an inner Input feeds the Output directly)."""
         if not any(isinstance(k, Graph) for k in self.nodes.values()):
             return self
         g = Graph(metadata=self.metadata)
-        entries: dict[str, dict[str, list[Edge]]] = {}
-        exits: dict[str, list[str]] = {}
+        inner_of: dict[str, Graph] = {}
         for name, node in self.nodes.items():
             if not isinstance(node, Graph):
                 g.add(name, node)
                 continue
-            inner = node.flattened()
-            ins, outs = inner.inputs, inner.outputs
+            inner = inner_of[name] = node.flattened()
+            boundary = set(inner.inputs) | set(inner.outputs)
             for n, k in inner.nodes.items():
-                if n not in ins and n not in outs:
+                if n not in boundary:
                     g.add(f"{name}.{n}", k)
             for e in inner.edges:
-                if e[0] not in ins and e[1] not in outs:
+                if e[0] not in boundary and e[1] not in boundary:
                     g.connect(f"{name}.{e[0]}", f"{name}.{e[1]}", *e[2:])
-            entries[name] = {("input" if len(ins) == 1 else i): [
-                (f"{name}.{e[1]}",) + tuple(e[2:]) for e in inner.edges if e[0] == i]
-                for i in ins}
-            exits[name] = [f"{name}.{e[0]}" for e in inner.edges if e[1] in outs]
+
+        def port_of(inner: Graph, input_name: str) -> str:
+            return "input" if len(inner.inputs) == 1 else input_name
+
+        def sources(name: str, active: frozenset) -> list[str]:
+            """Flattened nodes whose value leaves outer node `name`."""
+            if name not in inner_of:
+                return [name]
+            if name in active:
+                raise GraphError("nested graphs pass a value straight through in a cycle",
+                                 node=name, field="edges", fix="put a node inside the cycle")
+            inner = inner_of[name]
+            out = []
+            for e in inner.edges:
+                if e[1] not in inner.outputs:
+                    continue
+                if e[0] in inner.inputs:  # passthrough: whatever feeds that port
+                    p = port_of(inner, e[0])
+                    for f in self.edges:
+                        if f[1] == name and edge_port(f) == p:
+                            out += sources(f[0], active | {name})
+                else:
+                    out.append(f"{name}.{e[0]}")
+            return out
+
+        def targets(name: str, port: str) -> list[tuple]:
+            """Flattened (node, port) pairs that outer port (`name`, `port`) feeds."""
+            if name not in inner_of:
+                return [(name,) if port == "input" else (name, port)]
+            inner = inner_of[name]
+            out = []
+            for i in inner.inputs:
+                if port_of(inner, i) != port:
+                    continue
+                for e in inner.edges:
+                    if e[0] == i and e[1] not in inner.outputs:
+                        out.append((f"{name}.{e[1]}",) + tuple(e[2:]))
+            return out
+
         for e in self.edges:
-            srcs = exits.get(e[0], [e[0]])
-            dsts = entries[e[1]][edge_port(e)] if e[1] in entries else [(e[1],) + tuple(e[2:])]
-            for s in srcs:
-                for d in dsts:
+            for s in sources(e[0], frozenset()):
+                for d in targets(e[1], edge_port(e)):
                     g.connect(s, *d)
         return g
 
 
+def _check_name(name, prefix: str = "") -> None:
+    """Node names are non-empty strings that can name an HDF5 group ('/' would nest groups)."""
+    if not isinstance(name, str) or not name:
+        raise GraphError(f"node names must be non-empty strings, got {name!r}",
+                         node=prefix + str(name), fix="name every node")
+    if "/" in name or name in (".", "..") or "\0" in name:
+        raise GraphError(f"node name {name!r} contains '/' or is '.'/'..'", node=prefix + name,
+                         fix="use names without '/' (nested graphs give 'outer.inner' names)")
+
+
 def _is_stateful(node) -> bool:
     return node.stateful if isinstance(node, Graph) else type(node).stateful
+
+
+def _components(nodes: list[str], preds: dict[str, list]) -> dict[str, int]:
+    """Strongly connected components (iterative Tarjan) of the subgraph on `nodes`: node -> id."""
+    inside = set(nodes)
+    succ: dict[str, list[str]] = {n: [] for n in nodes}
+    for n in nodes:
+        for e in preds[n]:
+            if e[0] in inside:
+                succ[e[0]].append(n)
+    idx: dict[str, int] = {}
+    low: dict[str, int] = {}
+    comp: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    counter = 0
+    for root in nodes:
+        if root in idx:
+            continue
+        work = [(root, 0)]
+        while work:
+            n, i = work.pop()
+            if i == 0:
+                idx[n] = low[n] = counter
+                counter += 1
+                stack.append(n)
+                on_stack.add(n)
+            recurse = False
+            for j in range(i, len(succ[n])):
+                m = succ[n][j]
+                if m not in idx:
+                    work.append((n, j + 1))
+                    work.append((m, 0))
+                    recurse = True
+                    break
+                if m in on_stack:
+                    low[n] = min(low[n], idx[m])
+            if recurse:
+                continue
+            if low[n] == idx[n]:
+                while True:
+                    m = stack.pop()
+                    on_stack.discard(m)
+                    comp[m] = idx[n]
+                    if m == n:
+                        break
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[n])
+    return comp

@@ -32,6 +32,14 @@ MAX_ARRAY_BYTES = 2 << 30
 MAX_TOTAL_BYTES = 8 << 30
 #: small arrays are stored plain; larger ones chunked and compressed.
 COMPRESS_MIN_BYTES = 1 << 12
+#: node attribute listing fields written only for NIR readers (values polyir infers): the reader
+#: gives them back as None, so the graph round-trips unchanged.
+INFERRED_ATTR = "polyir_inferred"
+#: nesting depth of graphs the reader accepts.
+MAX_DEPTH = 32
+#: a compressed dataset may declare at most this many times the bytes it stores (gzip cannot
+#: exceed ~1032:1): more is a decompression bomb or a dataset whose data was never written.
+MAX_EXPANSION = 2048
 
 _FAMILY_DTYPES = {
     "real": "f",      # float16/32/64 (checked by itemsize below)
@@ -68,6 +76,7 @@ def save(graph: Graph, path, *, compression: int = 4) -> None:
                                dir=directory)
     os.close(fd)
     try:
+        _set_mode(tmp, path)
         with h5py.File(tmp, "w", track_order=True) as f:
             f.create_dataset("version", data=NIR_LAYOUT_VERSION, dtype=h5py.string_dtype())
             meta = f.create_group("polyir")
@@ -83,6 +92,18 @@ def save(graph: Graph, path, *, compression: int = 4) -> None:
         except OSError:
             pass
         raise
+
+
+def _set_mode(tmp, path):
+    """mkstemp creates 0600 files; give the new file the mode a plain open() would (or the mode
+    of the file it replaces)."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.chmod(tmp, mode)
 
 
 def _write_string(group, name, value):
@@ -154,6 +175,10 @@ def _write_metadata(group, metadata):
 def _write_graph(group, graph: Graph, compression):
     import h5py
     _write_string(group, "type", "NIRGraph")
+    types = graph.infer_types()
+    fed: dict[str, dict] = {}
+    for e in graph.edges:
+        fed.setdefault(e[1], {}).setdefault(edge_port(e), types[e[0]])
     nodes = group.create_group("nodes", track_order=True)
     for name, node in graph.nodes.items():
         sub = nodes.create_group(name, track_order=True)
@@ -162,6 +187,12 @@ def _write_graph(group, graph: Graph, compression):
             continue
         _write_string(sub, "type", type(node).file_type)
         _write_fields(sub, node, compression)
+        inferred = node.file_inferred(fed.get(name, {}))
+        if inferred:
+            spec_of = dict(specs(node))
+            for k, v in inferred.items():
+                _write_value(sub, k, spec_of[k], v, compression)
+            sub.attrs.create(INFERRED_ATTR, data=list(inferred), dtype=h5py.string_dtype())
         _write_metadata(sub, node.metadata)
     edges = [(e[0], e[1]) for e in graph.edges]
     group.create_dataset("edges", data=np.array(edges, dtype=object).reshape(len(edges), 2),
@@ -230,23 +261,38 @@ class _Reader:
             raise self.fail(where, f"has dtype {dtype}; expected {'float' if kinds == 'f' else 'integer'}")
         if dtype.kind == "f" and dtype.itemsize not in (2, 4, 8):
             raise self.fail(where, f"has float dtype {dtype}; allowed are float16/32/64")
-        nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-        if nbytes > self.max_array:
-            raise self.fail(where, f"declares {nbytes:,} bytes (shape {shape}), over the limit of "
-                            f"{self.max_array:,}; pass max_array_bytes= to load() if it is genuine")
-        self.total += nbytes
-        if self.total > self.max_total:
-            raise self.fail(where, f"the file's arrays exceed {self.max_total:,} bytes in total")
+        self.check_size(ds, shape, dtype.itemsize, where)
         try:
-            if ds.chunks is None and self.file_size is not None and nbytes > self.file_size:
-                raise self.fail(where, f"declares {nbytes:,} bytes but the file has only "
-                                f"{self.file_size:,}: truncated or forged")
             return np.asarray(ds[()])
         except FormatError:
             raise
         except Exception as exc:
             raise self.fail(where, f"cannot be read ({type(exc).__name__}: {exc}); the file may "
                             "be truncated or use an unavailable filter") from None
+
+    def check_size(self, ds, shape, itemsize, where):
+        """Refuse a dataset by its declared size before reading it: over the per-array or
+        per-file limits, larger than the file (contiguous), or far larger than what it stores."""
+        nbytes = int(np.prod(shape, dtype=np.float64)) * itemsize
+        if nbytes > self.max_array:
+            raise self.fail(where, f"declares {nbytes:,} bytes (shape {shape}), over the limit of "
+                            f"{self.max_array:,}; pass max_array_bytes= to load() if it is genuine")
+        self.total += nbytes
+        if self.total > self.max_total:
+            raise self.fail(where, f"the file's arrays exceed {self.max_total:,} bytes in total")
+        if nbytes <= 1 << 16:
+            return
+        try:
+            chunked = ds.chunks is not None
+            stored = ds.id.get_storage_size()
+        except Exception as exc:
+            raise self.fail(where, f"unreadable dataset layout: {exc}") from None
+        if not chunked and self.file_size is not None and nbytes > self.file_size:
+            raise self.fail(where, f"declares {nbytes:,} bytes but the file has only "
+                            f"{self.file_size:,}: truncated or forged")
+        if nbytes > MAX_EXPANSION * stored + (1 << 20):
+            raise self.fail(where, f"declares {nbytes:,} bytes but stores only {stored:,}: "
+                            "a forged size, unwritten data or a decompression bomb")
 
     def read_string(self, ds, where) -> str:
         import h5py
@@ -275,8 +321,7 @@ class _Reader:
             raise self.fail(where, f"must hold strings, found {ds.dtype}")
         if ds.shape is None or len(ds.shape) != ndim:
             raise self.fail(where, f"must be {ndim}-D, found shape {ds.shape}")
-        if ds.size > 50_000_000:
-            raise self.fail(where, f"declares {ds.size:,} strings")
+        self.check_size(ds, ds.shape, 16 if ds.dtype.kind == "O" else ds.dtype.itemsize, where)
         try:
             raw = ds[()]
             return np.array([v.decode("utf8") if isinstance(v, bytes) else str(v)
@@ -315,7 +360,7 @@ class _Reader:
         kinds = _FAMILY_DTYPES.get(family) if family else (
             "f" if isinstance(spec, Scalar) and spec.type is float else
             "biu" if isinstance(spec, Scalar) and spec.type is bool else
-            "iuf" if isinstance(spec, Scalar) else "iu")
+            "iuf")
         return self.read_dataset(obj, where, kinds)
 
     def read_record(self, group, cls, where):
@@ -336,15 +381,24 @@ class _Reader:
         import h5py
         if not isinstance(sub, h5py.Group):
             raise self.fail(f"{where}/metadata", "must be a group")
-        out = {}
-        for k in self.keys(sub, f"{where}/metadata"):
-            ds = self.child(sub, k, f"{where}/metadata", False)
-            if ds.dtype.kind in "OS":
-                out[k] = self.read_string(ds, f"{where}/metadata/{k}")
-            else:
-                v = self.read_dataset(ds, f"{where}/metadata/{k}", None)
-                out[k] = v.item() if v.ndim == 0 else v
+        out: dict = {}
+        self._read_metadata_group(sub, f"{where}/metadata", "", out, 0)
         return out
+
+    def _read_metadata_group(self, sub, where, prefix, out, depth):
+        """Flat str -> value; NIR allows nested dicts, read as 'outer.inner' keys."""
+        import h5py
+        if depth > MAX_DEPTH:
+            raise self.fail(where, f"metadata nested deeper than {MAX_DEPTH} levels")
+        for k in self.keys(sub, where):
+            obj = self.child(sub, k, where)
+            if isinstance(obj, h5py.Group):
+                self._read_metadata_group(obj, f"{where}/{k}", f"{prefix}{k}.", out, depth + 1)
+            elif obj.dtype.kind in "OS":
+                out[prefix + k] = self.read_string(obj, f"{where}/{k}")
+            else:
+                v = self.read_dataset(obj, f"{where}/{k}", None)
+                out[prefix + k] = v.item() if v.ndim == 0 else v
 
     def read_node(self, group, where):
         t = self.child(group, "type", where)
@@ -358,7 +412,35 @@ class _Reader:
         if cls is Graph:
             return self.read_graph(group, where)
         kwargs = self._record_kwargs(group, cls, where)
+        for name in self.read_inferred(group, cls, where):
+            kwargs[name] = None
         return self.build(cls, dict(kwargs, metadata=self.read_metadata(group, where)), where)
+
+    def read_inferred(self, group, cls, where) -> list[str]:
+        """Names in the node's INFERRED_ATTR: optional fields written only for NIR readers."""
+        import h5py
+        try:
+            if INFERRED_ATTR not in group.attrs:
+                return []
+            aid = group.attrs.get_id(INFERRED_ATTR)
+            shape, dtype = aid.shape, aid.dtype
+        except Exception as exc:
+            raise self.fail(where, f"unreadable attributes: {exc}") from None
+        optional = [n for n, spec in specs(cls) if isinstance(spec, Optional)]
+        if (shape is None or len(shape) != 1 or shape[0] > len(optional)
+                or h5py.check_string_dtype(dtype) is None):
+            raise self.fail(f"{where}@{INFERRED_ATTR}", f"must list at most {len(optional)} "
+                            f"field names, found {dtype} {shape}")
+        try:
+            names = [v.decode("utf8") if isinstance(v, bytes) else str(v)
+                     for v in group.attrs[INFERRED_ATTR]]
+        except Exception as exc:
+            raise self.fail(f"{where}@{INFERRED_ATTR}", f"cannot be read: {exc}") from None
+        for n in names:
+            if n not in optional:
+                raise self.fail(f"{where}@{INFERRED_ATTR}", f"{n!r} is not an optional field of "
+                                f"{cls.__name__} (those are {optional})")
+        return names
 
     def _record_kwargs(self, group, cls, where):
         present = set(self.keys(group, where)) - {"type", "metadata"}
@@ -381,6 +463,8 @@ class _Reader:
         return kwargs
 
     def read_graph(self, group, where):
+        if where.count("/nodes/") >= MAX_DEPTH:
+            raise self.fail(where, f"graphs nested deeper than {MAX_DEPTH} levels")
         allowed = {"type", "nodes", "edges", "edge_ports", "metadata"}
         extra = set(self.keys(group, where)) - allowed
         if extra:
@@ -471,14 +555,20 @@ def load(path, *, strict: bool = False, max_array_bytes: int = MAX_ARRAY_BYTES,
     except Exception as exc:
         raise FormatError(f"not a readable HDF5 file ({exc}); it may be truncated or another "
                           "format", path=path) from None
-    with f:
-        _check_format(reader, f)
-        root = reader.child(f, "node", "/", True)
-        if root is None:
-            raise reader.fail("/", "has no 'node' group: not a NIR/polyir file")
-        graph = reader.read_node(root, "/node")
-        if not isinstance(graph, Graph):
-            raise reader.fail("/node", f"the root node must be a graph, found {graph.kind_name}")
+    try:
+        with f:
+            _check_format(reader, f)
+            root = reader.child(f, "node", "/", True)
+            if root is None:
+                raise reader.fail("/", "has no 'node' group: not a NIR/polyir file")
+            graph = reader.read_node(root, "/node")
+            if not isinstance(graph, Graph):
+                raise reader.fail("/node", f"the root node must be a graph, found "
+                                  f"{graph.kind_name}")
+    except FormatError:
+        raise
+    except Exception as exc:  # h5py/HDF5 errors on damaged files, recursion on hostile nesting
+        raise FormatError(f"cannot be read ({type(exc).__name__}: {exc})", path=path) from None
     try:
         _repair_outputs(graph, "/node", reader)
         graph.check()

@@ -19,8 +19,9 @@ TABLES: dict[str, "RuleTable"] = {}
 class RuleTable:
     """kind class -> rule, for one direction."""
 
-    def __init__(self, direction: str):
+    def __init__(self, direction: str, label: str | None = None):
         self.direction = direction
+        self.label = label or direction  # how messages spell it ("NIR" for "nir")
         self.rules: dict[type, Callable] = {}
         TABLES[direction] = self
 
@@ -38,9 +39,9 @@ class RuleTable:
         rule = self.rules.get(type(node))
         if rule is None:
             supported = sorted(k.__name__ for k in self.rules)
-            raise GraphError(f"{type(node).__name__} has no {self.direction} form", node=name,
-                             field="type",
-                             fix=f"{self.direction} supports {supported}; remove or replace the node")
+            raise GraphError(f"{type(node).__name__} {name!r} has no {self.label} form",
+                             node=name, field="type",
+                             fix=f"{self.label} supports {supported}; remove or replace the node")
         return rule
 
 

@@ -71,6 +71,12 @@ class Kind(Record):
     def check(self, name: str, inputs: dict[str, Port]) -> None:
         """Invariants that depend on the input types; called by Graph.check with known inputs."""
 
+    def file_inferred(self, inputs: dict[str, Port]) -> dict:
+        """Optional fields left None that NIR readers require: {field: value inferred from the
+        input types}. The writer stores them and marks them inferred, so nir.read can open the
+        file and polyir.load gives back None."""
+        return {}
+
     def parameter_count(self) -> int:
         import numpy as np
         total = 0

@@ -198,6 +198,13 @@ class _Conv(Kind):
         sp = self._spatial(inputs)
         return None if sp is None else _conv_ports(self, sp)[1]
 
+    def file_inferred(self, inputs):
+        p = inputs.get("input")
+        if self.input_shape is not None or p is None or p.shape is None:
+            return {}
+        spatial = tuple(p.shape[1:])
+        return {"input_shape": spatial[0] if isinstance(self, Conv1d) else spatial}
+
     def check(self, name, inputs):
         p = inputs["input"]
         want = self.weight.shape[1] * self.groups

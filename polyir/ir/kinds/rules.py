@@ -164,6 +164,8 @@ class RuleSet(Kind):
                 if w is not None and w not in self.weights:
                     raise GraphError(f"{where}: weight {w!r} is not defined", node=name,
                                      field="weights", fix="add it to weights")
+        for i, r in enumerate(self.rules):
+            self.rule_dim(i, name)
         for f in self.fixed:
             if f not in self.weights:
                 raise GraphError(f"fixed weight {f!r} is not defined", node=name, field="fixed",
@@ -179,6 +181,55 @@ class RuleSet(Kind):
             if any(is_variable(t) for t in q.terms):
                 raise GraphError(f"query {q.predicate}{q.terms} has variables", node=name,
                                  field="queries", fix="queries are ground atoms")
+
+    def rule_dim(self, i: int, name: str | None = None) -> int:
+        """The dimension of rule i's neuron z, checking that weights and predicate dims agree:
+        a 2-D weight (out, in) takes an `in`-vector, a 1-D weight (k,) a k-vector (k > 1), and
+        the combined body literals have one dimension or 1 (broadcast); `concat` adds them up."""
+        r = self.rules[i]
+        dims = {p.name: p.dim for p in self.predicates}
+        where = f"rule {i} ({r.head})"
+
+        def apply(wname, d, what):
+            if wname is None:
+                return d
+            w = self.weights[wname]
+            if w.ndim == 2:
+                if w.shape[1] != d:
+                    raise GraphError(f"{where}: weight {wname!r} of shape {w.shape} is applied to "
+                                     f"{what} of dimension {d}", node=name, field="weights",
+                                     fix=f"give {wname!r} shape ({w.shape[0]}, {d})")
+                return w.shape[0]
+            if w.ndim == 1 and w.shape[0] != 1:
+                if d not in (1, w.shape[0]):
+                    raise GraphError(f"{where}: weight {wname!r} of shape {w.shape} is applied to "
+                                     f"{what} of dimension {d}", node=name, field="weights",
+                                     fix=f"give {wname!r} shape ({d},)")
+                return w.shape[0]
+            if w.ndim > 2:
+                raise GraphError(f"{where}: weight {wname!r} has shape {w.shape}", node=name,
+                                 field="weights", fix="weights are scalars, vectors or matrices")
+            return d
+
+        outs = [apply(lit.weight, dims[lit.predicate], lit.predicate) for lit in r.body
+                if not (lit.hidden or lit.negated or lit.predicate.startswith("@"))]
+        if not outs:
+            raise GraphError(f"{where}: every body literal is hidden, negated or built-in",
+                             node=name, field="rules", fix="keep at least one visible literal")
+        if r.combination == "concat":
+            rd = sum(outs)
+        else:
+            big = {o for o in outs if o != 1}
+            if len(big) > 1:
+                raise GraphError(f"{where}: body literals have dimensions {outs}", node=name,
+                                 field="rules", fix="weight the literals to one dimension")
+            rd = big.pop() if big else 1
+        out = apply(r.weight, rd, "the rule neuron")
+        if out != dims[r.head]:
+            raise GraphError(f"{where}: the rule gives {r.head} dimension {out}, declared "
+                             f"{dims[r.head]}", node=name, field="predicates",
+                             fix=f"declare {r.head} with dim={out} or fix the rule's weights")
+        return rd
 
     def in_ports(self):
         return {p.name: (port((p.dim,)) if p.arity == 0 else port((p.dim,), "relation", p.arity))

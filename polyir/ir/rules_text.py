@@ -1,0 +1,706 @@
+"""The text form of a RuleSet: PyNeuraLogic's printed template syntax, parsed and printed.
+
+What PyNeuraLogic prints for a template parses here, so a printed template can be pasted::
+
+    {1, 8} xor :- xy.
+    h(X) :- {3, 2} feat(Y), *edge(X, Y). [transformation=sigmoid, aggregation=avg]
+    xor/0 [transformation=identity]
+
+Statements
+  rule          ``[weight] head[(terms)] :- literal, literal, ... . [key=value, ...]``
+  predicate     ``name/arity [key=value, ...]`` (transformation; polyir adds ``dim=N`` and
+                ``input=true``, which PyNeuraLogic has no need for: its facts come with the data)
+  query         ``?- atom, atom.`` (polyir's; the RuleSet's outputs, in order)
+  comments      ``% ...`` or ``// ...`` to the end of the line
+
+Literals: ``[weight] [*][@]name[(terms)]``; ``*`` hidden (matching only), ``@`` a built-in
+(``@alldiff(X, Y, ...)``, ``@eq``, ``@neq``, ``@lt``, ``@leq``, ``@gt``, ``@geq``), a leading ``!``
+or ``~`` negation as failure. Terms: variables start upper-case or with ``_`` (each bare ``_`` is a
+fresh variable), constants are lower-case names or integers.
+
+Weights: a number ``0.5``; a value ``[1.0, 2.0]`` or ``[[...], [...]]``; dimensions ``{3, 2}``
+(initialised at random: Glorot-uniform, from `seed`); named ``$w={3, 2}`` (shared by every literal
+that names ``$w``; a later ``$w`` may omit the value); fixed (not trained) ``<...>``.
+
+Rule metadata keys: transformation, combination, aggregation, learnable (false fixes the rule's
+weights), duplicit_grounding (true keeps identical groundings apart: `Rule.merge_duplicates`).
+Function names accept PyNeuraLogic's spellings (leakyrelu, crosssum, cossim).
+
+Predicate dimensions that the text leaves open are inferred from the weights' shapes (a 2-D weight
+(out, in) maps an `in`-vector to an `out`-vector; an unweighted lone body literal has the rule's
+dimension); what remains open is 1 (a valueless fact is 1.0). Pass ``dims={name: N}`` to say it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from .errors import FormatError, GraphError
+from .kinds.rules import (AGGREGATIONS, BUILTINS, COMBINATIONS, TRANSFORMATIONS, Literal, Predicate,
+                          Query, Rule, RuleSet, is_variable)
+
+ALIASES = {"leakyrelu": "leaky_relu", "crosssum": "crossum", "cossim": "cosim",
+           "average": "avg", "maximum": "max", "minimum": "min"}
+#: how the printer spells the IR's names (PyNeuraLogic's spelling where it differs)
+PRINTED = {"leaky_relu": "leakyrelu", "crossum": "crosssum", "cosim": "cossim"}
+RULE_DEFAULTS = {"transformation": "identity", "combination": "sum", "aggregation": "avg"}
+
+
+# --------------------------------------------------------------------------------------------
+# the program: rules with weight specs, before dimensions and random weights are resolved
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class WeightSpec:
+    """A weight as written: a value, or dimensions to initialise at random."""
+
+    name: str
+    value: np.ndarray | None = None
+    dims: tuple | None = None
+    fixed: bool = False
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.value.shape) if self.value is not None else tuple(self.dims)
+
+
+@dataclasses.dataclass
+class Program:
+    """Rules (ir.Rule records naming their weights), the weights as written, predicate
+    declarations (name -> dict of arity / transformation / dim / input) and queries."""
+
+    rules: list = dataclasses.field(default_factory=list)
+    weights: dict = dataclasses.field(default_factory=dict)
+    predicates: dict = dataclasses.field(default_factory=dict)
+    queries: list = dataclasses.field(default_factory=list)
+    _anon: int = 0
+
+    def new_weight_name(self) -> str:
+        while True:
+            name = f"w{self._anon}"
+            self._anon += 1
+            if name not in self.weights:
+                return name
+
+    def add_weight(self, spec: WeightSpec | None, where: str = "") -> str | None:
+        """Register a weight (merging a named reference with its definition); returns its name."""
+        if spec is None:
+            return None
+        if not spec.name:
+            spec.name = self.new_weight_name()
+        old = self.weights.get(spec.name)
+        if old is None:
+            self.weights[spec.name] = spec
+        elif spec.value is not None or spec.dims is not None:
+            if old.value is None and old.dims is None:
+                old.value, old.dims = spec.value, spec.dims
+            elif old.shape != spec.shape:
+                raise GraphError(f"{where}weight ${spec.name} is defined twice with shapes "
+                                 f"{old.shape} and {spec.shape}", field="weights",
+                                 fix="define a shared weight once; later uses write just $name")
+            old.fixed = old.fixed or spec.fixed
+        else:
+            old.fixed = old.fixed or spec.fixed
+        return spec.name
+
+    def declare(self, name: str, arity: int, where: str = "", **meta):
+        d = self.predicates.setdefault(name, {"arity": arity})
+        if d["arity"] != arity:
+            raise GraphError(f"{where}predicate {name!r} is used with arity {d['arity']} and "
+                             f"{arity}", field="predicates", fix="one predicate has one arity")
+        for k, v in meta.items():
+            if v is not None:
+                d[k] = v
+
+    # --- resolution --------------------------------------------------------------------------
+    def to_ruleset(self, *, dims: dict | None = None, inputs=None, queries=None, seed: int = 0,
+                   dtype=np.float32, metadata: dict | None = None) -> RuleSet:
+        """Resolve into an ir.RuleSet: infer dimensions, initialise `{dims}` weights (Glorot
+        uniform from `seed`), choose inputs (predicates no rule derives, unless `inputs` names
+        them) and queries (given, else the program's `?-`, else every derived arity-0 predicate
+        no rule body uses)."""
+        for r in self.rules:
+            self.declare(r.head, len(r.head_terms))
+            for lit in r.body:
+                if not lit.predicate.startswith("@"):
+                    self.declare(lit.predicate, len(lit.terms))
+        for name, w in self.weights.items():
+            if w.value is None and w.dims is None:
+                raise GraphError(f"weight ${name} is used but never given a value or dimensions",
+                                 field="weights", fix=f"write ${name}=<value or {{dims}}> once")
+        heads = {r.head for r in self.rules}
+        input_names = set(inputs) if inputs is not None else \
+            {n for n, d in self.predicates.items() if d.get("input") or n not in heads}
+        pred_dims = infer_dims(self, dict(dims or {}))
+        preds = []
+        for name, d in self.predicates.items():
+            preds.append(Predicate(name, arity=d["arity"], dim=pred_dims[name],
+                                   transformation=d.get("transformation", "identity"),
+                                   input=name in input_names))
+        rng = np.random.default_rng(seed)
+        weights = {}
+        for name, w in self.weights.items():
+            if w.value is not None:
+                weights[name] = np.asarray(w.value, dtype=dtype)
+            else:
+                shape = tuple(int(x) for x in w.dims)
+                fan = sum(shape[-2:]) if len(shape) >= 2 else 2 * (shape[0] if shape else 1)
+                bound = np.sqrt(6.0 / max(fan, 1))
+                weights[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
+        fixed = tuple(n for n, w in self.weights.items() if w.fixed)
+        if queries is None:
+            queries = self.queries
+        if not queries:
+            used = {lit.predicate for r in self.rules for lit in r.body}
+            queries = [Query(n) for n, d in self.predicates.items()
+                       if n in heads and d["arity"] == 0 and n not in used]
+        queries = [q if isinstance(q, Query) else parse_atom_query(q) for q in queries]
+        return RuleSet(predicates=preds, rules=list(self.rules), weights=weights,
+                       queries=queries, fixed=fixed, metadata=metadata or {})
+
+
+def weight_out_in(shape: tuple, dim_in: int | None):
+    """(output dim, required input dim) of applying a weight of `shape` (None: unknown)."""
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    if len(shape) == 1 and shape[0] != 1:
+        return shape[0], shape[0]
+    return dim_in, None
+
+
+def infer_dims(prog, given: dict) -> dict:
+    """Predicate dimensions from weight shapes; see the module docstring."""
+    d = {n: given.get(n, meta.get("dim")) for n, meta in prog.predicates.items()}
+    shapes = {n: w.shape for n, w in prog.weights.items()}
+    rdim: list = [None] * len(prog.rules)
+    for _ in range(2 * len(prog.rules) + 2):
+        changed = False
+
+        def setd(name, value):
+            nonlocal changed
+            if value is not None and d.get(name) is None:
+                d[name] = int(value)
+                changed = True
+
+        for i, r in enumerate(prog.rules):
+            visible = [lit for lit in r.body if not (lit.hidden or lit.negated
+                                                     or lit.predicate.startswith("@"))]
+            outs = []
+            for lit in visible:
+                if lit.weight is not None:
+                    out, need = weight_out_in(shapes[lit.weight], d.get(lit.predicate))
+                    if need is not None:
+                        setd(lit.predicate, need)
+                else:
+                    out = d.get(lit.predicate)
+                outs.append(out)
+            if r.combination == "concat":
+                comb = sum(outs) if outs and all(o is not None for o in outs) else None
+            else:
+                known = [o for o in outs if o is not None]
+                big = [o for o in known if o != 1]
+                comb = big[0] if big else (1 if known and len(known) == len(outs) else None)
+            if comb is not None and rdim[i] is None:
+                rdim[i], changed = comb, True
+            if r.weight is not None:
+                out, need = weight_out_in(shapes[r.weight], rdim[i])
+                if need is not None and rdim[i] is None:
+                    rdim[i], changed = need, True
+                setd(r.head, out)
+            else:
+                setd(r.head, rdim[i])
+                if rdim[i] is None and d.get(r.head) is not None:
+                    rdim[i], changed = d[r.head], True
+            # an unweighted lone body literal has the rule's dimension
+            if rdim[i] is not None and len(visible) == 1 and visible[0].weight is None \
+                    and r.combination != "concat":
+                setd(visible[0].predicate, rdim[i])
+        if not changed:
+            break
+    return {n: (v if v is not None else 1) for n, v in d.items()}
+
+
+def parse_atom_query(text: str) -> Query:
+    prog = parse_program(f"?- {text}.")
+    return prog.queries[0]
+
+
+# --------------------------------------------------------------------------------------------
+# tokenizer and parser
+# --------------------------------------------------------------------------------------------
+_TOKEN = re.compile(r"""
+    (?P<ws>[ \t\r]+) | (?P<nl>\n) | (?P<comment>%[^\n]*|//[^\n]*)
+  | (?P<number>[-+]?(?:\d+\.\d*(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+|\.\d+(?:[eE][-+]?\d+)?|\d+)(?![A-Za-z_]))
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op>:-|\?-|[()\[\]{},.<>=$*@!~/])
+""", re.VERBOSE)
+
+
+@dataclasses.dataclass
+class Tok:
+    kind: str
+    text: str
+    line: int
+    col: int
+
+
+def tokenize(text: str, path: str | None = None) -> list[Tok]:
+    toks, pos, line, start = [], 0, 1, 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise FormatError(f"unexpected character {text[pos]!r}", path=path,
+                              where=f"line {line}, column {pos - start + 1}")
+        kind = m.lastgroup
+        if kind == "nl":
+            line, start = line + 1, m.end()
+        elif kind not in ("ws", "comment"):
+            # '8.' at a statement's end is the number 8 and the full stop
+            tx = m.group()
+            if kind == "number" and tx.endswith(".") and "e" not in tx.lower():
+                toks.append(Tok("number", tx[:-1], line, pos - start + 1))
+                toks.append(Tok("op", ".", line, m.end() - start))
+            else:
+                toks.append(Tok(kind, tx, line, pos - start + 1))
+        pos = m.end()
+    toks.append(Tok("eof", "", line, pos - start + 1))
+    return toks
+
+
+class _Parser:
+    def __init__(self, text: str, path: str | None):
+        self.toks = tokenize(text, path)
+        self.i = 0
+        self.path = path
+        self.prog = Program()
+        self.fresh = 0
+
+    # --- helpers -----------------------------------------------------------------------------
+    @property
+    def tok(self) -> Tok:
+        return self.toks[self.i]
+
+    def peek(self, k: int = 1) -> Tok:
+        return self.toks[min(self.i + k, len(self.toks) - 1)]
+
+    def error(self, msg: str, tok: Tok | None = None) -> FormatError:
+        tok = tok or self.tok
+        return FormatError(msg, path=self.path, where=f"line {tok.line}, column {tok.col}")
+
+    def at(self, text: str) -> bool:
+        return self.tok.kind == "op" and self.tok.text == text
+
+    def expect(self, text: str, what: str = "") -> Tok:
+        if not self.at(text):
+            got = self.tok.text or "end of text"
+            raise self.error(f"expected {text!r}{' ' + what if what else ''}, got {got!r}")
+        t = self.tok
+        self.i += 1
+        return t
+
+    def name(self, what: str) -> Tok:
+        if self.tok.kind != "name":
+            raise self.error(f"expected {what}, got {self.tok.text or 'end of text'!r}")
+        t = self.tok
+        self.i += 1
+        return t
+
+    def where(self, tok: Tok) -> str:
+        return f"line {tok.line}, column {tok.col}: "
+
+    # --- grammar -----------------------------------------------------------------------------
+    def parse(self) -> Program:
+        while self.tok.kind != "eof":
+            if self.at("."):
+                self.i += 1
+                continue
+            if self.at("?-"):
+                self.query()
+            elif self.tok.kind == "name" and self.peek().kind == "op" and self.peek().text == "/":
+                self.predicate_meta()
+            elif self.at("*") and self.peek().kind == "name" and self.peek(2).text == "/":
+                self.i += 1
+                self.predicate_meta()
+            else:
+                self.rule()
+        return self.prog
+
+    def wrap(self, fn, tok):
+        try:
+            return fn()
+        except GraphError as exc:
+            raise self.error(exc.reason, tok) from None
+
+    def query(self):
+        self.expect("?-")
+        while True:
+            tok = self.tok
+            name, terms = self.atom_terms()
+            if any(is_variable(t) for t in terms):
+                raise self.error("queries are ground atoms (no variables)", tok)
+            self.prog.queries.append(Query(name, tuple(terms)))
+            if self.at(","):
+                self.i += 1
+                continue
+            break
+        self.expect(".", "after the query")
+
+    def predicate_meta(self):
+        tok = self.name("a predicate name")
+        self.expect("/")
+        if self.tok.kind != "number" or not self.tok.text.isdigit():
+            raise self.error("expected the arity (an integer) after '/'")
+        arity = int(self.tok.text)
+        self.i += 1
+        meta = self.metadata() if self.at("[") else {}
+        allowed = {"transformation", "dim", "input"}
+        bad = set(meta) - allowed
+        if bad:
+            raise self.error(f"predicate metadata {sorted(bad)} not understood (a predicate "
+                             f"takes {sorted(allowed)})", tok)
+        kw = {}
+        if "transformation" in meta:
+            kw["transformation"] = self.function(meta["transformation"], TRANSFORMATIONS, tok)
+        if "dim" in meta:
+            kw["dim"] = self.intval(meta["dim"], tok)
+        if "input" in meta:
+            kw["input"] = self.boolval(meta["input"], tok)
+        self.wrap(lambda: self.prog.declare(tok.text, arity, **kw), tok)
+        if self.at("."):
+            self.i += 1
+
+    def rule(self):
+        start = self.tok
+        weight = self.weight()
+        if self.at("*") or self.at("@") or self.at("!") or self.at("~"):
+            raise self.error("a rule head cannot be hidden, built-in or negated")
+        htok = self.tok
+        head, head_terms = self.atom_terms()
+        if self.at("."):
+            raise self.error("a fact in the template: facts are the layer's inputs, not rules "
+                             "(give them to RuleLayer)", htok)
+        self.expect(":-", "after the rule head")
+        body = [self.literal()]
+        while self.at(","):
+            self.i += 1
+            body.append(self.literal())
+        self.expect(".", "at the end of the rule")
+        meta = self.metadata() if self.at("[") else {}
+        kw = {}
+        for key in ("transformation", "combination", "aggregation"):
+            if key in meta:
+                table = {"transformation": TRANSFORMATIONS, "combination": COMBINATIONS,
+                         "aggregation": AGGREGATIONS}[key]
+                kw[key] = self.function(meta.pop(key), table, start)
+        if "duplicit_grounding" in meta:
+            kw["merge_duplicates"] = not self.boolval(meta.pop("duplicit_grounding"), start)
+        learnable = self.boolval(meta.pop("learnable"), start) if "learnable" in meta else True
+        if meta:
+            raise self.error(f"rule metadata {sorted(meta)} not understood", start)
+        wname = self.wrap(lambda: self.prog.add_weight(weight), start)
+        lits = []
+        for lit, spec, tok in body:
+            name = self.wrap(lambda: self.prog.add_weight(spec), tok)
+            lits.append(dataclasses.replace(lit, weight=name) if name else lit)
+            if not lit.predicate.startswith("@"):
+                self.wrap(lambda: self.prog.declare(lit.predicate, len(lit.terms)), tok)
+        self.wrap(lambda: self.prog.declare(head, len(head_terms)), htok)
+        if not learnable:
+            for n in [wname] + [lit.weight for lit in lits]:
+                if n is not None:
+                    self.prog.weights[n].fixed = True
+        self.prog.rules.append(Rule(head, tuple(head_terms), tuple(lits), weight=wname, **kw))
+
+    def literal(self):
+        tok = self.tok
+        negated = False
+        if self.at("!") or self.at("~"):
+            negated = True
+            self.i += 1
+        elif self.tok.kind == "name" and self.tok.text == "not" and self.peek().kind == "name":
+            negated = True
+            self.i += 1
+        weight = self.weight()
+        if negated and weight is not None:
+            raise self.error("a negated literal cannot carry a weight", tok)
+        hidden = special = False
+        if self.at("*"):
+            hidden = True
+            self.i += 1
+        if self.at("@"):
+            special = True
+            self.i += 1
+        if (hidden or special) and weight is not None:
+            raise self.error("a hidden or built-in literal cannot carry a weight", tok)
+        ptok = self.tok
+        name, terms = self.atom_terms()
+        if special:
+            name = "@" + name
+            if name not in BUILTINS:
+                raise self.error(f"unknown built-in {name!r} (known: {', '.join(BUILTINS)})", ptok)
+        return Literal(name, tuple(terms), negated=negated, hidden=hidden), weight, tok
+
+    def atom_terms(self):
+        tok = self.name("a predicate name")
+        if tok.text[:1].isupper() or tok.text[:1] == "_":
+            raise self.error(f"predicate names start lower-case, got {tok.text!r}", tok)
+        terms = []
+        if self.at("("):
+            self.i += 1
+            if self.tok.kind == "name" and self.peek().text == "(":
+                raise self.error(f"{tok.text}(...) wraps a literal in a function; polyir rules "
+                                 "take transformations in metadata, not on literals", tok)
+            while True:
+                t = self.tok
+                if t.kind == "name":
+                    text = t.text
+                    if text == "_":
+                        text = f"_{self.fresh}"
+                        self.fresh += 1
+                    terms.append(text)
+                elif t.kind == "number" and re.fullmatch(r"[-+]?\d+", t.text):
+                    terms.append(str(int(t.text)))
+                else:
+                    raise self.error(f"expected a term (Variable, constant or integer), got "
+                                     f"{t.text or 'end of text'!r}")
+                self.i += 1
+                if self.at(","):
+                    self.i += 1
+                    continue
+                self.expect(")", "after the terms")
+                break
+        return tok.text, terms
+
+    def weight(self) -> WeightSpec | None:
+        tok = self.tok
+        fixed = False
+        if self.at("<"):
+            fixed = True
+            self.i += 1
+        name = ""
+        if self.at("$"):
+            self.i += 1
+            name = self.name("a weight name after '$'").text
+            if not self.at("="):
+                if fixed:
+                    self.expect(">", "closing the fixed weight")
+                return WeightSpec(name, fixed=fixed)
+            self.i += 1
+        spec = None
+        if self.tok.kind == "number":
+            spec = WeightSpec(name, value=np.asarray(float(self.tok.text)))
+            self.i += 1
+        elif self.at("{"):
+            self.i += 1
+            dims = []
+            while True:
+                if self.tok.kind != "number" or not self.tok.text.isdigit() or int(self.tok.text) < 1:
+                    raise self.error("weight dimensions are positive integers, e.g. {3, 2}")
+                dims.append(int(self.tok.text))
+                self.i += 1
+                if self.at(","):
+                    self.i += 1
+                    continue
+                self.expect("}", "closing the weight dimensions")
+                break
+            if len(dims) > 2:
+                raise self.error(f"a weight has at most 2 dimensions, got {dims}", tok)
+            spec = WeightSpec(name, dims=tuple(dims))
+        elif self.at("["):
+            spec = WeightSpec(name, value=self.array(tok))
+        elif name or fixed:
+            raise self.error("expected a weight value: a number, [values] or {dims}")
+        if fixed:
+            self.expect(">", "closing the fixed weight")
+            spec.fixed = True
+        return spec
+
+    def array(self, tok) -> np.ndarray:
+        def value():
+            if self.tok.kind == "number":
+                v = float(self.tok.text)
+                self.i += 1
+                return v
+            self.expect("[")
+            items = []
+            if not self.at("]"):
+                items.append(value())
+                while self.at(","):
+                    self.i += 1
+                    items.append(value())
+            self.expect("]", "closing the weight value")
+            return items
+        v = value()
+        try:
+            arr = np.asarray(v, dtype=np.float64)
+        except ValueError:
+            raise self.error("a weight value must be rectangular", tok) from None
+        if arr.ndim > 2:
+            raise self.error(f"a weight has at most 2 dimensions, got shape {arr.shape}", tok)
+        return arr
+
+    def metadata(self) -> dict:
+        self.expect("[")
+        meta = {}
+        while not self.at("]"):
+            key = self.name("a metadata key")
+            self.expect("=", f"after {key.text!r}")
+            t = self.tok
+            if t.kind not in ("name", "number"):
+                raise self.error(f"expected a value for {key.text!r}")
+            self.i += 1
+            meta[key.text] = (t.text, t)
+            if self.at(","):
+                self.i += 1
+            elif not self.at("]"):
+                raise self.error("expected ',' or ']' in metadata")
+        self.expect("]")
+        return meta
+
+    def function(self, val, table, tok):
+        text, t = val
+        name = ALIASES.get(text.lower(), text.lower())
+        if name not in table:
+            raise self.error(f"unknown function {text!r} (known: {', '.join(table)})", t)
+        return name
+
+    def intval(self, val, tok):
+        text, t = val
+        if not text.isdigit() or int(text) < 1:
+            raise self.error(f"expected a positive integer, got {text!r}", t)
+        return int(text)
+
+    def boolval(self, val, tok):
+        text, t = val
+        if text.lower() not in ("true", "false"):
+            raise self.error(f"expected true or false, got {text!r}", t)
+        return text.lower() == "true"
+
+
+def parse_program(text: str, path: str | None = None) -> Program:
+    """Text -> Program (rules, weights as written, declarations, queries). FormatError names the
+    line and column of the first problem."""
+    return _Parser(text, path).parse()
+
+
+def parse_rules(text: str, *, dims: dict | None = None, inputs=None, queries=None, seed: int = 0,
+                dtype=np.float32, path: str | None = None) -> RuleSet:
+    """Text -> ir.RuleSet (see the module docstring and `Program.to_ruleset`)."""
+    prog = parse_program(text, path)
+    try:
+        return prog.to_ruleset(dims=dims, inputs=inputs, queries=queries, seed=seed, dtype=dtype)
+    except FormatError:
+        raise
+    except GraphError as exc:
+        raise FormatError(str(exc), path=path, where="the rule set") from None
+
+
+# --------------------------------------------------------------------------------------------
+# printer
+# --------------------------------------------------------------------------------------------
+def _num(x, dtype) -> str:
+    if dtype == np.float64:
+        return repr(float(x))
+    return np.format_float_positional(np.asarray(x, dtype=dtype)[()], unique=True, trim="0")
+
+
+def format_weight(value: np.ndarray, values: bool | str = True) -> str:
+    """A weight as text: its values, or `{dims}` when `values` is False (or 'auto' and large)."""
+    v = np.asarray(value)
+    show = values is True or (values == "auto" and v.size <= 8)
+    if not show and v.ndim > 0:
+        return "{" + ", ".join(str(s) for s in v.shape) + "}"
+    dtype = v.dtype if v.dtype in (np.float16, np.float32, np.float64) else np.float32
+    if v.ndim == 0:
+        return _num(v, dtype)
+    if v.ndim == 1:
+        return "[" + ", ".join(_num(x, dtype) for x in v) + "]"
+    return "[" + ", ".join("[" + ", ".join(_num(x, dtype) for x in row) + "]" for row in v) + "]"
+
+
+def _weight_text(rs: RuleSet, name: str | None, values, seen: set) -> str:
+    if name is None:
+        return ""
+    if name in seen:
+        text = f"${name}"
+    else:
+        seen.add(name)
+        text = f"${name}={format_weight(rs.weights[name], values)}"
+    if name in rs.fixed:
+        text = f"<{text}>"
+    return text + " "
+
+
+def _atom(name, terms) -> str:
+    return name + (f"({', '.join(terms)})" if terms else "")
+
+
+def format_rule(rs: RuleSet, r: Rule, values=True, seen: set | None = None) -> str:
+    seen = set() if seen is None else seen
+    head = _weight_text(rs, r.weight, values, seen) + _atom(r.head, r.head_terms)
+    body = []
+    for lit in r.body:
+        pred = lit.predicate
+        text = ("!" if lit.negated else "") + _weight_text(rs, lit.weight, values, seen)
+        text += ("*" if lit.hidden else "") + _atom(pred, lit.terms)
+        body.append(text)
+    meta = [f"{k}={PRINTED.get(getattr(r, k), getattr(r, k))}"
+            for k, default in RULE_DEFAULTS.items() if getattr(r, k) != default]
+    if not r.merge_duplicates:
+        meta.append("duplicit_grounding=true")
+    return f"{head} :- {', '.join(body)}." + (f" [{', '.join(meta)}]" if meta else "")
+
+
+def format_ruleset(rs: RuleSet, values: bool | str = True) -> str:
+    """RuleSet -> text. With values=True the text parses back to an equal RuleSet (weights
+    exact); values='auto' prints weights of more than 8 numbers as {dims}; False always does."""
+    seen: set = set()
+    lines = [format_rule(rs, r, values, seen) for r in rs.rules]
+    # declarations: what the rules alone would not say
+    prog = Program(rules=list(rs.rules),
+                   weights={n: WeightSpec(n, value=v) for n, v in rs.weights.items()})
+    for p in rs.predicates:
+        prog.declare(p.name, p.arity)
+    actual = {p.name: p.dim for p in rs.predicates}
+    stated: dict = {}
+    while True:  # state the dims inference would get wrong, given those already stated
+        inferred = infer_dims(prog, dict(stated))
+        wrong = {n for n in actual if inferred.get(n) != actual[n]} - set(stated)
+        if not wrong:
+            break
+        stated.update({n: actual[n] for n in wrong})
+    heads = {r.head for r in rs.rules}
+    natural = []  # the order parsing the rules alone declares predicates in
+    for r in rs.rules:
+        for name in [lit.predicate for lit in r.body] + [r.head]:
+            if not name.startswith("@") and name not in natural:
+                natural.append(name)
+    up_front = natural != [p.name for p in rs.predicates]
+    decls = []
+    for p in rs.predicates:
+        meta = []
+        if p.transformation != "identity":
+            meta.append(f"transformation={PRINTED.get(p.transformation, p.transformation)}")
+        if p.name in stated:
+            meta.append(f"dim={p.dim}")
+        if p.input == (p.name in heads):
+            meta.append(f"input={'true' if p.input else 'false'}")
+        if meta or up_front:
+            decls.append(f"{p.name}/{p.arity}" + (f" [{', '.join(meta)}]" if meta else ""))
+    lines = decls + lines if up_front else lines + decls
+    if rs.queries:
+        lines.append("?- " + ", ".join(_atom(q.predicate, q.terms) for q in rs.queries) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def describe(node) -> str | None:
+    """Text for `polyir info`: a RuleSet's rules (weights over 8 numbers shown as {dims}); None
+    for other kinds."""
+    if isinstance(node, RuleSet):
+        return format_ruleset(node, values="auto")
+    return None
+
+
+__all__ = ["Program", "WeightSpec", "parse_program", "parse_rules", "format_ruleset",
+           "format_rule", "format_weight", "describe", "infer_dims", "tokenize"]
