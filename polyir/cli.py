@@ -156,6 +156,32 @@ def cmd_demo(args) -> int:
     return demo.main(args.out)
 
 
+@command("heyoka", "print a graph as heyoka expressions (or, with --ode, as an ODE system)")
+@arguments(lambda p: (_file_arg(p),
+                      p.add_argument("--ode", action="store_true",
+                                     help="leaky-integrator graph -> ODE system with spike events"),
+                      p.add_argument("--mode", choices=("eval", "train"), default="eval",
+                                     help="logic layers: hard gates (eval) or relaxed (train)"),
+                      p.add_argument("--no-ffnn", action="store_true",
+                                     help="build MLP chains node by node, not as heyoka ffnn")))
+def cmd_heyoka(args) -> int:
+    from .importers.heyoka import to_heyoka, to_heyoka_ode
+    g = load(args.file)
+    if args.ode:
+        ode = to_heyoka_ode(g, mode=args.mode, ffnn=not args.no_ffnn)
+        data = {"file": args.file, "equations": [[str(v), str(r)] for v, r in ode.sys],
+                "outputs": [str(e) for e in ode.outputs], "inputs": ode.n_inputs,
+                "spiking": [n.name for n in ode.spiking], "text": ode.describe()}
+        _emit(args, data, lambda: print(ode.describe()))
+        return 0
+    exprs, variables = to_heyoka(g, mode=args.mode, ffnn=not args.no_ffnn)
+    data = {"file": args.file, "inputs": [str(v) for v in variables],
+            "outputs": [str(e) for e in exprs]}
+    _emit(args, data, lambda: print(f"inputs: {', '.join(data['inputs'])}\n" + "\n".join(
+        f"y[{k}] = {e}" for k, e in enumerate(data["outputs"]))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polyir", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version",

@@ -368,29 +368,34 @@ class HeyokaODE:
     Attributes: `sys` (list of (variable, right-hand side)), `state_vars`, `state0` (initial
     state, zeros), `n_inputs` (inputs are `par[0..n_inputs-1]`, all Input nodes flattened in
     order), `outputs` (expressions of the Output nodes' elements, in state and input), `neurons`
-    (name -> offsets), `spiking` (neurons with events), `spike_charge` (the charge one spike
-    carries into the neurons it feeds; None: the step dt of `run`).
+    (name -> state offsets), `spiking` (neurons with spike events), `spike_charge` (the charge
+    one spike carries into the neurons it feeds; None: the step dt of `run`), `dt` (the graph's
+    metadata dt, if any).
 
-    `integrator(**kw)` builds the `taylor_adaptive` (with the spike events); `run(inputs, dt)`
-    integrates a (T, n_in) input sequence held constant over each step and returns a
+    `integrator(...)` builds a `taylor_adaptive` with the spike events; `run(inputs, dt)`
+    integrates a (T, n_in) input sequence held constant over each step and returns an
     `OdeRun(t, states, outputs, spikes)`.
     """
 
     def __init__(self, sys, state_vars, n_inputs, outputs, neurons, spiking, spike_maps,
-                 rhs_mode=False, spike_charge=None):
+                 rhs_mode=False, spike_charge=None, dt=None):
         self.sys, self.state_vars, self.n_inputs = sys, state_vars, n_inputs
         self.outputs, self.neurons, self.spiking = outputs, neurons, spiking
-        self.spike_maps = spike_maps          # name -> {target: (offsets, (n_t, n_src) jumps)}
-        self.out_spike_maps: dict = {}        # Output spike raster maps, set by the builder
-        self.rhs_mode, self.spike_charge = rhs_mode, spike_charge
+        self.spike_maps = spike_maps          # source -> {target: (state offsets, jump matrix)}
+        self.out_spike_maps: dict = {}        # source -> (n_out, n_source) spike-count map
+        self.rhs_mode, self.spike_charge, self.dt = rhs_mode, spike_charge, dt
         self.state0 = np.zeros(len(state_vars))
+        self.record: list = []                # spikes of the current run: (time, neuron, index)
+        self.charge = 1.0                     # charge delivered per spike in the current run
         self._out_cf = None
+        self._ta: dict = {}
 
     def __repr__(self):
         return (f"HeyokaODE({len(self.state_vars)} states, {self.n_inputs} inputs, "
                 f"{len(self.outputs)} outputs, {sum(len(n.v) for n in self.spiking)} spiking)")
 
     def describe(self) -> str:
+        """The system as text: one line per equation, event and output."""
         lines = [f"d{v}/dt = {rhs}" for v, rhs in self.sys]
         for n in self.spiking:
             thr = np.asarray(n.node.v_threshold).tolist()
@@ -402,72 +407,90 @@ class HeyokaODE:
             lines.append(f"inputs: par[0..{self.n_inputs - 1}] (constant over each step)")
         return "\n".join(lines)
 
+    def _thresholds(self) -> dict:
+        return {n.name: (n.offset, np.asarray(n.node.v_threshold, np.float64).ravel(),
+                         np.asarray(n.node.v_reset, np.float64).ravel()) for n in self.spiking}
+
     def integrator(self, state0=None, *, tol: float = 0.0, compact_mode: bool = False,
-                   record: list | None = None, charge: float = 1.0, **kwargs):
-        """A `heyoka.taylor_adaptive` for the system; spikes (time, neuron, index) are appended
-        to `record`. `charge` is what one spike adds (times the weights) to the neurons it feeds."""
+                   **kwargs):
+        """A new `heyoka.taylor_adaptive` for the system (inputs as pars, initially 0). Spikes
+        are terminal events whose callback appends (time, neuron, index) to `self.record`,
+        resets v and adds `self.charge` times the weights to the neurons the spike feeds."""
         hy = _hy()
         state0 = self.state0 if state0 is None else np.asarray(state0, np.float64)
+        thresholds = self._thresholds()
         events = []
-        thresholds = {}
         for n in self.spiking:
-            thr = np.asarray(n.node.v_threshold, np.float64).ravel()
-            reset = np.asarray(n.node.v_reset, np.float64).ravel()
-            thresholds[n.name] = (n.offset, thr, reset)
-        for n in self.spiking:
-            off, thr, _ = thresholds[n.name]
+            _, thr, _ = thresholds[n.name]
             for k in range(len(n.v)):
-                cb = _SpikeCallback(self, n.name, k, thresholds, record, charge)
-                events.append(hy.t_event(n.v[k] - float(thr[k]), callback=cb,
+                events.append(hy.t_event(n.v[k] - float(thr[k]),
+                                         callback=_SpikeCallback(self, n.name, k, thresholds),
                                          direction=hy.event_direction.positive))
-        return hy.taylor_adaptive(self.sys, list(state0), pars=[0.0] * self.n_inputs, tol=tol,
-                                  compact_mode=compact_mode, t_events=events, **kwargs)
+        return hy.taylor_adaptive(self.sys, [float(v) for v in state0],
+                                  pars=[0.0] * self.n_inputs, tol=tol, compact_mode=compact_mode,
+                                  t_events=events, **kwargs)
 
     def output_function(self):
-        """cfunc (states..., inputs as pars) -> outputs."""
+        """cfunc: states (as variables), inputs (as pars) -> outputs."""
         if self._out_cf is None:
-            hy = _hy()
-            self._out_cf = hy.cfunc(self.outputs, self.state_vars)
+            self._out_cf = _hy().cfunc(self.outputs, self.state_vars)
         return self._out_cf
 
-    def run(self, inputs, dt: float, state0=None, **kwargs) -> "OdeRun":
-        """Integrate a (T, n_in) input sequence, row k held constant on [k dt, (k+1) dt].
-        Returns states and outputs at the end of each step ((T, n_state), (T, n_out)), and the
-        exact spike times. A spiking output element at step k counts the spikes in that step."""
+    def run(self, inputs, dt: float | None = None, state0=None, **kwargs) -> "OdeRun":
+        """Integrate a (T, n_in) input sequence (or (T, batch, n_in): each batch element in
+        turn), row k held constant on [k dt, (k+1) dt]. Returns the states and outputs at the
+        end of each step ((T, [batch,] n_state), (T, [batch,] n_out)) and the exact spike times.
+        A spiking output element at step k counts the spikes in that step. The integrator is
+        compiled once per option set and reused."""
         if self.rhs_mode:
             raise ir.GraphError("this system is dx/dt = graph(x): it takes no input sequence",
                                 field="inputs", fix="use integrator(state0).propagate_grid(times)")
+        dt = self.dt if dt is None else dt
+        if dt is None:
+            raise ir.GraphError("no time step: the graph's metadata has no 'dt'", field="dt",
+                                fix="pass dt=...")
+        dt = float(dt)
         x = np.asarray(inputs, np.float64)
         if x.ndim == 1 and self.n_inputs == 1:
             x = x[:, None]
+        if x.ndim == 3:
+            runs = [self.run(x[:, j], dt, state0, **kwargs) for j in range(x.shape[1])]
+            return OdeRun(runs[0].t, np.stack([r.states for r in runs], 1),
+                          np.stack([r.outputs for r in runs], 1), [r.spikes for r in runs])
         x = x.reshape(x.shape[0], -1)
         if x.shape[1] != self.n_inputs:
             raise ir.GraphError(f"input sequence has {x.shape[1]} columns, the graph takes "
                                 f"{self.n_inputs}", field="inputs", fix="pass (T, n_in)")
-        record: list = []
-        charge = float(dt if self.spike_charge is None else self.spike_charge)
-        ta = self.integrator(state0, record=record, charge=charge, **kwargs)
+        key = tuple(sorted(kwargs.items()))
+        if key not in self._ta:
+            self._ta[key] = self.integrator(**kwargs)
+        ta = self._ta[key]
+        ta.time = 0.0
+        ta.state[:] = self.state0 if state0 is None else np.asarray(state0, np.float64)
+        ta.reset_cooldowns()
+        self.record = []
+        self.charge = float(dt if self.spike_charge is None else self.spike_charge)
+        limit = _hy().taylor_outcome.time_limit
         T = x.shape[0]
         states = np.empty((T, len(self.state_vars)))
         for k in range(T):
             ta.pars[:] = x[k]
-            outcome = ta.propagate_until((k + 1) * float(dt))[0]
-            if outcome != _hy().taylor_outcome.time_limit:
+            outcome = ta.propagate_until((k + 1) * dt)[0]
+            if outcome != limit:
                 raise RuntimeError(f"heyoka stopped at t={ta.time} with {outcome}")
             states[k] = ta.state
-        outs = np.empty((T, len(self.outputs)))
+        outs = np.zeros((T, len(self.outputs)))
         if self.outputs:
             cf = self.output_function()
             pars = np.ascontiguousarray(x.T[:cf.nparams]) if cf.nparams else None
             outs[:] = cf(np.ascontiguousarray(states.T), pars=pars).T
         for name, m in self.out_spike_maps.items():
-            n = next(s for s in self.spiking if s.name == name)
-            counts = np.zeros((T, len(n.v)))
-            for t, src, idx in record:
+            counts = np.zeros((T, m.shape[1]))
+            for t, src, idx in self.record:
                 if src == name:
-                    counts[min(int(np.floor(t / dt)), T - 1), idx] += 1
+                    counts[min(int(t / dt), T - 1), idx] += 1
             outs += counts @ m.T
-        return OdeRun(np.arange(1, T + 1) * float(dt), states, outs, record)
+        return OdeRun(np.arange(1, T + 1) * dt, states, outs, list(self.record))
 
 
 @dataclasses.dataclass
@@ -489,29 +512,28 @@ class _SpikeCallback:
     """Terminal-event callback: record the spike, reset v, deliver the charge to the neurons the
     spiking one feeds; a neuron pushed over its threshold by that charge spikes at once."""
 
-    def __init__(self, ode, name, index, thresholds, record, charge):
-        self.ode, self.name, self.index = ode, name, index
-        self.thresholds, self.record, self.charge = thresholds, record, charge
+    def __init__(self, ode, name, index, thresholds):
+        self.ode, self.name, self.index, self.thresholds = ode, name, index, thresholds
 
     def __deepcopy__(self, memo):
-        # heyoka deep-copies callbacks into the integrator; keep this one (and its record) shared.
+        # heyoka deep-copies callbacks into the integrator; keep this one bound to its ODE.
         return self
 
     def __call__(self, ta, d_sgn) -> bool:
         st = ta.state
+        ode = self.ode
         queue = [(self.name, self.index)]
         fired = 0
         while queue:
             name, k = queue.pop(0)
             off, thr, reset = self.thresholds[name]
-            if self.record is not None:
-                self.record.append((float(ta.time), name, k))
+            ode.record.append((float(ta.time), name, k))
             st[off + k] = reset[k]
             fired += 1
-            if fired > 10000:
+            if fired > 100000:
                 raise RuntimeError(f"spike cascade from {self.name!r} does not end")
-            for target, (offsets, jumps) in self.ode.spike_maps.get(name, {}).items():
-                st[offsets] += self.charge * jumps[:, k]
+            for target, (offsets, jumps) in ode.spike_maps.get(name, {}).items():
+                st[offsets] += ode.charge * jumps[:, k]
                 if target in self.thresholds:
                     t_off, t_thr, _ = self.thresholds[target]
                     for j in np.nonzero(st[t_off:t_off + len(t_thr)] > t_thr)[0]:
@@ -659,7 +681,7 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
     outputs = [e for o in b.output_names for e in np.asarray(env[o].ex).ravel()]
     ode = HeyokaODE(sys, state_vars, n_in, outputs, info,
                     [info[n] for n in neurons if isinstance(g.nodes[n], _SPIKING)], spike_maps,
-                    spike_charge=spike_charge)
+                    spike_charge=spike_charge, dt=g.metadata.get("dt"))
     # Output spike maps: (n_out, n_src) per spiking source
     for o_start, o in zip(np.cumsum([0] + [np.asarray(env[o].ex).size for o in b.output_names]),
                           b.output_names):
