@@ -467,7 +467,8 @@ class HeyokaODE:
         ta = self._ta[key]
         ta.time = 0.0
         ta.state[:] = self.state0 if state0 is None else np.asarray(state0, np.float64)
-        ta.reset_cooldowns()
+        if self.spiking:
+            ta.reset_cooldowns()
         self.record = []
         self.charge = float(dt if self.spike_charge is None else self.spike_charge)
         limit = _hy().taylor_outcome.time_limit

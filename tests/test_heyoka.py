@@ -1,0 +1,421 @@
+"""heyoka importer and backend: MLPs as heyoka.model.ffnn, node-by-node expressions, relaxed logic,
+leaky-integrator ODEs with exact spike events. References are written here (torch float64
+forward passes, numpy formulas, closed-form solutions), never taken from polyir."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import polyir
+from polyir import ir
+from polyir.backends.heyoka import compile as heyoka_compile
+from polyir.importers.heyoka import to_heyoka, to_heyoka_ode
+from polyir.ir.patterns import find_ffnn_chains
+
+hy = pytest.importorskip("heyoka")
+
+TORCH_ACT = {
+    "tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "identity": lambda x: x,
+    "leaky_relu": lambda x: torch.nn.functional.leaky_relu(x, 0.1),
+    "elu": lambda x: torch.nn.functional.elu(x, 0.7), "gelu": torch.nn.functional.gelu,
+    "silu": torch.nn.functional.silu, "hardtanh": lambda x: torch.nn.functional.hardtanh(x, -2, 2),
+    "exp": torch.exp,
+}
+ALPHA = {"leaky_relu": 0.1, "elu": 0.7, "hardtanh": 2.0, "softplus": 1.5}
+
+
+def torch_mlp(sizes, acts, seed):
+    torch.manual_seed(seed)
+    layers = [torch.nn.Linear(a, b, dtype=torch.float64) for a, b in zip(sizes, sizes[1:])]
+    return layers, acts
+
+
+def torch_forward(layers, acts, x):
+    h = torch.from_numpy(x)
+    with torch.no_grad():
+        for layer, act in zip(layers, acts):
+            h = TORCH_ACT[act](layer(h))
+    return h.numpy()
+
+
+def graph_of(layers, acts):
+    """The Graph a user (or polyir.export) would write for the torch MLP."""
+    nodes = []
+    for layer, act in zip(layers, acts):
+        nodes.append(ir.Affine(layer.weight.detach().numpy().copy(),
+                               layer.bias.detach().numpy().copy()))
+        if act != "identity":
+            nodes.append(ir.Activation(act, ALPHA.get(act)))
+    return ir.Graph.sequential(*nodes)
+
+
+def test_heyoka_ffnn_weight_order():
+    """heyoka's nn_wb order, checked against heyoka itself: all weight matrices (each (out, in)
+    row-major, layer by layer), then all biases."""
+    x = hy.make_vars("x0", "x1", "x2")
+    rng = np.random.default_rng(1)
+    wb = rng.normal(size=3 * 4 + 4 * 2 + 4 + 2)
+    out = hy.model.ffnn(list(x), [4], 2, [hy.tanh, lambda e: e], list(wb))
+    cf = hy.cfunc(out, list(x))
+    pts = rng.normal(size=(3, 50))
+    w1, w2 = wb[:12].reshape(4, 3), wb[12:20].reshape(2, 4)
+    b1, b2 = wb[20:24], wb[24:26]
+    ref = w2 @ np.tanh(w1 @ pts + b1[:, None]) + b2[:, None]
+    np.testing.assert_allclose(cf(pts), ref, rtol=0, atol=1e-13)
+
+
+MLPS = [("tanh", "tanh", "sigmoid"), ("relu", "relu", "identity"),
+        ("leaky_relu", "leaky_relu", "identity")]
+
+
+@pytest.mark.parametrize("acts", MLPS, ids=["-".join(a) for a in MLPS])
+def test_mlp_equals_torch(acts):
+    layers, acts = torch_mlp([4, 32, 32, 1], acts, seed=0)
+    g = graph_of(layers, acts)
+    x = np.random.default_rng(2).normal(scale=2.0, size=(10_000, 4))
+    ref = torch_forward(layers, acts, x)
+    prog = heyoka_compile(g)
+    y = prog(x)
+    assert y.shape == (10_000, 1)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-13)
+    # node by node: the same function
+    y2 = heyoka_compile(g, ffnn=False, compact_mode=True)(x)
+    np.testing.assert_allclose(y2, y, rtol=0, atol=1e-13)
+
+
+def test_mlp_is_exactly_heyoka_ffnn():
+    layers, acts = torch_mlp([4, 32, 32, 1], ("tanh", "tanh", "sigmoid"), seed=3)
+    g = graph_of(layers, acts)
+    exprs, variables = to_heyoka(g)
+    ws = [lay.weight.detach().numpy() for lay in layers]
+    bs = [lay.bias.detach().numpy() for lay in layers]
+    wb = [float(v) for w in ws for v in w.ravel()] + [float(v) for b in bs for v in b]
+    expected = hy.model.ffnn(variables, [32, 32], 1, [hy.tanh, hy.tanh, hy.sigmoid], wb)
+    assert exprs == expected
+    # params: par[i] in heyoka's order, values beside
+    pexprs, pvars, values = to_heyoka(g, params=True)
+    np.testing.assert_array_equal(values, np.array(wb))
+    assert pexprs == hy.model.ffnn(pvars, [32, 32], 1, [hy.tanh, hy.tanh, hy.sigmoid],
+                                   [hy.par[i] for i in range(len(wb))])
+    # node-by-node with params: same values through the pars
+    nexprs, nvars, nvalues = to_heyoka(g, params=True, ffnn=False)
+    pts = np.random.default_rng(4).normal(size=(4, 100))
+    a = hy.cfunc(pexprs, pvars)(pts, pars=np.repeat(values[:, None], 100, 1))
+    b = hy.cfunc(nexprs, nvars, compact_mode=True)(pts, pars=np.repeat(nvalues[:, None], 100, 1))
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(a.T, torch_forward(layers, acts, pts.T.copy()), rtol=0, atol=1e-13)
+
+
+def test_chain_finder_stops_at_fan_out():
+    rng = np.random.default_rng(0)
+    g = ir.Graph()
+    g.add("x", ir.Input((3,)))
+    g.add("pre", ir.Activation("tanh"))           # before the first dense layer: not in a chain
+    g.add("a1", ir.Affine(rng.normal(size=(5, 3)), np.zeros(5)))
+    g.add("t1", ir.Activation("tanh"))
+    g.add("a2", ir.Linear(rng.normal(size=(4, 5))))
+    g.add("s2", ir.Activation("sigmoid"))
+    g.add("a3", ir.Affine(rng.normal(size=(2, 4)), np.zeros(2)))   # s2 fans out to a3 and y2
+    g.add("y1", ir.Output((2,)))
+    g.add("y2", ir.Output((4,)))
+    for e in [("x", "pre"), ("pre", "a1"), ("a1", "t1"), ("t1", "a2"), ("a2", "s2"),
+              ("s2", "a3"), ("a3", "y1"), ("s2", "y2")]:
+        g.connect(*e)
+    chains = find_ffnn_chains(g)
+    assert [c.nodes for c in chains] == [("a1", "t1", "a2", "s2")]
+    x = rng.normal(size=(20, 3))
+    p1, p2 = heyoka_compile(g), heyoka_compile(g, ffnn=False)
+    h = np.tanh(x)
+    h = 1 / (1 + np.exp(-(np.tanh(h @ g.nodes["a1"].weight.T) @ g.nodes["a2"].weight.T)))
+    for p in (p1, p2):
+        y1, y2 = p(x)
+        np.testing.assert_allclose(y2, h, atol=1e-14)
+        np.testing.assert_allclose(y1, h @ g.nodes["a3"].weight.T, atol=1e-14)
+
+
+def test_activations_equal_torch():
+    fns = sorted(ir.ACTIVATIONS)
+    g = ir.Graph()
+    g.add("x", ir.Input((1,)))
+    for f in fns:
+        g.add(f, ir.Activation(f, ALPHA.get(f)))
+        g.add("y_" + f, ir.Output((1,)))
+        g.connect("x", f)
+        g.connect(f, "y_" + f)
+    x = np.concatenate([np.linspace(-30, 30, 2001), [0.0, -1e-300, 1e-300, 2.0, -2.0]])[:, None]
+    outs = heyoka_compile(g)(x)
+    xt = torch.from_numpy(x)
+    for f, y in zip(fns, outs):
+        if f == "softplus":  # torch cuts over to x above beta x > 20; the IR's formula does not
+            b = ALPHA[f]
+            ref = np.logaddexp(0.0, b * x) / b
+        else:
+            ref = TORCH_ACT[f](xt).numpy()
+        np.testing.assert_allclose(y, ref, rtol=1e-14, atol=1e-14, err_msg=f)
+
+
+# --- relaxed logic ---------------------------------------------------------------------------
+# The 16 relaxed gates in difflogic's order, written out.
+RELAXED = [lambda a, b: 0 * a, lambda a, b: a * b, lambda a, b: a - a * b, lambda a, b: a,
+           lambda a, b: b - a * b, lambda a, b: b, lambda a, b: a + b - 2 * a * b,
+           lambda a, b: a + b - a * b, lambda a, b: 1 - (a + b - a * b),
+           lambda a, b: 1 - (a + b - 2 * a * b), lambda a, b: 1 - b,
+           lambda a, b: 1 - b + a * b, lambda a, b: 1 - a, lambda a, b: 1 - a + a * b,
+           lambda a, b: 1 - a * b, lambda a, b: 1 + 0 * a]
+
+
+def relaxed_layer(x, a, b, logits):
+    p = torch.softmax(torch.tensor(logits), dim=-1).numpy()
+    xa, xb = x[:, a], x[:, b]
+    return sum(p[:, g] * RELAXED[g](xa, xb) for g in range(16))
+
+
+def logic_graph(rng, n_in=8, widths=(16, 12), k=3, tau=2.0):
+    nodes, prev = [], n_in
+    params = []
+    for w in widths:
+        a, b = rng.integers(0, prev, w), rng.integers(0, prev, w)
+        logits = rng.normal(scale=2.0, size=(w, 16))
+        nodes.append(ir.LogicLayer(a, b, logits.argmax(-1), logits))
+        params.append((a, b, logits))
+        prev = w
+    nodes.append(ir.GroupSum(k, tau=tau))
+    return ir.Graph.sequential(*nodes, input_shape=(n_in,), input_elem="bit"), params
+
+
+def test_relaxed_logic_train_mode():
+    rng = np.random.default_rng(5)
+    g, params = logic_graph(rng)
+    x = rng.uniform(size=(2000, 8))
+    h = x
+    for a, b, logits in params:
+        h = relaxed_layer(h, a, b, logits)
+    ref = h.reshape(len(x), 3, -1).sum(-1) / 2.0
+    y = heyoka_compile(g, mode="train")(x)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-12)
+
+
+def test_logic_eval_mode_truth_tables():
+    rng = np.random.default_rng(6)
+    g, params = logic_graph(rng, n_in=6, widths=(32,), k=1, tau=1.0)
+    g2 = ir.Graph.sequential(g.nodes["logiclayer"], input_shape=(6,), input_elem="bit")
+    x = rng.integers(0, 2, size=(500, 6)).astype(np.float64)
+    a, b, logits = params[0]
+    gates = logits.argmax(-1)
+    # difflogic id = 4-bit number G(0,0) G(0,1) G(1,0) G(1,1), high bit first
+    xa, xb = x[:, a].astype(int), x[:, b].astype(int)
+    ref = (gates[None, :] >> (3 - (2 * xa + xb))) & 1
+    np.testing.assert_array_equal(heyoka_compile(g2)(x), ref)
+
+
+def test_no_smooth_form_refused():
+    rng = np.random.default_rng(0)
+    g = ir.Graph.sequential(ir.Affine(rng.normal(size=(3, 2)), np.zeros(3)),
+                            ir.Threshold(np.zeros(3)))
+    with pytest.raises(polyir.GraphError, match="threshold.*no smooth") as e:
+        to_heyoka(g)
+    assert e.value.node == "threshold"
+    g = ir.Graph.sequential(ir.Binarize(np.array([0.5])), ir.LogicLayer([0], [0], [1]),
+                            input_shape=(1,))
+    with pytest.raises(polyir.GraphError, match="Binarize") as e:
+        to_heyoka(g)
+    assert e.value.node == "binarize"
+    lif = ir.LIF(tau=np.ones(1), r=np.ones(1), v_leak=np.zeros(1), v_threshold=np.ones(1))
+    with pytest.raises(polyir.GraphError, match="to_heyoka_ode"):
+        to_heyoka(ir.Graph.sequential(lif))
+
+
+# --- leaky integrators ------------------------------------------------------------------------
+def li_graph(w, b, tau, r, v_leak):
+    g = ir.Graph(metadata={"dt": 1e-3})
+    g.add("x", ir.Input((w.shape[1],)))
+    g.add("fc", ir.Affine(w, b))
+    g.add("li", ir.LI(tau=tau, r=r, v_leak=v_leak))
+    g.add("y", ir.Output((w.shape[0],)))
+    for e in [("x", "fc"), ("fc", "li"), ("li", "y")]:
+        g.connect(*e)
+    return g
+
+
+def test_li_step_closed_form_and_euler_convergence():
+    rng = np.random.default_rng(7)
+    w, b = rng.normal(size=(3, 2)), rng.normal(size=3)
+    tau, r, v_leak = np.array([0.01, 0.02, 0.05]), np.array([1.0, 2.0, 0.5]), np.array([0.1, 0, -0.2])
+    g = li_graph(w, b, tau, r, v_leak)
+    ode = to_heyoka_ode(g)
+    T_end, step_at, u = 0.1, 0.02, np.array([1.5, -0.7])
+
+    def closed(t):
+        """v(t) from v = 0: input 0 before step_at, u after (NIR's LI, solved by hand)."""
+        t = np.asarray(t)[:, None]
+        v_inf0 = v_leak + r * b
+        v1 = v_inf0 * (1 - np.exp(-np.minimum(t, step_at) / tau))
+        v_inf1 = v_leak + r * (w @ u + b)
+        return np.where(t <= step_at, v1, v_inf1 + (v1 - v_inf1) * np.exp(-(t - step_at) / tau))
+
+    dt = 1e-3
+    n = int(round(T_end / dt))
+    seq = np.zeros((n, 2))
+    seq[int(round(step_at / dt)):] = u
+    run = ode.run(seq)  # dt from the graph's metadata
+    np.testing.assert_allclose(run.outputs, closed(run.t), rtol=0, atol=1e-10)
+
+    def euler(dt):
+        n = int(round(T_end / dt))
+        v = np.zeros(3)
+        for k in range(n):
+            x = u if k * dt >= step_at - 1e-12 else np.zeros(2)
+            v = v + dt / tau * (v_leak - v + r * (w @ x + b))
+        return v
+
+    errs = [np.abs(euler(d) - closed([T_end])[0]).max() for d in (1e-3, 5e-4, 2.5e-4, 1.25e-4)]
+    ratios = np.array(errs[:-1]) / np.array(errs[1:])
+    assert np.all(np.diff(errs) < 0), errs
+    np.testing.assert_allclose(ratios, 2.0, rtol=0.1)  # first order
+
+
+def test_li_equals_torch_exact_discretisation():
+    """torch's 'exact' (zero-order hold) LI step is the ODE's solution for piecewise-constant
+    input: heyoka agrees with polyir.nn.LI to 1e-12 (and differs from Euler)."""
+    nn = pytest.importorskip("polyir.nn")
+    rng = np.random.default_rng(8)
+    tau, r, v_leak = np.array([0.01, 0.03]), np.array([1.0, 0.5]), np.array([0.0, 0.1])
+    g = li_graph(np.eye(2), np.zeros(2), tau, r, v_leak)
+    seq = rng.normal(size=(60, 2))
+    ours = to_heyoka_ode(g).run(seq, 1e-3).outputs
+    neuron = nn.LI(torch.tensor(tau), torch.tensor(r), torch.tensor(v_leak), dt=1e-3,
+                   discretization="exact")
+    state, ys = None, []
+    with torch.no_grad():
+        for k in range(len(seq)):
+            y, state = neuron(torch.from_numpy(seq[k:k + 1]), state)
+            ys.append(y[0].numpy())
+    np.testing.assert_allclose(ours, np.array(ys), rtol=0, atol=1e-12)
+
+
+def test_cuba_li_closed_form():
+    ts, tm, r, w_in = 5e-3, 2e-2, 2.0, 1.5
+    g = ir.Graph.sequential(ir.CubaLI(tau_syn=np.array([ts]), tau_mem=np.array([tm]),
+                                      r=np.array([r]), v_leak=np.array([0.0]),
+                                      w_in=np.array([w_in])))
+    run = to_heyoka_ode(g).run(np.full(100, 0.8), 1e-3)
+    t, c = run.t, 0.8 * w_in
+    i_ref = c * (1 - np.exp(-t / ts))
+    v_ref = r * c * (1 - (tm * np.exp(-t / tm) - ts * np.exp(-t / ts)) / (tm - ts))
+    np.testing.assert_allclose(run.states[:, 0], i_ref, atol=1e-12)
+    np.testing.assert_allclose(run.outputs[:, 0], v_ref, atol=1e-12)
+
+
+def lif_spike_times(inputs, dt, tau, r, thr, reset):
+    """Exact spike times of tau dv/dt = -v + r u for piecewise-constant u (solved by hand)."""
+    v, spikes = 0.0, []
+    for k, u in enumerate(inputs):
+        t, left = k * dt, dt
+        while True:
+            vinf = r * u
+            if vinf > thr and v < thr:
+                s = tau * np.log((vinf - v) / (vinf - thr))
+                if s <= left:
+                    spikes.append(t + s)
+                    t, left, v = t + s, left - s, reset
+                    continue
+            v = vinf + (v - vinf) * np.exp(-left / tau)
+            break
+    return np.array(spikes)
+
+
+def test_lif_norse_exact_spike_times(nir_data):
+    g = polyir.load(nir_data / "lif_norse.nir")
+    data = np.loadtxt(nir_data / "lif_exact.csv", delimiter=",")
+    dt = 1e-4
+    lif = next(k for k in g.nodes.values() if isinstance(k, ir.LIF))
+    run = to_heyoka_ode(g).run(data[:, 0], dt)
+    got = run.spike_times()
+    ref = lif_spike_times(data[:, 0], dt, float(lif.tau[0]), float(lif.r[0]),
+                          float(lif.v_threshold[0]), float(lif.v_reset[0]))
+    assert len(got) == len(ref) == 4
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    # the NIR paper's exact solution: a spike in row k happened within step k
+    rows = np.nonzero(data[:, 2])[0]
+    assert np.all(np.abs(got - (rows + 0.5) * dt) <= 0.5 * dt)
+    np.testing.assert_array_equal(np.nonzero(run.outputs[:, 0])[0], rows)
+    # membrane: equal up to the file's float32 tau
+    np.testing.assert_allclose(run.states[:, 0], data[:, 1], atol=1e-7)
+
+
+def test_spike_charge_into_li():
+    """LIF -> Linear(w) -> LI: each spike adds charge * w * r / tau to the LI (set charge 1)."""
+    tau, thr, tau2, w = 2e-3, 0.5, 1e-2, 0.3
+    g = ir.Graph()
+    g.add("x", ir.Input((1,)))
+    g.add("lif", ir.LIF(tau=np.array([tau]), r=np.ones(1), v_leak=np.zeros(1),
+                        v_threshold=np.array([thr])))
+    g.add("w", ir.Linear(np.array([[w]])))
+    g.add("li", ir.LI(tau=np.array([tau2]), r=np.ones(1), v_leak=np.zeros(1)))
+    g.add("y", ir.Output((1,)))
+    g.add("z", ir.Output((1,)))
+    for e in [("x", "lif"), ("lif", "w"), ("w", "li"), ("li", "y"), ("lif", "z")]:
+        g.connect(*e)
+    ode = to_heyoka_ode(g, spike_charge=1.0)
+    run = ode.run(np.full(50, 1.0), 1e-3)
+    spikes = run.spike_times("lif")
+    period = tau * np.log(1 / (1 - thr))
+    np.testing.assert_allclose(spikes, period * np.arange(1, len(spikes) + 1), atol=1e-12)
+    assert len(spikes) == int(0.05 // period)
+    li = np.array([sum(w / tau2 * np.exp(-(t - s) / tau2) for s in spikes if s < t)
+                   for t in run.t])
+    np.testing.assert_allclose(run.outputs[:, 0], li, atol=1e-9)
+    counts = np.array([np.sum((spikes > t - 1e-3) & (spikes <= t)) for t in run.t])
+    np.testing.assert_array_equal(run.outputs[:, 1], counts)
+
+
+def test_spikes_into_nonlinear_node_refused():
+    g = ir.Graph.sequential(ir.LIF(tau=np.ones(1), r=np.ones(1), v_leak=np.zeros(1),
+                                   v_threshold=np.ones(1)), ir.Activation("tanh"))
+    with pytest.raises(polyir.GraphError, match="spikes of 'lif' reach a nonlinear node"):
+        to_heyoka_ode(g)
+
+
+def test_mlp_right_hand_side():
+    """A graph without neurons is dx/dt = graph(x): linear layer -> matrix exponential."""
+    a = np.array([[-1.0, 2.0], [-2.0, -0.5]])
+    ode = to_heyoka_ode(ir.Graph.sequential(ir.Linear(a)))
+    x0 = np.array([1.0, 0.5])
+    ta = ode.integrator(x0)
+    times = np.linspace(0, 2, 11)
+    got = ta.propagate_grid(times)[-1]
+    lam, vec = np.linalg.eig(a)
+    ref = np.array([(vec @ np.diag(np.exp(lam * t)) @ np.linalg.solve(vec, x0)).real
+                    for t in times])
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+
+
+def test_program_interface():
+    layers, acts = torch_mlp([3, 8, 2], ("tanh", "identity"), seed=9)
+    g = graph_of(layers, acts)
+    x = np.random.default_rng(10).normal(size=(257, 3))
+    ref = torch_forward(layers, acts, x)
+    p32 = heyoka_compile(g, dtype="float32")
+    y = p32(x.astype(np.float32))
+    assert y.dtype == np.float32 and y.shape == (257, 2)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    p64 = heyoka_compile(g)
+    np.testing.assert_allclose(p64(x[0]), ref[0], atol=1e-14)  # one sample, no batch dim
+    assert "tanh" in p64.source
+    with pytest.raises(polyir.GraphError, match="does not fit"):
+        p64(np.zeros((4, 5)))
+
+
+def test_cli_prints_expressions(tmp_path, capsys, nir_data):
+    from polyir.cli import main
+    layers, acts = torch_mlp([2, 3, 1], ("tanh", "sigmoid"), seed=11)
+    path = tmp_path / "mlp.h5"
+    polyir.save(graph_of(layers, acts), path)
+    assert main(["heyoka", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "inputs: x0, x1" in out and "y[0] = sigmoid(" in out and "tanh(" in out
+    assert main(["heyoka", str(nir_data / "lif_norse.nir"), "--ode"]) == 0
+    out = capsys.readouterr().out
+    assert "crosses v_threshold" in out and "par[0..0]" in out
+    assert main(["heyoka", str(nir_data / "lif_norse.nir")]) == 1
