@@ -120,11 +120,11 @@ class Program:
         uniform from `seed`), choose inputs (predicates no rule derives, unless `inputs` names
         them) and queries (given, else the program's `?-`, else every derived arity-0 predicate
         no rule body uses)."""
-        for r in self.rules:
-            self.declare(r.head, len(r.head_terms))
+        for r in self.rules:  # body first, then head: the order the parser declares in
             for lit in r.body:
                 if not lit.predicate.startswith("@"):
                     self.declare(lit.predicate, len(lit.terms))
+            self.declare(r.head, len(r.head_terms))
         for name, w in self.weights.items():
             if w.value is None and w.dims is None:
                 raise GraphError(f"weight ${name} is used but never given a value or dimensions",
