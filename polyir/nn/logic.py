@@ -116,7 +116,8 @@ class LogicLayer(nn.Module):
             else:
                 raise ValueError(f"connections={connections!r}: use 'random', 'unique' or (a, b)")
         else:
-            a, b = (np.asarray(torch.as_tensor(c).cpu(), dtype=np.int64) for c in connections)
+            a, b = (c.detach().cpu().numpy().astype(np.int64) if isinstance(c, torch.Tensor)
+                    else np.array(c, dtype=np.int64) for c in connections)
             if a.shape != (self.out_dim,) or b.shape != (self.out_dim,):
                 raise ValueError(f"connections (a, b) must each have shape ({self.out_dim},), got "
                                  f"{a.shape} and {b.shape}")
