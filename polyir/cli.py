@@ -97,11 +97,17 @@ def cmd_info(args) -> int:
             "parameters": g.parameter_count()}
     if args.kinds:
         data["coverage"] = coverage()
+    from .ir.rules_text import describe
+    texts = {n: t for n, k in g.flattened().nodes.items() if (t := describe(k)) is not None}
+    if texts:
+        data["rules"] = texts
 
     def render():
         print_graph(g, f"{args.file}  (format {data['format']}, {data['parameters']:,} parameters)")
         if g.metadata:
             _console().print("metadata:", g.metadata)
+        for n, text in texts.items():  # RuleSet nodes: their rules in text form
+            print(f"rules of {n!r}:\n{text}")
         if args.kinds:
             print_coverage()
     _emit(args, data, render)
