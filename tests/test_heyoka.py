@@ -194,6 +194,10 @@ def test_relaxed_logic_train_mode():
     ref = h.reshape(len(x), 3, -1).sum(-1) / 2.0
     y = heyoka_compile(g, mode="train")(x)
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-12)
+    # and polyir's torch module in train mode (checked against the same formula elsewhere)
+    m = polyir.to_torch(g).train()
+    with torch.no_grad():
+        np.testing.assert_allclose(m(torch.from_numpy(x)).numpy(), y, rtol=0, atol=1e-12)
 
 
 def test_logic_eval_mode_truth_tables():
@@ -269,10 +273,21 @@ def test_li_step_closed_form_and_euler_convergence():
             v = v + dt / tau * (v_leak - v + r * (w @ x + b))
         return v
 
-    errs = [np.abs(euler(d) - closed([T_end])[0]).max() for d in (1e-3, 5e-4, 2.5e-4, 1.25e-4)]
+    dts = (1e-3, 5e-4, 2.5e-4, 1.25e-4)
+    errs = [np.abs(euler(d) - closed([T_end])[0]).max() for d in dts]
     ratios = np.array(errs[:-1]) / np.array(errs[1:])
     assert np.all(np.diff(errs) < 0), errs
     np.testing.assert_allclose(ratios, 2.0, rtol=0.1)  # first order
+    # polyir.to_torch's forward Euler (NIR's reference) converges the same way
+    terrs = []
+    for d in dts:
+        n = int(round(T_end / d))
+        seq = np.zeros((n, 1, 2))
+        seq[int(round(step_at / d)):] = u
+        with torch.no_grad():
+            out = polyir.to_torch(g, dt=d).run(torch.from_numpy(seq)).numpy()
+        terrs.append(np.abs(out[-1, 0] - closed([T_end])[0]).max())
+    np.testing.assert_allclose(terrs, errs, rtol=1e-6)
 
 
 def test_li_equals_torch_exact_discretisation():
