@@ -492,21 +492,21 @@ class _Parser:
             spec = WeightSpec(name, value=np.asarray(float(self.tok.text)))
             self.i += 1
         elif self.at("{"):
-            self.i += 1
-            dims = []
-            while True:
-                if self.tok.kind != "number" or not self.tok.text.isdigit() or int(self.tok.text) < 1:
-                    raise self.error("weight dimensions are positive integers, e.g. {3, 2}")
-                dims.append(int(self.tok.text))
-                self.i += 1
-                if self.at(","):
-                    self.i += 1
-                    continue
-                self.expect("}", "closing the weight dimensions")
-                break
-            if len(dims) > 2:
-                raise self.error(f"a weight has at most 2 dimensions, got {dims}", tok)
-            spec = WeightSpec(name, dims=tuple(dims))
+            # {3, 2}: dimensions; {[1, 2], [3, 4]} or {0.5, 1.5}: a value (PyNeuraLogic prints a
+            # tuple weight in braces)
+            j = self.i + 1
+            while self.toks[j].kind == "number" or self.toks[j].text == ",":
+                j += 1
+            items = [t.text for t in self.toks[self.i + 1:j] if t.kind == "number"]
+            if self.toks[j].text == "}" and all(x.isdigit() for x in items):
+                self.i = j + 1
+                dims = [int(x) for x in items]
+                if not dims or min(dims) < 1 or len(dims) > 2:
+                    raise self.error(f"weight dimensions are 1 or 2 positive integers, e.g. "
+                                     f"{{3, 2}}, got {{{', '.join(items)}}}", tok)
+                spec = WeightSpec(name, dims=tuple(dims))
+            else:
+                spec = WeightSpec(name, value=self.array(tok, "{", "}"))
         elif self.at("["):
             spec = WeightSpec(name, value=self.array(tok))
         elif name or fixed:
@@ -516,22 +516,22 @@ class _Parser:
             spec.fixed = True
         return spec
 
-    def array(self, tok) -> np.ndarray:
-        def value():
+    def array(self, tok, open_="[", close="]") -> np.ndarray:
+        def value(o="[", c="]"):
             if self.tok.kind == "number":
                 v = float(self.tok.text)
                 self.i += 1
                 return v
-            self.expect("[")
+            self.expect(o)
             items = []
-            if not self.at("]"):
+            if not self.at(c):
                 items.append(value())
                 while self.at(","):
                     self.i += 1
                     items.append(value())
-            self.expect("]", "closing the weight value")
+            self.expect(c, "closing the weight value")
             return items
-        v = value()
+        v = value(open_, close)
         try:
             arr = np.asarray(v, dtype=np.float64)
         except ValueError:
