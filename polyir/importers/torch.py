@@ -27,6 +27,7 @@ import warnings
 
 import numpy as np
 import torch
+import torch.fx
 from torch import nn
 
 from .. import ir
@@ -37,7 +38,7 @@ from ..ir.walk import GraphWalker, RuleTable
 from ..nn.logic import hard_logits
 from ..nn.neurons import DISCRETIZATIONS
 
-__all__ = ["to_torch", "GraphModule", "torch_rule", "BuildContext"]
+__all__ = ["to_torch", "GraphModule", "StatefulGraphModule", "torch_rule", "BuildContext"]
 
 torch_rule = RuleTable("torch")
 
@@ -202,7 +203,7 @@ def _logic_tree(node, ctx):
     k = node.leaves.shape[0]
     m = pnn.LogicTree2d(ctx.in_shape()[0], k, node.depth, node.kernel_size, node.stride,
                         node.padding)
-    m.leaves.copy_(torch.as_tensor(np.asarray(node.leaves, np.int64)))
+    m.leaves.copy_(torch.from_numpy(np.array(node.leaves, dtype=np.int64)))
     m.logits = nn.Parameter(_logits(node.logits, node.gates, ctx))
     return m
 
@@ -358,6 +359,8 @@ class GraphModule(nn.Module):
     # --- evaluation ----------------------------------------------------------------------------
     def _prepare(self, inputs) -> dict:
         names = self.input_names
+        if isinstance(inputs, torch.fx.Proxy):  # fx traces *inputs as one proxy
+            inputs = tuple(inputs[i] for i in range(len(names)))
         if len(inputs) != len(names):
             raise GraphError(f"the graph takes {len(names)} input(s) {names}, got {len(inputs)}",
                              field="inputs", fix="pass one tensor per Input node, in that order")
@@ -424,16 +427,10 @@ class GraphModule(nn.Module):
         outs = [env[o] for o in self.output_names]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def forward(self, *inputs, state: dict | None = None):
-        feeds = self._prepare(inputs)
-        if not self.stateful:
-            if state is not None:
-                raise GraphError("this graph has no state; do not pass state=", field="state",
-                                 fix="call module(*inputs)")
-            env, _ = self._evaluate(feeds, None)
-            return self._results(env)
-        env, new_state = self._evaluate(feeds, state)
-        return self._results(env), new_state
+    def forward(self, *inputs):
+        """Stateless graph: outputs for (batch, *shape) inputs in `input_names` order."""
+        env, _ = self._evaluate(self._prepare(inputs), None)
+        return self._results(env)
 
     def step(self, *inputs, state: dict | None = None):
         """One time step: (outputs, new state), also for a stateless graph (state stays empty)."""
@@ -479,6 +476,16 @@ class GraphModule(nn.Module):
                    if self.dt is not None else ""))
 
 
+class StatefulGraphModule(GraphModule):
+    """A graph with neurons or delays: `forward(*inputs, state=None) -> (outputs, state)` steps
+    once; the state is {"nodes": {name: neuron state}, "recurrent": {name: last output}}, zeros
+    when None."""
+
+    def forward(self, *inputs, state: dict | None = None):
+        env, new_state = self._evaluate(self._prepare(inputs), state)
+        return self._results(env), new_state
+
+
 def to_torch(graph, dt: float | None = None, discretization: str = "euler",
              dtype: torch.dtype | None = None) -> GraphModule:
     """Graph (or a path to a .h5 / .nir file) -> GraphModule, a trainable torch module with the
@@ -490,4 +497,6 @@ def to_torch(graph, dt: float | None = None, discretization: str = "euler",
         raise GraphError(f"to_torch takes a polyir Graph, got {type(graph).__name__}",
                          field="graph", fix="load or build a polyir.Graph first "
                                             "(polyir.from_nir for a NIR graph)")
-    return GraphModule(graph, dt=dt, discretization=discretization, dtype=dtype)
+    flat = graph.flattened()
+    cls = StatefulGraphModule if flat.stateful else GraphModule
+    return cls(graph, dt=dt, discretization=discretization, dtype=dtype)

@@ -28,7 +28,7 @@ HARD_LOGIT = 10.0
 
 def hard_logits(gates, dtype=torch.float32) -> torch.Tensor:
     """(..., 16) logits whose argmax is `gates` (HARD_LOGIT at the gate, 0 elsewhere)."""
-    g = torch.as_tensor(np.asarray(gates, dtype=np.int64))
+    g = torch.from_numpy(np.array(gates, dtype=np.int64))
     return F.one_hot(g, 16).to(dtype) * HARD_LOGIT
 
 
