@@ -82,7 +82,7 @@ def save(graph: Graph, path, *, compression: int = 4) -> None:
             meta = f.create_group("polyir")
             meta.create_dataset("format", data=FORMAT_VERSION, dtype=h5py.string_dtype())
             meta.create_dataset("producer", data=_producer(), dtype=h5py.string_dtype())
-            _write_graph(f.create_group("node"), graph, compression)
+            _write_graph(f.create_group("node", track_order=True), graph, compression)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -140,11 +140,11 @@ def _write_value(group, name, spec: Spec, value, compression):
     elif isinstance(spec, Ints):
         group.create_dataset(name, data=np.asarray(value, dtype=np.int64).reshape(len(value)))
     elif isinstance(spec, Records):
-        sub = group.create_group(name)
+        sub = group.create_group(name, track_order=True)
         for i, rec in enumerate(value):
-            _write_fields(sub.create_group(str(i)), rec, compression)
+            _write_fields(sub.create_group(str(i), track_order=True), rec, compression)
     elif isinstance(spec, NamedArrays):
-        sub = group.create_group(name)
+        sub = group.create_group(name, track_order=True)
         for k, arr in value.items():
             _write_array(sub, k, arr, compression)
     else:  # pragma: no cover - a kind declared a field no writer knows
@@ -164,7 +164,7 @@ def _write_fields(group, record, compression):
 def _write_metadata(group, metadata):
     if not metadata:
         return
-    sub = group.create_group("metadata")
+    sub = group.create_group("metadata", track_order=True)
     for k, v in metadata.items():
         if isinstance(v, str):
             _write_string(sub, k, v)
@@ -547,9 +547,10 @@ def load(path, *, strict: bool = False, max_array_bytes: int = MAX_ARRAY_BYTES,
     import h5py
 
     path = os.fspath(path)
-    reader = _Reader(path, max_array_bytes, max_total_bytes, strict)
     if not os.path.isfile(path):
-        raise FormatError("no such file", path=path)
+        raise FormatError("no such file" if not os.path.exists(path) else "not a regular file",
+                          path=path)
+    reader = _Reader(path, max_array_bytes, max_total_bytes, strict)
     try:
         f = h5py.File(path, "r")
     except Exception as exc:
