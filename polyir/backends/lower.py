@@ -1,0 +1,668 @@
+"""Graph -> a small backend-neutral program, shared by the C and CUDA renderers.
+
+The program works on a *tile* of samples (as many as one machine word has bits in C, a block's
+share on the GPU). Every value is a buffer in the tile's workspace, laid out feature-major:
+
+- a real buffer of n features holds n x TILE floats, feature i's samples at [i * TILE + s];
+- a bit buffer of n features holds n x TILE bits, feature i's word(s) carrying sample s at bit s
+  (difflogic's bit-slicing: one word op evaluates a gate for a whole word of samples).
+
+`lower(graph)` walks the graph (ir.walk.GraphWalker: flattened, topological, recurrent edges read
+with a one-step delay) and calls one `@lower_rule(Kind)` per node. Rules append `Op`s from a closed
+set (`OPS`); each op carries its IR node's name, so generated code comments say where it came
+from. Everything a renderer needs that is *semantics* lives here once -- the 16 gates as bitwise
+expressions (`GATE_EXPR`), activations (`ACT_EXPR`), neuron updates (`NEURON_STEPS`) -- so the C
+and CUDA outputs are bit-identical by construction on logic graphs.
+
+Op set (out = the op's output buffer, ins = its input buffers):
+  load      ins=()      copy graph input `attrs['index']` of this time step into `out`
+                        (real: float32 transpose; bit: pack nonzero uint8 bytes into words)
+  store     out=None    write `ins[0]` to graph output `attrs['index']` (bit -> 0/1 floats)
+  add       out = ins[0] + ins[1] (real only; several edges into one port are summed)
+  copy      out = ins[0]
+  matvec    out[o] = sum_i W[o, i] x[i] + bias[o]                    consts weight (out,in), bias
+  spmv      out[o] = sum_k val[k] x[col[k]] + bias[o], k in ptr[o]..ptr[o+1]   (conv, pools)
+  scale     out[i] = scale[i] * x[i]
+  threshold out[i] = x[i] > threshold[i] ? 1 : 0
+  act       out[i] = ACT_EXPR[fn](x[i], alpha)
+  binarize  bit j of out = x[src[j]] > thr[j]                         consts src, thr
+  logic     out[j] = GATE_EXPR[gate[j]](x[a[j]], x[b[j]])            consts a, b, gate
+  groupsum  out[c] = (popcount of bits c*m .. c*m+m-1 + beta) / tau   attrs k, m, tau, beta
+  neuron    one forward-Euler step (NEURON_STEPS[kind]); state buffers in `attrs['state']`
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import ir
+from ..ir.errors import GraphError
+from ..ir.walk import GraphWalker, RuleTable
+
+lower_rule = RuleTable("lower")
+
+OPS = ("load", "store", "add", "copy", "matvec", "spmv", "scale", "threshold", "act", "binarize",
+       "logic", "groupsum", "neuron")
+
+# The 16 two-input gates in difflogic's order as word-wise bitwise expressions of `a` and `b`.
+# ZERO / ONES are the all-0 / all-1 word (each renderer spells them for its word type).
+GATE_EXPR = (
+    "ZERO",       # 0  FALSE
+    "a & b",      # 1  AND
+    "a & ~b",     # 2  A AND NOT B
+    "a",          # 3  A
+    "~a & b",     # 4  NOT A AND B
+    "b",          # 5  B
+    "a ^ b",      # 6  XOR
+    "a | b",      # 7  OR
+    "~(a | b)",   # 8  NOR
+    "~(a ^ b)",   # 9  XNOR
+    "~b",         # 10 NOT B
+    "a | ~b",     # 11 A OR NOT B
+    "~a",         # 12 NOT A
+    "~a | b",     # 13 NOT A OR B
+    "~(a & b)",   # 14 NAND
+    "ONES",       # 15 TRUE
+)
+GATE_OR, GATE_A = 7, 3
+
+# Activations as float32 C expressions of `x` and the constant `ALPHA`; function names are the
+# C99 <math.h> float functions (a renderer may map them, e.g. to CUDA's). These follow the torch
+# functionals polyir.nn uses (softplus switches to x above beta * x > 20 as torch does).
+ACT_EXPR = {
+    "identity": "x",
+    "tanh": "tanhf(x)",
+    "sigmoid": "1.0f / (1.0f + expf(-x))",
+    "relu": "(x > 0.0f ? x : 0.0f)",
+    "leaky_relu": "(x > 0.0f ? x : ALPHA * x)",
+    "elu": "(x > 0.0f ? x : ALPHA * expm1f(x))",
+    "softplus": "(x * ALPHA > 20.0f ? x : log1pf(expf(x * ALPHA)) / ALPHA)",
+    "gelu": "0.5f * x * (1.0f + erff(x * 0.70710678118654752f))",
+    "silu": "x / (1.0f + expf(-x))",
+    "hardtanh": "(x < -ALPHA ? -ALPHA : (x > ALPHA ? ALPHA : x))",
+    "exp": "expf(x)",
+}
+assert set(ACT_EXPR) == set(ir.ACTIVATIONS), "every ir activation needs a C expression"
+
+# One forward-Euler step per neuron kind, as polyir.nn documents it, in the same operation order
+# (each statement is float32; `DT` is the time step as a float, `x` the summed input, `v`/`i` the
+# state, parameters by their IR field names). The renderer emits them verbatim; `y` is the output.
+NEURON_STEPS = {
+    "I": ("v = v + (DT * r) * x;", "y = v;"),
+    "IF": ("v = v + (DT * r) * x;", "y = v > v_threshold ? 1.0f : 0.0f;",
+           "v = v > v_threshold ? v_reset : v;"),
+    "LI": ("v = v + (DT / tau) * ((v_leak - v) + r * x);", "y = v;"),
+    "LIF": ("v = v + (DT / tau) * ((v_leak - v) + r * x);", "y = v > v_threshold ? 1.0f : 0.0f;",
+            "v = v > v_threshold ? v_reset : v;"),
+    "CubaLI": ("i = i + (DT / tau_syn) * (w_in * x - i);",
+               "v = v + (DT / tau_mem) * ((v_leak - v) + r * i);", "y = v;"),
+    "CubaLIF": ("i = i + (DT / tau_syn) * (w_in * x - i);",
+                "v = v + (DT / tau_mem) * ((v_leak - v) + r * i);",
+                "y = v > v_threshold ? 1.0f : 0.0f;", "v = v > v_threshold ? v_reset : v;"),
+}
+NEURON_STATE = {"I": ("v",), "IF": ("v",), "LI": ("v",), "LIF": ("v",), "CubaLI": ("i", "v"),
+                "CubaLIF": ("i", "v")}
+NEURON_PARAMS = {"I": ("r",), "IF": ("r", "v_threshold", "v_reset"), "LI": ("tau", "r", "v_leak"),
+                 "LIF": ("tau", "r", "v_leak", "v_threshold", "v_reset"),
+                 "CubaLI": ("tau_syn", "tau_mem", "r", "v_leak", "w_in"),
+                 "CubaLIF": ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset", "w_in")}
+
+
+@dataclasses.dataclass
+class Buffer:
+    """One value of the tile: `size` features of `elem` ('real' or 'bit')."""
+
+    id: int
+    elem: str
+    size: int
+    node: str
+    persistent: bool = False  # survives time steps (state, recurrent sources); zeroed per tile
+    offset: int = -1          # byte offset in the workspace (plan_memory fills it)
+
+
+@dataclasses.dataclass
+class Op:
+    op: str
+    node: str
+    kind: str
+    out: int | None
+    ins: tuple = ()
+    attrs: dict = dataclasses.field(default_factory=dict)
+    consts: dict = dataclasses.field(default_factory=dict)  # name -> numpy array
+
+    def __post_init__(self):
+        if self.op not in OPS:  # pragma: no cover - a rule bug
+            raise ValueError(f"unknown op {self.op!r}")
+
+
+@dataclasses.dataclass
+class IOSpec:
+    name: str
+    buffer: int
+    shape: tuple
+    elem: str
+
+
+@dataclasses.dataclass
+class Program:
+    buffers: list[Buffer]
+    ops: list[Op]
+    inputs: list[IOSpec]
+    outputs: list[IOSpec]
+    stateful: bool
+    dt: float | None
+    nodes: list[tuple[str, str]]  # (name, kind) in execution order, for headers
+
+    def node_ops(self):
+        """[(node name, kind, [ops])] in execution order: one generated function per node."""
+        groups: list[tuple[str, str, list[Op]]] = []
+        for op in self.ops:
+            if op.op in ("load", "store"):
+                continue
+            if groups and groups[-1][0] == op.node:
+                groups[-1][2].append(op)
+            else:
+                groups.append((op.node, op.kind, [op]))
+        return groups
+
+    def gate_count(self) -> int:
+        return sum(len(op.consts["gate"]) for op in self.ops if op.op == "logic")
+
+
+class Lowering(GraphWalker):
+    """Walks a graph and collects the program; rules call `buffer`, `emit`."""
+
+    def __init__(self, graph: ir.Graph, backend: str = "c", dt: float | None = None,
+                 supported: set | None = None):
+        self.backend = backend
+        super().__init__(graph)
+        self.buffers: list[Buffer] = []
+        self.ops: list[Op] = []
+        self.dt = dt
+        self.stateful = any(type(n).stateful for n in self.graph.nodes.values())
+        for name in self.order:
+            node = self.graph.nodes[name]
+            if type(node) not in lower_rule or (supported is not None
+                                                 and type(node) not in supported):
+                rules = supported if supported is not None else set(lower_rule.rules)
+                raise GraphError(f"{type(node).__name__} is not supported by the {backend} backend",
+                                 node=name, field="type",
+                                 fix=f"the {backend} backend supports "
+                                     f"{sorted(k.__name__ for k in rules)}; run this graph with "
+                                     "polyir.to_torch, or replace the node")
+        # persistent buffers for sources of recurrent edges: the reader sees last step's value
+        self.recurrent_buffers: dict[str, int] = {}
+        for e in self.recurrent_edges:
+            src = e[0]
+            if src not in self.recurrent_buffers:
+                p = self.types[src]
+                self.recurrent_buffers[src] = self.buffer(p.elem, p.size, src, persistent=True)
+
+    # --- helpers for rules --------------------------------------------------------------------
+    def buffer(self, elem: str, size: int, node: str, persistent: bool = False) -> int:
+        b = Buffer(len(self.buffers), elem, int(size), node, persistent)
+        self.buffers.append(b)
+        return b.id
+
+    def result(self, name: str, elem: str, size: int) -> int:
+        """The buffer a node writes its value into (persistent when a recurrent edge reads it)."""
+        if name in self.recurrent_buffers:
+            return self.recurrent_buffers[name]
+        return self.buffer(elem, size, name)
+
+    def emit(self, op: str, name: str, out, ins=(), **attrs) -> Any:
+        consts = attrs.pop("consts", {})
+        node = self.graph.nodes.get(name)
+        self.ops.append(Op(op, name, type(node).__name__ if node is not None else "?", out,
+                           tuple(ins), attrs, consts))
+        return out
+
+    def elem(self, b: int) -> str:
+        return self.buffers[b].elem
+
+    def size(self, b: int) -> int:
+        return self.buffers[b].size
+
+    def need_dt(self, name: str) -> float:
+        if self.dt is None:
+            raise GraphError(f"{type(self.graph.nodes[name]).__name__} needs a time step dt; "
+                             "the graph has no 'dt' metadata", node=name, field="dt",
+                             fix=f"pass dt=... to polyir.compile(graph, {self.backend!r}, dt=...) "
+                                 "or set graph.metadata['dt']")
+        return self.dt
+
+    # --- walker hooks ---------------------------------------------------------------------------
+    def add(self, a: int, b: int) -> int:
+        if self.elem(a) != "real" or self.elem(b) != "real":
+            raise GraphError("several bit edges into one port would be summed; the "
+                             f"{self.backend} backend sums real values only",
+                             field="edges", fix="combine bits with a LogicLayer instead")
+        out = self.buffer("real", self.size(a), self._current)
+        return self.emit("add", self._current, out, (a, b))
+
+    def visit(self, name, node, values):
+        self._current = name
+        out = lower_rule.lookup(name, node)(self, name, node, values)
+        if name in self.recurrent_buffers and out != self.recurrent_buffers[name]:
+            out = self.emit("copy", name, self.recurrent_buffers[name], (out,))
+        return out
+
+    def gather(self, env, name, previous=None):
+        self._current = name
+        return super().gather(env, name, previous)
+
+    def lower(self) -> Program:
+        feeds, inputs = {}, []
+        for k, name in enumerate(self.input_names):
+            node = self.graph.nodes[name]
+            if node.elem not in ("real", "bit"):
+                raise GraphError(f"an Input of {node.elem} values is not supported by the "
+                                 f"{self.backend} backend", node=name, field="elem",
+                                 fix="run relational graphs with polyir.to_torch")
+            p = self.types[name]
+            b = self.result(name, p.elem, p.size)
+            self.ops.append(Op("load", name, "Input", b, (), {"index": k}))
+            feeds[name] = b
+            inputs.append(IOSpec(name, b, tuple(p.shape), p.elem))
+        env = self.run(feeds, previous=self.recurrent_buffers)
+        outputs = []
+        for k, name in enumerate(self.output_names):
+            p = self.types[name]
+            outputs.append(IOSpec(name, env[name], tuple(p.shape), p.elem))
+            self.ops.append(Op("store", name, "Output", None, (env[name],), {"index": k}))
+        nodes = [(n, type(self.graph.nodes[n]).__name__) for n in self.order]
+        return Program(self.buffers, self.ops, inputs, outputs, self.stateful, self.dt, nodes)
+
+
+def lower(graph: ir.Graph, backend: str = "c", dt: float | None = None,
+          supported: set | None = None) -> Program:
+    """Graph -> Program. `dt` defaults to graph.metadata['dt']; `supported` restricts the kinds
+    (a backend that has no spelling for some op)."""
+    if dt is None and "dt" in graph.metadata:
+        dt = float(graph.metadata["dt"])
+    if dt is not None and not (float(dt) > 0 and math.isfinite(float(dt))):
+        raise GraphError(f"dt must be a positive number, got {dt!r}", field="dt",
+                         fix="pass dt=<seconds> > 0")
+    return Lowering(graph, backend, None if dt is None else float(dt), supported).lower()
+
+
+def plan_memory(program: Program, real_bytes: int, bit_bytes: int, align: int = 64) -> int:
+    """Assign workspace offsets (first fit over freed holes, by liveness). A real feature takes
+    `real_bytes`, a bit feature `bit_bytes` per tile. Returns the workspace size in bytes."""
+    last_use: dict[int, int] = {}
+    for i, op in enumerate(program.ops):
+        for b in op.ins:
+            last_use[b] = i
+        for b in op.attrs.get("state", ()):
+            last_use[b] = len(program.ops)
+    for o in program.outputs:
+        last_use[o.buffer] = max(last_use.get(o.buffer, 0), len(program.ops) - 1)
+    free: list[tuple[int, int]] = []  # (offset, size) holes
+    top = 0
+
+    def nbytes(b: Buffer) -> int:
+        n = b.size * (real_bytes if b.elem == "real" else bit_bytes)
+        return max(align, -(-n // align) * align)
+
+    def alloc(b: Buffer):
+        nonlocal top
+        need = nbytes(b)
+        for k, (off, size) in enumerate(free):
+            if size >= need:
+                b.offset = off
+                if size > need:
+                    free[k] = (off + need, size - need)
+                else:
+                    free.pop(k)
+                return
+        b.offset = top
+        top += need
+
+    def release(b: Buffer):
+        free.append((b.offset, nbytes(b)))
+        free.sort()
+        merged: list[tuple[int, int]] = []
+        for off, size in free:
+            if merged and merged[-1][0] + merged[-1][1] == off:
+                merged[-1] = (merged[-1][0], merged[-1][1] + size)
+            else:
+                merged.append((off, size))
+        free[:] = merged
+
+    for b in program.buffers:
+        b.offset = -1
+    for b in program.buffers:  # persistent buffers live for the whole tile
+        if b.persistent:
+            alloc(b)
+    for i, op in enumerate(program.ops):
+        outs = [op.out] if op.out is not None else []
+        for b in outs:
+            buf = program.buffers[b]
+            if buf.offset < 0:
+                alloc(buf)
+        for b in set(op.ins):
+            buf = program.buffers[b]
+            if not buf.persistent and last_use.get(b) == i and b not in outs:
+                release(buf)
+        for b in outs:  # written but never read (a dead value): free at once
+            buf = program.buffers[b]
+            if not buf.persistent and b not in last_use:
+                release(buf)
+    return max(top, align)
+
+
+# ---------------------------------------------------------------------------------------------
+# rules
+# ---------------------------------------------------------------------------------------------
+
+def _one(values: dict, name: str) -> int:
+    if "input" not in values:
+        raise GraphError("has no input value at this step (only a recurrent edge feeds it)",
+                         node=name, field="edges", fix="feed it from a non-recurrent edge too")
+    return values["input"]
+
+
+def _f32(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+@lower_rule(ir.Input)
+def _input(ctx, name, node, values):  # pragma: no cover - Inputs are fed by `load` ops
+    raise GraphError("an Input is fed, never evaluated", node=name)
+
+
+@lower_rule(ir.Output)
+def _output(ctx, name, node, values):
+    return _one(values, name)
+
+
+@lower_rule(ir.Affine, ir.Linear)
+def _affine(ctx, name, node, values):
+    x = _one(values, name)
+    w = _f32(node.weight)
+    bias = _f32(node.bias) if isinstance(node, ir.Affine) else None
+    out = ctx.result(name, "real", w.shape[0])
+    consts = {"weight": w} if bias is None else {"weight": w, "bias": bias}
+    return ctx.emit("matvec", name, out, (x,), n_in=w.shape[1], n_out=w.shape[0], consts=consts)
+
+
+@lower_rule(ir.Scale)
+def _scale(ctx, name, node, values):
+    x = _one(values, name)
+    s = _f32(node.scale).reshape(-1)
+    return ctx.emit("scale", name, ctx.result(name, "real", s.size), (x,), n=s.size,
+                    consts={"scale": s})
+
+
+@lower_rule(ir.Threshold)
+def _threshold(ctx, name, node, values):
+    x = _one(values, name)
+    t = _f32(node.threshold).reshape(-1)
+    return ctx.emit("threshold", name, ctx.result(name, "real", t.size), (x,), n=t.size,
+                    consts={"threshold": t})
+
+
+@lower_rule(ir.Activation)
+def _activation(ctx, name, node, values):
+    x = _one(values, name)
+    n = ctx.size(x)
+    return ctx.emit("act", name, ctx.result(name, "real", n), (x,), n=n, fn=node.fn,
+                    alpha=float(node.alpha))
+
+
+@lower_rule(ir.Flatten)
+def _flatten(ctx, name, node, values):
+    return _one(values, name)  # feature-major C order: flattening moves nothing
+
+
+def _csr(rows: list[np.ndarray], cols: list[np.ndarray], vals: list[np.ndarray], n_out: int):
+    """CSR arrays from (row, col, val) triples."""
+    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    v = np.concatenate(vals) if vals else np.zeros(0, np.float32)
+    order = np.argsort(r, kind="stable")
+    r, c, v = r[order], c[order], v[order]
+    ptr = np.zeros(n_out + 1, np.int64)
+    np.add.at(ptr, r + 1, 1)
+    return np.cumsum(ptr).astype(np.int32), c.astype(np.int32), v.astype(np.float32)
+
+
+def _conv_padding(padding, kernel, dilation, ndim):
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0,) * ndim
+        total = [d * (k - 1) for k, d in zip(kernel, dilation)]  # 'same', torch's split
+        return tuple(t // 2 for t in total)
+    return tuple(padding) if isinstance(padding, tuple) else (int(padding),) * ndim
+
+
+@lower_rule(ir.Conv1d, ir.Conv2d)
+def _conv(ctx, name, node, values):
+    """Convolution as a sparse matrix (one row per output element, one entry per weight tap
+    that lands inside the input)."""
+    x = _one(values, name)
+    in_shape = ctx.types[ctx.inputs[name]["input"][0]].shape
+    out_shape = ctx.types[name].shape
+    w = _f32(node.weight)
+    nd = w.ndim - 2
+    as_t = (lambda v: tuple(v) if isinstance(v, tuple) else (int(v),) * nd)
+    stride, dil = as_t(node.stride), as_t(node.dilation)
+    pad = _conv_padding(node.padding, w.shape[2:], dil, nd)
+    c_out, c_in_g = w.shape[:2]
+    g = node.groups
+    co_per_g = c_out // g
+    spatial_in, spatial_out = in_shape[1:], out_shape[1:]
+    rows, cols, vals = [], [], []
+    out_pos = np.stack(np.meshgrid(*[np.arange(n) for n in spatial_out], indexing="ij"), -1)
+    out_pos = out_pos.reshape(-1, nd)
+    n_sp_out = out_pos.shape[0]
+    for co in range(c_out):
+        gi = co // co_per_g
+        for ci_local in range(c_in_g):
+            ci = gi * c_in_g + ci_local
+            for tap in np.ndindex(*w.shape[2:]):
+                pos = out_pos * np.array(stride) - np.array(pad) + np.array(tap) * np.array(dil)
+                ok = np.all((pos >= 0) & (pos < np.array(spatial_in)), axis=1)
+                if not ok.any():
+                    continue
+                src = np.ravel_multi_index(tuple(pos[ok].T), spatial_in) + ci * int(np.prod(spatial_in))
+                rows.append(co * n_sp_out + np.nonzero(ok)[0])
+                cols.append(src)
+                vals.append(np.full(int(ok.sum()), w[(co, ci_local) + tap], np.float32))
+    n_out = c_out * n_sp_out
+    ptr, col, val = _csr(rows, cols, vals, n_out)
+    bias = np.repeat(_f32(node.bias), n_sp_out)
+    out = ctx.result(name, "real", n_out)
+    return ctx.emit("spmv", name, out, (x,), n_out=n_out,
+                    consts={"ptr": ptr, "col": col, "val": val, "bias": bias})
+
+
+def _windows(in_shape, kernel, stride, padding):
+    """For a (C, H, W) input: per output element (C, OH, OW) flattened, the flat input indices of
+    its window that lie inside the input (a list of arrays)."""
+    c, h, w = in_shape
+    kh, kw = kernel
+    sh, sw = stride
+    ph, pw = padding
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    oy, ox = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
+    taps = []
+    for dy in range(kh):
+        for dx in range(kw):
+            iy, ix = oy * sh - ph + dy, ox * sw - pw + dx
+            ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+            taps.append((np.where(ok, iy * w + ix, -1)).reshape(-1))
+    taps = np.stack(taps, 1)  # (OH*OW, kh*kw), -1 = padding
+    per_channel = [taps + ch * h * w * (taps >= 0) for ch in range(c)]
+    return np.concatenate(per_channel, 0), (c, oh, ow)  # (C*OH*OW, kh*kw)
+
+
+@lower_rule(ir.SumPool2d, ir.AvgPool2d)
+def _pool(ctx, name, node, values):
+    x = _one(values, name)
+    in_shape = ctx.types[ctx.inputs[name]["input"][0]].shape
+    taps, out_shape = _windows(in_shape, node.kernel_size, node.stride, node.padding)
+    weight = 1.0 if isinstance(node, ir.SumPool2d) else 1.0 / (node.kernel_size[0] *
+                                                               node.kernel_size[1])
+    r, c = np.nonzero(taps >= 0)
+    n_out = taps.shape[0]
+    ptr, col, val = _csr([r], [taps[r, c]], [np.full(r.size, weight, np.float32)], n_out)
+    out = ctx.result(name, "real", n_out)
+    return ctx.emit("spmv", name, out, (x,), n_out=n_out,
+                    consts={"ptr": ptr, "col": col, "val": val,
+                            "bias": np.zeros(n_out, np.float32)})
+
+
+@lower_rule(ir.Binarize)
+def _binarize(ctx, name, node, values):
+    """Bit (..., i*T + t, ...) of the output = x[..., i, ...] > thresholds[..., t]."""
+    x = _one(values, name)
+    shape = ctx.types[ctx.inputs[name]["input"][0]].shape
+    ax = node._axis(shape)
+    th = _f32(node.thresholds)
+    t = th.shape[-1]
+    n = int(np.prod(shape, dtype=np.int64))
+    idx = np.arange(n).reshape(shape)
+    if th.ndim == 1:
+        thr = np.broadcast_to(th, shape + (t,))
+    elif th.shape[:-1] == shape:
+        thr = th
+    else:  # per index along axis
+        view = [1] * len(shape) + [t]
+        view[ax] = shape[ax]
+        thr = np.broadcast_to(th.reshape(view), shape + (t,))
+    src = np.broadcast_to(idx[..., None], shape + (t,))
+    # fold T into axis: move T next to axis, then merge
+    src = np.moveaxis(src, -1, ax + 1).reshape(shape[:ax] + (shape[ax] * t,) + shape[ax + 1:])
+    thr = np.moveaxis(thr, -1, ax + 1).reshape(src.shape)
+    src = np.ascontiguousarray(src.reshape(-1), dtype=np.int32)
+    thr = _f32(thr.reshape(-1))
+    out = ctx.result(name, "bit", src.size)
+    return ctx.emit("binarize", name, out, (x,), n_out=src.size, consts={"src": src, "thr": thr})
+
+
+def _logic(ctx, name, x, a, b, gate, out=None):
+    a = np.ascontiguousarray(a, dtype=np.int32)
+    b = np.ascontiguousarray(b, dtype=np.int32)
+    gate = np.ascontiguousarray(gate, dtype=np.uint8)
+    if out is None:
+        out = ctx.buffer("bit", gate.size, name)
+    return ctx.emit("logic", name, out, (x,), n_in=ctx.size(x), n_out=gate.size,
+                    consts={"a": a, "b": b, "gate": gate})
+
+
+@lower_rule(ir.LogicLayer)
+def _logic_layer(ctx, name, node, values):
+    x = _one(values, name)
+    out = ctx.result(name, "bit", node.gate.size)
+    return _logic(ctx, name, x, node.a, node.b, node.gate, out)
+
+
+def _tree_levels(ctx, name, x, leaves_idx, gates, final_out):
+    """Reduce leaves (R, 2**d) of flat input indices (-1 = zero padding) by a gate tree, gates
+    (R, 2**d - 1) level 0 first, one logic op per level. Row r's result is output bit r."""
+    rows, n_leaves = leaves_idx.shape
+    g0 = n_leaves // 2
+    a_idx, b_idx = leaves_idx[:, 0::2], leaves_idx[:, 1::2]
+    gate = gates[:, :g0].astype(np.int64)
+    # a padded (zero) leaf: G(a, 0) and G(0, b) only depend on the other input; rewrite each as a
+    # gate of that input alone (a = b = it), or a constant when both leaves are padding.
+    table = ir.GATE_TABLE.astype(np.int64)  # (16, 4): G(00), G(01), G(10), G(11)
+    unary = {(0, 0): 0, (0, 1): GATE_A, (1, 0): 12, (1, 1): 15}  # (f(0), f(1)) -> gate of (x, x)
+    a_pad, b_pad = a_idx < 0, b_idx < 0
+    if a_pad.any() or b_pad.any():
+        gate = gate.copy()
+        a_idx, b_idx = a_idx.copy(), b_idx.copy()
+        for r, c in zip(*np.nonzero(a_pad | b_pad)):
+            g = gate[r, c]
+            if a_pad[r, c] and b_pad[r, c]:
+                gate[r, c] = 15 if table[g, 0] else 0
+                a_idx[r, c] = b_idx[r, c] = 0
+            elif b_pad[r, c]:  # f(a) = G(a, 0): G(00), G(10)
+                gate[r, c] = unary[(table[g, 0], table[g, 2])]
+                b_idx[r, c] = a_idx[r, c]
+            else:  # f(b) = G(0, b): G(00), G(01)
+                gate[r, c] = unary[(table[g, 0], table[g, 1])]
+                a_idx[r, c] = b_idx[r, c]
+    cur, width, start = x, g0, 0
+    level_a, level_b, level_g = a_idx, b_idx, gate
+    while True:
+        last = width == 1
+        flat_out = final_out if last else None
+        # level outputs laid out row-major: element (r, c) at r * width + c
+        cur = _logic(ctx, name, cur, level_a.reshape(-1), level_b.reshape(-1),
+                     level_g.reshape(-1), flat_out)
+        start += width
+        if last:
+            return cur
+        base = np.arange(rows)[:, None] * width
+        level_a = base + np.arange(0, width, 2)[None, :]
+        level_b = level_a + 1
+        width //= 2
+        level_g = gates[:, start:start + width]
+
+
+@lower_rule(ir.LogicTree2d)
+def _logic_tree(ctx, name, node, values):
+    x = _one(values, name)
+    in_shape = ctx.types[ctx.inputs[name]["input"][0]].shape
+    c, h, w = in_shape
+    out_shape = ctx.types[name].shape
+    k, oh, ow = out_shape
+    (sh, sw), (ph, pw) = node.stride, node.padding
+    oy, ox = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
+    oy, ox = oy.reshape(-1), ox.reshape(-1)
+    leaves = node.leaves  # (K, L, 3) = (channel, dy, dx)
+    ch, dy, dx = leaves[..., 0], leaves[..., 1], leaves[..., 2]
+    iy = oy[None, :, None] * sh - ph + dy[:, None, :]  # (K, P, L)
+    ix = ox[None, :, None] * sw - pw + dx[:, None, :]
+    ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+    flat = np.where(ok, (ch[:, None, :] * h + iy) * w + ix, -1)
+    rows = flat.reshape(k * oh * ow, -1)  # row (k, position) in the output's C order
+    gates = np.repeat(node.gates.astype(np.int64), oh * ow, axis=0)
+    return _tree_levels(ctx, name, x, rows, gates, ctx.result(name, "bit", k * oh * ow))
+
+
+@lower_rule(ir.OrPool2d)
+def _or_pool(ctx, name, node, values):
+    x = _one(values, name)
+    in_shape = ctx.types[ctx.inputs[name]["input"][0]].shape
+    taps, out_shape = _windows(in_shape, node.kernel_size, node.stride, node.padding)
+    n_out, kk = taps.shape
+    width = 1 << max(1, (kk - 1).bit_length())  # leaves: a power of two >= 2
+    # fill padding and the power-of-two tail with the window's first valid element (x | x = x)
+    first = taps[np.arange(n_out), np.argmax(taps >= 0, axis=1)]
+    if (first < 0).any():
+        raise GraphError("a pooling window lies entirely in the padding", node=name,
+                         field="padding", fix="use padding <= kernel_size // 2")
+    leaves = np.where(taps >= 0, taps, first[:, None])
+    leaves = np.concatenate([leaves, np.repeat(first[:, None], width - kk, 1)], 1)
+    gates = np.full((n_out, width - 1), GATE_OR, np.int64)
+    return _tree_levels(ctx, name, x, leaves, gates, ctx.result(name, "bit", n_out))
+
+
+@lower_rule(ir.GroupSum)
+def _group_sum(ctx, name, node, values):
+    x = _one(values, name)
+    n = ctx.size(x)
+    out = ctx.result(name, "real", node.k)
+    return ctx.emit("groupsum", name, out, (x,), k=node.k, m=n // node.k, tau=float(node.tau),
+                    beta=float(node.beta))
+
+
+@lower_rule(ir.I, ir.IF, ir.LI, ir.LIF, ir.CubaLI, ir.CubaLIF)
+def _neuron(ctx, name, node, values):
+    x = _one(values, name)
+    kind = type(node).__name__
+    dt = ctx.need_dt(name)
+    n = ctx.size(x)
+    params = {p: np.broadcast_to(_f32(getattr(node, p)).reshape(-1), (n,)).copy()
+              for p in NEURON_PARAMS[kind]}
+    state = tuple(ctx.buffer("real", n, name, persistent=True) for _ in NEURON_STATE[kind])
+    out = ctx.result(name, "real", n)
+    return ctx.emit("neuron", name, out, (x,), n=n, neuron=kind, dt=dt, state=state,
+                    consts=params)

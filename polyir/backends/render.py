@@ -1,0 +1,355 @@
+"""CStyleRenderer: the walk from a lowered Program to C-family source, and the tables a target
+overrides (tinygrad's renderer shape: the base owns naming, loops and order; a language is mostly
+class attributes plus the odd method).
+
+Generated code works on one tile of `TILE` samples at a time through a context `c`:
+  c->ws      the tile's workspace (buffers at the byte offsets lower.plan_memory assigned)
+  c->in[k], c->out[k]   graph input / output k, shape (steps, batch, *shape), C order
+  c->batch, c->t, c->s0, c->nvalid   samples per step, current step, first sample of the tile,
+             how many of the tile's samples exist (the rest are zero padding, never stored)
+Bit buffers are addressed by 64- (or 32-) bit lanes through LANE(p, feature, lane); a target may
+group several lanes into one word (the C target's vector words).
+
+A target spells: `loop2` (a (feature, sample) loop: nested in C, one thread-strided loop on a
+GPU), `sync` (a barrier between ops), qualifiers, `lane_t`, the all-zero / all-one words, and
+function-name maps. Ops that need a faster shape on one target are methods it overrides.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .lower import (ACT_EXPR, GATE_EXPR, NEURON_PARAMS, NEURON_STATE, NEURON_STEPS, Op, Program,
+                    plan_memory)
+
+
+def c_ident(name: str, taken: set) -> str:
+    base = re.sub(r"\W", "_", name)
+    if not base or base[0].isdigit():
+        base = "_" + base
+    ident, k = base, 1
+    while ident in taken:
+        ident, k = f"{base}_{k}", k + 1
+    taken.add(ident)
+    return ident
+
+
+def c_comment(text: str) -> str:
+    return text.replace("*/", "* /").replace("\n", " ")
+
+
+def c_float(v) -> str:
+    v = float(np.float32(v))
+    if np.isnan(v):
+        return "NAN"
+    if np.isinf(v):
+        return "INFINITY" if v > 0 else "-INFINITY"
+    s = "%.9g" % v
+    if "e" not in s and "." not in s and "n" not in s:
+        s += ".0"
+    return s + "f"
+
+
+def sort_gates(op: Op):
+    """A logic op's gates grouped by gate id: (triples (o, a, b) in gate order, [(gate, lo, hi)])
+    so that a target runs one tight loop per gate id."""
+    gate = op.consts["gate"].astype(np.int64)
+    order = np.argsort(gate, kind="stable")
+    triples = np.stack([order, op.consts["a"][order], op.consts["b"][order]], 1)
+    counts = np.bincount(gate, minlength=16)
+    segs, lo = [], 0
+    for g in range(16):
+        if counts[g]:
+            segs.append((g, lo, lo + int(counts[g])))
+            lo += int(counts[g])
+    return np.ascontiguousarray(triples.reshape(-1)), segs
+
+
+class CStyleRenderer:
+    """Program -> source text. Subclasses set the tables below and override what differs."""
+
+    name = "c-style"
+    tile = 64            # samples per tile
+    lane_bits = 64       # bits per addressable lane of a bit buffer
+    lane_t = "uint64_t"
+    fn_qual = "static"               # qualifier of per-node functions
+    const_qual = "static const"      # qualifier of constant tables
+    zero_word = "((lane_t)0)"
+    ones_word = "(~(lane_t)0)"
+    popcount = "__builtin_popcountll"
+    math_names: dict[str, str] = {}  # C99 float function -> target spelling
+    logic_mode = "table"             # 'table' (one tight loop per gate id) or 'unrolled'
+
+    def __init__(self, **options):
+        for k, v in options.items():
+            if not hasattr(type(self), k):
+                raise TypeError(f"unknown renderer option {k!r}")
+            setattr(self, k, v)
+        self.lanes = self.tile // self.lane_bits
+
+    # --- target spellings (override) ------------------------------------------------------------
+    def loop2(self, i: str, n, j: str, m) -> tuple[list[str], list[str]]:
+        """Open/close lines of a loop over i < n, j < m (j fastest)."""
+        return ([f"for (int64_t {i} = 0; {i} < {n}; {i}++) {{",
+                 f"  for (int64_t {j} = 0; {j} < {m}; {j}++) {{"], ["  }", "}"])
+
+    def sync(self) -> list[str]:
+        return []
+
+    def prelude(self, program: Program) -> str:
+        raise NotImplementedError
+
+    def epilogue(self, program: Program) -> str:
+        raise NotImplementedError
+
+    def header(self, program: Program) -> str:
+        return ""
+
+    # --- the walk -------------------------------------------------------------------------------
+    def render(self, program: Program) -> str:
+        self.program = program
+        self.ws_bytes = plan_memory(program, 4 * self.tile, self.tile // 8)
+        self.consts: list[str] = []
+        self.taken: set[str] = set()
+        self.node_fns: list[tuple[str, str]] = []  # (function name, IR node)
+        bodies = []
+        for k, op in enumerate(program.ops):
+            if op.op == "load":
+                bodies.append(self.io_function(op, f"load_{k}", self.op_load(op)))
+            elif op.op == "store":
+                bodies.append(self.io_function(op, f"store_{k}", self.op_store(op)))
+        io_fns = [n for n, _ in self.node_fns]
+        self.node_fns = []
+        for node, kind, ops in program.node_ops():
+            fn = "node_" + c_ident(node, self.taken)
+            lines = []
+            for op in ops:
+                try:
+                    body = getattr(self, f"op_{op.op}")(op)
+                except Exception as exc:
+                    exc.add_note(f"while rendering op {op.op!r} of node {node!r} ({kind}) for "
+                                 f"{self.name}: ins {op.ins}, out {op.out}, attrs "
+                                 f"{ {k: v for k, v in op.attrs.items() if k != 'state'} }")
+                    raise
+                lines += [f"  {{ /* {op.op}: {self.describe(op)} */"] + ["    " + x for x in body]
+                lines += ["    " + x for x in self.sync()] + ["  }"]
+            bodies.append(f"/* node '{c_comment(node)}' ({kind}) */\n"
+                          f"{self.fn_qual} void {fn}(const pctx* c) {{\n" + "\n".join(lines) + "\n}\n")
+            self.node_fns.append((fn, node))
+        loads = [n for n in io_fns if n.startswith("load_")]
+        stores = [n for n in io_fns if n.startswith("store_")]
+        self.step_calls = loads + [fn for fn, _ in self.node_fns] + stores
+        parts = [self.header(program), self.prelude(program), "\n".join(self.consts),
+                 "\n".join(bodies), self.epilogue(program)]
+        return "\n".join(p for p in parts if p) + "\n"
+
+    def io_function(self, op: Op, fn: str, body: list[str]) -> str:
+        self.taken.add(fn)
+        self.node_fns.append((fn, op.node))
+        what = "input" if op.op == "load" else "output"
+        return (f"/* {what} {op.attrs['index']}: node '{c_comment(op.node)}' */\n"
+                f"{self.fn_qual} void {fn}(const pctx* c) {{\n"
+                + "\n".join("  " + x for x in body + self.sync()) + "\n}\n")
+
+    def describe(self, op: Op) -> str:
+        ins = ", ".join(self.bdesc(b) for b in op.ins)
+        out = self.bdesc(op.out) if op.out is not None else "-"
+        extra = {k: v for k, v in op.attrs.items() if k in ("fn", "alpha", "k", "tau", "beta",
+                                                            "neuron", "dt")}
+        return c_comment(f"{out} <- ({ins}) {extra if extra else ''}".strip())
+
+    def bdesc(self, b: int) -> str:
+        buf = self.program.buffers[b]
+        return f"{buf.elem}[{buf.size}]@{buf.offset}"
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def buf(self, b: int) -> str:
+        buf = self.program.buffers[b]
+        t = "float" if buf.elem == "real" else "lane_t"
+        return f"(({t}*)(c->ws + {buf.offset}))"
+
+    def const(self, op: Op, key: str, arr: np.ndarray | None = None, ctype: str | None = None) -> str:
+        """Emit a constant table once; returns its symbol."""
+        arr = op.consts[key] if arr is None else arr
+        sym = c_ident(f"{op.node}_{key}", self.taken)
+        arr = np.asarray(arr).reshape(-1)
+        if ctype is None:
+            ctype = "float" if arr.dtype.kind == "f" else self.index_type(arr)
+        if arr.size == 0:
+            arr = np.zeros(1, arr.dtype)
+        if ctype == "float":
+            items = [c_float(v) for v in arr.tolist()]
+        else:
+            items = [str(int(v)) for v in arr.tolist()]
+        lines = []
+        for k in range(0, len(items), 16):
+            lines.append("  " + ", ".join(items[k:k + 16]) + ",")
+        self.consts.append(f"{self.const_qual} {ctype} {sym}[{arr.size}] = {{\n" + "\n".join(lines)
+                           + "\n};")
+        return sym
+
+    @staticmethod
+    def index_type(arr: np.ndarray) -> str:
+        hi = int(arr.max(initial=0))
+        lo = int(arr.min(initial=0))
+        if lo >= 0 and hi < 1 << 16:
+            return "uint16_t"
+        if lo >= -(1 << 31) and hi < 1 << 31:
+            return "int32_t"
+        return "int64_t"
+
+    def gate(self, g: int, a: str = "a", b: str = "b") -> str:
+        expr = GATE_EXPR[g]
+        expr = re.sub(r"\ba\b", a, expr)
+        expr = re.sub(r"\bb\b", b, expr)
+        return expr.replace("ZERO", self.zero_word).replace("ONES", self.ones_word)
+
+    def act(self, fn: str, alpha: float, x: str = "x") -> str:
+        expr = ACT_EXPR[fn]
+        for c99, name in self.math_names.items():
+            expr = re.sub(rf"\b{c99}\b", name, expr)
+        expr = re.sub(r"\bx\b", x, expr)
+        return expr.replace("ALPHA", c_float(alpha))
+
+    def elementwise(self, n: int, lines: list[str]) -> list[str]:
+        open_, close = self.loop2("i", n, "s", "TILE")
+        return open_ + ["    const int64_t e = i * TILE + s;"] + ["    " + x for x in lines] + close
+
+    # --- ops: generic forms, valid for any tile / lane layout --------------------------------------
+    def op_load(self, op: Op) -> list[str]:
+        spec = self.program.inputs[op.attrs["index"]]
+        n = int(np.prod(spec.shape, dtype=np.int64))
+        y = self.buf(op.out)
+        if spec.elem == "real":
+            open_, close = self.loop2("i", n, "s", "TILE")
+            return ([f"const float* src = (const float*)c->in[{op.attrs['index']}] + "
+                     f"(c->t * c->batch + c->s0) * {n};", f"float* y = {y};"] + open_ +
+                    [f"    y[i * TILE + s] = s < c->nvalid ? src[s * {n} + i] : 0.0f;"] + close)
+        open_, close = self.loop2("j", n, "l", "LANES")
+        return ([f"const unsigned char* src = (const unsigned char*)c->in[{op.attrs['index']}] + "
+                 f"(c->t * c->batch + c->s0) * {n};", f"lane_t* y = {y};"] + open_ +
+                ["    lane_t m = 0;",
+                 "    for (int b = 0; b < LANE_BITS; b++) {",
+                 "      const int64_t s = l * LANE_BITS + b;",
+                 f"      if (s < c->nvalid && src[s * {n} + j]) m |= ((lane_t)1) << b;",
+                 "    }", "    LANE(y, j, l) = m;"] + close)
+
+    def op_store(self, op: Op) -> list[str]:
+        spec = self.program.outputs[op.attrs["index"]]
+        n = int(np.prod(spec.shape, dtype=np.int64))
+        x = self.buf(op.ins[0])
+        dst = (f"float* dst = (float*)c->out[{op.attrs['index']}] + (c->t * c->batch + c->s0)"
+               f" * {n};")
+        open_, close = self.loop2("i", n, "s", "TILE")
+        if spec.elem == "real":
+            return [dst, f"const float* x = {x};"] + open_ + [
+                f"    if (s < c->nvalid) dst[s * {n} + i] = x[i * TILE + s];"] + close
+        return [dst, f"const lane_t* x = {x};"] + open_ + [
+            f"    if (s < c->nvalid) dst[s * {n} + i] = "
+            "(float)((LANE(x, i, s / LANE_BITS) >> (s % LANE_BITS)) & 1);"] + close
+
+    def op_add(self, op: Op) -> list[str]:
+        a, b = op.ins
+        return [f"const float* a = {self.buf(a)};", f"const float* b = {self.buf(b)};",
+                f"float* y = {self.buf(op.out)};"] + self.elementwise(
+                    self.program.buffers[op.out].size, ["y[e] = a[e] + b[e];"])
+
+    def op_copy(self, op: Op) -> list[str]:
+        src = self.program.buffers[op.ins[0]]
+        if src.elem == "real":
+            return [f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"
+                    ] + self.elementwise(src.size, ["y[e] = x[e];"])
+        open_, close = self.loop2("j", src.size, "l", "LANES")
+        return [f"const lane_t* x = {self.buf(op.ins[0])};", f"lane_t* y = {self.buf(op.out)};"
+                ] + open_ + ["    LANE(y, j, l) = LANE(x, j, l);"] + close
+
+    def op_matvec(self, op: Op) -> list[str]:
+        n_in, n_out = op.attrs["n_in"], op.attrs["n_out"]
+        w = self.const(op, "weight")
+        bias = self.const(op, "bias") if "bias" in op.consts else None
+        open_, close = self.loop2("o", n_out, "s", "TILE")
+        return ([f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"]
+                + open_ + [f"    float acc = {bias + '[o]' if bias else '0.0f'};",
+                           f"    for (int64_t i = 0; i < {n_in}; i++) "
+                           f"acc = MAD({w}[o * {n_in} + i], x[i * TILE + s], acc);",
+                           "    y[o * TILE + s] = acc;"] + close)
+
+    def op_spmv(self, op: Op) -> list[str]:
+        n_out = op.attrs["n_out"]
+        ptr, col = self.const(op, "ptr"), self.const(op, "col")
+        val, bias = self.const(op, "val"), self.const(op, "bias")
+        open_, close = self.loop2("o", n_out, "s", "TILE")
+        return ([f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"]
+                + open_ + [f"    float acc = {bias}[o];",
+                           f"    for (int64_t k = {ptr}[o]; k < {ptr}[o + 1]; k++) "
+                           f"acc = MAD({val}[k], x[(int64_t){col}[k] * TILE + s], acc);",
+                           "    y[o * TILE + s] = acc;"] + close)
+
+    def op_scale(self, op: Op) -> list[str]:
+        s = self.const(op, "scale")
+        return [f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"
+                ] + self.elementwise(op.attrs["n"], [f"y[e] = {s}[i] * x[e];"])
+
+    def op_threshold(self, op: Op) -> list[str]:
+        t = self.const(op, "threshold")
+        return [f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"
+                ] + self.elementwise(op.attrs["n"], [f"y[e] = x[e] > {t}[i] ? 1.0f : 0.0f;"])
+
+    def op_act(self, op: Op) -> list[str]:
+        expr = self.act(op.attrs["fn"], op.attrs["alpha"])
+        return [f"const float* xs = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"
+                ] + self.elementwise(op.attrs["n"], ["const float x = xs[e];", f"y[e] = {expr};"])
+
+    def op_binarize(self, op: Op) -> list[str]:
+        src, thr = self.const(op, "src"), self.const(op, "thr")
+        open_, close = self.loop2("j", op.attrs["n_out"], "l", "LANES")
+        return ([f"const float* x = {self.buf(op.ins[0])};", f"lane_t* y = {self.buf(op.out)};"]
+                + open_ + [f"    const float* xj = x + (int64_t){src}[j] * TILE + l * LANE_BITS;",
+                           f"    const float t = {thr}[j];", "    lane_t m = 0;",
+                           "    for (int b = 0; b < LANE_BITS; b++) m |= ((lane_t)(xj[b] > t)) << b;",
+                           "    LANE(y, j, l) = m;"] + close)
+
+    def op_logic(self, op: Op) -> list[str]:
+        triples, segs = sort_gates(op)
+        idx = self.const(op, "idx", triples)
+        lines = [f"const lane_t* x = {self.buf(op.ins[0])};", f"lane_t* y = {self.buf(op.out)};"]
+        for g, lo, hi in segs:
+            open_, close = self.loop2("k", hi - lo, "l", "LANES")
+            lines += [f"/* {hi - lo} x gate {g} */"] + open_ + [
+                f"    const int64_t q = 3 * ({lo} + k);",
+                "    const lane_t a = LANE(x, " + idx + "[q + 1], l), b = LANE(x, " + idx
+                + "[q + 2], l);",
+                f"    LANE(y, {idx}[q], l) = {self.gate(g)};"] + close
+        return lines
+
+    def op_groupsum(self, op: Op) -> list[str]:
+        k, m = op.attrs["k"], op.attrs["m"]
+        np_ = max(1, int(m).bit_length())
+        open_, close = self.loop2("g", k, "l", "LANES")
+        return ([f"const lane_t* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"]
+                + open_ + [f"    lane_t pl[{np_}];",
+                           f"    for (int p = 0; p < {np_}; p++) pl[p] = 0;",
+                           f"    for (int64_t f = g * {m}; f < (g + 1) * {m}; f++) {{",
+                           "      lane_t carry = LANE(x, f, l);",
+                           f"      for (int p = 0; p < {np_}; p++) {{ const lane_t t = pl[p] & carry;"
+                           " pl[p] ^= carry; carry = t; }", "    }",
+                           "    for (int b = 0; b < LANE_BITS; b++) {", "      int cnt = 0;",
+                           f"      for (int p = 0; p < {np_}; p++) cnt |= (int)((pl[p] >> b) & 1) << p;",
+                           f"      y[g * TILE + l * LANE_BITS + b] = ((float)cnt + "
+                           f"{c_float(op.attrs['beta'])}) / {c_float(op.attrs['tau'])};",
+                           "    }"] + close)
+
+    def op_neuron(self, op: Op) -> list[str]:
+        kind = op.attrs["neuron"]
+        params = {p: self.const(op, p) for p in NEURON_PARAMS[kind]}
+        state = dict(zip(NEURON_STATE[kind], op.attrs["state"]))
+        lines = [f"const float* xs = {self.buf(op.ins[0])};", f"float* ys = {self.buf(op.out)};",
+                 f"const float DT = {c_float(op.attrs['dt'])};"]
+        lines += [f"float* S_{s} = {self.buf(b)};" for s, b in state.items()]
+        body = [f"const float {p} = {sym}[i];" for p, sym in params.items()]
+        body += ["const float x = xs[e];", "float y;"]
+        body += [f"float {s} = S_{s}[e];" for s in state]
+        body += list(NEURON_STEPS[kind])
+        body += [f"S_{s}[e] = {s};" for s in state] + ["ys[e] = y;"]
+        return lines + self.elementwise(op.attrs["n"], body)
