@@ -182,8 +182,7 @@ class Graph:
             _check_name(n, prefix)
             if isinstance(node, Graph):
                 node.check(prefix + n)
-            else:
-                node.validate(prefix + n)
+            # a Kind validated its own fields when it was built (it is frozen since)
         self.infer_types(strict=True, prefix=prefix)
         self.order(prefix=prefix)
 

@@ -1,6 +1,9 @@
 """The .h5 file: NIR's HDF5 layout, extended. One writer and one reader, both driven by the kinds'
 field specs, the closed kind registry and a dtype allow-list.
 
+Arrays keep their dtype; arrays of 4 KiB and more are chunked, and gzip-compressed (with byte
+shuffle) unless a sample shows a large float array would shrink by less than 15%.
+
 Layout: root `version` (NIR layout version) and `node` (the graph: `type` = "NIRGraph", `nodes/`,
 `edges` (E, 2) strings, optional `edge_ports` (E,) strings, optional `metadata/`); each node is a
 group with a `type` string and one dataset per field (records and named weights are subgroups).
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+import zlib
 from dataclasses import MISSING, fields
 
 import numpy as np
@@ -32,6 +36,8 @@ MAX_ARRAY_BYTES = 2 << 30
 MAX_TOTAL_BYTES = 8 << 30
 #: small arrays are stored plain; larger ones chunked and compressed.
 COMPRESS_MIN_BYTES = 1 << 12
+#: float arrays from this size on are compressed only when a sample shows that it pays.
+SAMPLE_COMPRESSION_BYTES = 1 << 18
 #: node attribute listing fields written only for NIR readers (values polyir infers): the reader
 #: gives them back as None, so the graph round-trips unchanged.
 INFERRED_ATTR = "polyir_inferred"
@@ -111,12 +117,28 @@ def _write_string(group, name, value):
     group.create_dataset(name, data=value, dtype=h5py.string_dtype())
 
 
+def _compresses(arr: np.ndarray) -> bool:
+    """Whether gzip pays for this array. Index and gate arrays always compress well; large float
+    arrays (trained weights, logits) often shrink by under 15% at ~15 MB/s, which would make
+    saving a million-gate graph take seconds: a byte-shuffled sample decides."""
+    if arr.dtype.kind != "f" or arr.nbytes < SAMPLE_COMPRESSION_BYTES:
+        return True
+    flat = arr.reshape(-1)
+    part = (16 << 10) // arr.itemsize
+    starts = np.linspace(0, flat.size - part, 4).astype(np.int64)
+    sample = np.concatenate([flat[s:s + part] for s in starts])
+    shuffled = sample.view(np.uint8).reshape(-1, arr.itemsize).T.tobytes()
+    return len(zlib.compress(shuffled, 1)) < 0.85 * len(shuffled)
+
+
 def _write_array(group, name, arr, compression):
-    if arr.nbytes >= COMPRESS_MIN_BYTES:
+    if arr.nbytes < COMPRESS_MIN_BYTES:
+        group.create_dataset(name, data=arr, dtype=arr.dtype)
+    elif _compresses(arr):
         group.create_dataset(name, data=arr, dtype=arr.dtype, compression="gzip",
                              compression_opts=compression, shuffle=True)
     else:
-        group.create_dataset(name, data=arr, dtype=arr.dtype)
+        group.create_dataset(name, data=arr, dtype=arr.dtype, chunks=True)
 
 
 def _write_value(group, name, spec: Spec, value, compression):
