@@ -9,11 +9,14 @@ import torch
 
 import polyir
 from polyir import ir
-from polyir.backends.heyoka import compile as heyoka_compile
 from polyir.importers.heyoka import to_heyoka, to_heyoka_ode
 from polyir.ir.patterns import find_ffnn_chains
 
 hy = pytest.importorskip("heyoka")
+
+
+def heyoka_compile(graph, **options):
+    return polyir.compile(graph, "heyoka", **options)
 
 TORCH_ACT = {
     "tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "identity": lambda x: x,
@@ -406,20 +409,29 @@ def test_mlp_right_hand_side():
     np.testing.assert_allclose(got, ref, atol=1e-12)
 
 
-def test_program_interface():
+def test_program_interface(nir_data):
     layers, acts = torch_mlp([3, 8, 2], ("tanh", "identity"), seed=9)
     g = graph_of(layers, acts)
     x = np.random.default_rng(10).normal(size=(257, 3))
     ref = torch_forward(layers, acts, x)
-    p32 = heyoka_compile(g, dtype="float32")
+    p32 = polyir.compile(g, "heyoka", dtype="float32")
     y = p32(x.astype(np.float32))
     assert y.dtype == np.float32 and y.shape == (257, 2)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
-    p64 = heyoka_compile(g)
-    np.testing.assert_allclose(p64(x[0]), ref[0], atol=1e-14)  # one sample, no batch dim
-    assert "tanh" in p64.source
-    with pytest.raises(polyir.GraphError, match="does not fit"):
+    p64 = polyir.compile(g, "heyoka")
+    assert p64.backend == "heyoka" and "tanh" in p64.source
+    np.testing.assert_allclose(p64(torch.from_numpy(x)), ref, rtol=0, atol=1e-14)
+    seq = p64.run(x.reshape(257, 1, 3))  # stateless: T x batch as one batch
+    np.testing.assert_allclose(seq[:, 0], ref, rtol=0, atol=1e-14)
+    with pytest.raises(polyir.GraphError, match="expected"):
         p64(np.zeros((4, 5)))
+    # a stateful graph runs as an ODE: lif_norse's spikes land in the steps of the exact solution
+    lif = polyir.compile(polyir.load(nir_data / "lif_norse.nir"), "heyoka", dt=1e-4)
+    data = np.loadtxt(nir_data / "lif_exact.csv", delimiter=",")
+    z = lif.run(data[:, :1, None])
+    assert z.shape == (1000, 1, 1)
+    np.testing.assert_array_equal(np.nonzero(z[:, 0, 0])[0], np.nonzero(data[:, 2])[0])
+    assert len(lif.last_run.spikes[0]) == 4
 
 
 def test_cli_prints_expressions(tmp_path, capsys, nir_data):

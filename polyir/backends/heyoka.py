@@ -6,7 +6,8 @@ batches like the other backends: `program(x)` with x of shape (batch, *input_sha
 Input nodes: one array each, in order) returns (batch, *output_shape) (several Output nodes: a
 tuple). `program.source` is the expressions as text. A stateful (leaky-integrator) graph compiles
 to an ODE program instead: `program.run(sequence)` integrates a (T, batch, *input_shape) sequence
-with heyoka's Taylor integrator (exact spike times, see to_heyoka_ode).
+with heyoka's Taylor integrator, each step's input held constant (the exact solution, not Euler;
+exact spike times, see to_heyoka_ode); `program(x)` is one such step from the zero state.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 import numpy as np
 
 from .. import ir
+from . import Compiled
 from ..importers.heyoka import _hy, to_heyoka, to_heyoka_ode
 
 DTYPES = {"float64": np.float64, "float32": np.float32, "f8": np.float64, "f4": np.float32}
@@ -33,9 +35,13 @@ def _dtype(dtype):
     return dt
 
 
-class HeyokaProgram:
-    """A compiled graph: `__call__` on numpy batches, `.source`, `.cfunc`, `.compile_seconds`;
-    `run(sequence)` for stateful graphs."""
+class HeyokaProgram(Compiled):
+    """A compiled graph behind the backends' `Compiled` interface: `__call__(*inputs)` on
+    (batch, *shape) arrays, `run(*sequences)` on (T, batch, *shape), `.source`, plus `.cfunc`
+    (stateless graphs), `.ode` (stateful ones), `.compile_seconds` and `.last_run` (the last ODE
+    run, with its exact spike times). Inputs are converted to the program's dtype (float64 by
+    default, or float32) and outputs come back in it. Bit inputs are read as x != 0 in eval
+    mode; in train mode (relaxed logic) they stay real values in [0, 1]."""
 
     backend = "heyoka"
 
@@ -43,14 +49,16 @@ class HeyokaProgram:
                  batch_size: int | None = None, mode: str = "eval", ffnn: bool = True,
                  parallel: bool | None = None, dt: float | None = None, **cfunc_options):
         graph.check()
+        g = graph.flattened()
+        types = g.infer_types()
         self.graph = graph
+        self.program = None
         self.dtype = _dtype(dtype)
-        self.parallel = parallel
-        self.input_shapes = [tuple(graph.nodes[n].shape) for n in graph.inputs]
-        types = graph.infer_types()
-        self.output_shapes = [tuple(types[n].shape) for n in graph.outputs]
+        self.parallel, self.mode = parallel, mode
+        self.inputs = [(n, tuple(g.nodes[n].shape), g.nodes[n].elem) for n in g.inputs]
+        self.outputs = [(n, tuple(types[n].shape), types[n].elem) for n in g.outputs]
         self.stateful = graph.stateful
-        self.cfunc = self.ode = None
+        self.cfunc = self.ode = self.last_run = None
         hy = _hy()
         t0 = time.perf_counter()
         if self.stateful:
@@ -60,9 +68,8 @@ class HeyokaProgram:
         else:
             exprs, variables = to_heyoka(graph, mode=mode, ffnn=ffnn)
             self.expressions, self.variables = exprs, variables
-            n_ops = sum(int(np.prod(s, dtype=np.int64)) for s in self.output_shapes)
             if compact_mode is None:  # large graphs compile far faster in compact mode
-                compact_mode = graph.parameter_count() > 20000 or n_ops > 2000
+                compact_mode = graph.parameter_count() > 20000 or len(exprs) > 2000
             size = batch_size or hy.recommended_simd_size(fp_type=self.dtype)
             self.cfunc = hy.cfunc(exprs, variables, fp_type=self.dtype,
                                   compact_mode=bool(compact_mode), batch_size=int(size),
@@ -72,68 +79,43 @@ class HeyokaProgram:
         self.compile_seconds = time.perf_counter() - t0
 
     def __repr__(self):
-        what = "ODE" if self.stateful else f"cfunc, batch {self.batch_size}"
-        return f"HeyokaProgram({what}, {np.dtype(self.dtype).name})"
+        what = "ODE" if self.stateful else f"cfunc batch {self.batch_size}"
+        return f"<polyir heyoka program ({what}, {np.dtype(self.dtype).name})>"
 
-    def _stack_inputs(self, xs) -> tuple[np.ndarray, int, bool]:
-        if len(xs) != len(self.input_shapes):
-            raise ir.GraphError(f"{len(xs)} input arrays given, the graph has "
-                                f"{len(self.input_shapes)} Input nodes", field="inputs",
-                                fix="pass one array per Input node, in order")
-        cols, batch, single = [], None, False
-        for x, shape in zip(xs, self.input_shapes):
-            x = np.asarray(x)
-            if x.shape == shape:
-                x, single = x[None], True
-            if x.shape[1:] != shape:
-                raise ir.GraphError(f"input of shape {x.shape} does not fit {shape} (plus batch)",
-                                    field="inputs", fix=f"pass (batch, {', '.join(map(str, shape))})")
-            batch = x.shape[0] if batch is None else batch
-            if x.shape[0] != batch:
-                raise ir.GraphError("inputs disagree on the batch size", field="inputs",
-                                    fix="pass equal batch sizes")
-            cols.append(x.reshape(batch, -1))
-        flat = np.concatenate(cols, axis=1) if len(cols) > 1 else cols[0]
-        return np.ascontiguousarray(flat.T, dtype=self.dtype), batch, single
+    def _convert(self, k: int, x, lead: int):
+        if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
+            x = x.detach().cpu().numpy()
+        checked = super()._convert(k, x, lead)  # shape and dtype checks
+        if checked.dtype == np.uint8 and self.mode == "eval":
+            return checked.astype(self.dtype)  # bits read as x != 0, as on every backend
+        return np.ascontiguousarray(x, dtype=self.dtype)
 
-    def __call__(self, *xs, out=None):
+    def _run(self, arrays, steps: int, batch: int, threads, lead: tuple):
         if self.stateful:
-            raise ir.GraphError("a stateful graph runs over time", field="nodes",
-                                fix="use program.run(sequence)")
-        inputs, batch, single = self._stack_inputs(xs)
+            return self._run_ode(arrays, steps, batch, lead)
+        n = steps * batch
+        flat = [a.reshape(n, -1) for a in arrays]
+        x = np.concatenate(flat, axis=1) if len(flat) > 1 else flat[0]
         kw = {} if self.parallel is None else {"batch_parallel": bool(self.parallel)}
-        y = self.cfunc(inputs, **kw)  # (n_out, batch)
+        y = self.cfunc(np.ascontiguousarray(x.T), **kw) if n else \
+            np.empty((len(self.expressions), 0), self.dtype)
         outs, k = [], 0
-        for shape in self.output_shapes:
+        for _, shape, _ in self.outputs:
             size = int(np.prod(shape, dtype=np.int64))
-            o = np.ascontiguousarray(y[k:k + size].T).reshape((batch,) + shape)
-            outs.append(o[0] if single else o)
+            outs.append(np.ascontiguousarray(y[k:k + size].T).reshape(lead + shape))
             k += size
-        return outs[0] if len(outs) == 1 else tuple(outs)
+        return outs
 
-    def run(self, sequence, dt: float | None = None, **kwargs):
-        """Stateful graphs: (T, batch, *input_shape) or (T, *input_shape) -> outputs
-        (T, batch, *output_shape) (or (T, *output_shape)); several Outputs: a tuple."""
-        if not self.stateful:
-            x = np.asarray(sequence)
-            return np.stack([self(x[t]) for t in range(x.shape[0])])
-        x = np.asarray(sequence, np.float64)
-        n_in = sum(int(np.prod(s, dtype=np.int64)) for s in self.input_shapes)
-        if len(self.input_shapes) != 1:
-            raise ir.GraphError("run() takes graphs with one Input node", field="inputs",
-                                fix="merge the inputs")
-        shape = self.input_shapes[0]
-        batched = x.ndim == len(shape) + 2
-        xb = x.reshape(x.shape[0], x.shape[1] if batched else 1, n_in)
-        r = self.ode.run(xb, dt if dt is not None else self.dt, **kwargs)
+    def _run_ode(self, arrays, steps, batch, lead):
+        x = np.concatenate([a.reshape(steps, batch, -1) for a in arrays], axis=2)
+        r = self.ode.run(x.astype(np.float64), self.dt)
         self.last_run = r
         outs, k = [], 0
-        for oshape in self.output_shapes:
-            size = int(np.prod(oshape, dtype=np.int64))
-            o = r.outputs[..., k:k + size].reshape(x.shape[0], xb.shape[1], *oshape)
-            outs.append(o if batched else o[:, 0])
+        for _, shape, _ in self.outputs:
+            size = int(np.prod(shape, dtype=np.int64))
+            outs.append(r.outputs[..., k:k + size].astype(self.dtype).reshape(lead + shape))
             k += size
-        return outs[0] if len(outs) == 1 else tuple(outs)
+        return outs
 
 
 def compile(graph: ir.Graph, **options) -> HeyokaProgram:  # noqa: A001 - backend entry point
