@@ -1,0 +1,116 @@
+"""The export handler registry: module class -> handler(module, ctx).
+
+A handler turns one torch module (an fx leaf) into polyir: it returns an IR node, a small Graph
+fragment (one Input, one Output; inlined), a list of nodes (a chain), or None (the module is an
+identity and is skipped). Registering a class makes it an fx leaf.
+
+    @polyir.exporters.handler(MyGate)
+    def _my_gate(module, ctx):
+        return polyir.Activation("sigmoid")
+
+    polyir.exporters.register(MyNoise, None)      # skip MyNoise (identity)
+
+Modules that return `(out, state)` (the leaky-integrator family) are handled when their handler
+returns a stateful kind (LIF, CubaLIF, Delay, ...), or when registered with `returns_state=True`.
+
+Lookup order for a module m: the exact class; a base class whose `forward` m does not override;
+then the duck-typed recognisers (difflogic and torchlogix layers, recognised by class name and
+attributes without importing those libraries). This module imports neither torch nor polyir.nn:
+the built-in handlers load on first use (`load_builtin`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Callable
+
+__all__ = ["Handler", "HANDLERS", "RECOGNISERS", "handler", "register", "recogniser", "lookup",
+           "load_builtin", "SKIP"]
+
+
+def SKIP(module, ctx):  # noqa: N802 - a named constant that is a handler
+    """The handler of skipped (identity) classes: the value passes through unchanged."""
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Handler:
+    """fn(module, ctx) -> node | Graph | list | None; `returns_state` says whether the module
+    returns (out, state) (None: decided by the kind fn returns, or by how the model uses the
+    result); `source` names where it came from (for messages)."""
+
+    fn: Callable
+    returns_state: bool | None = None
+    source: str = "user"
+
+
+#: module class -> Handler
+HANDLERS: dict[type, Handler] = {}
+#: (name, match(module) -> bool, Handler), tried in order after the class lookup
+RECOGNISERS: list[tuple[str, Callable, Handler]] = []
+
+_BUILTIN = ("torch_nn", "polyir_nn", "logic_libs")
+_loaded = False
+
+
+def register(cls: type, fn: Callable | None, *, returns_state: bool | None = None,
+             builtin: bool = False) -> None:
+    """Map module class `cls` to handler `fn` (None: skip the module, an identity). A built-in
+    registration never replaces a user's."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register() takes a module class, got {cls!r}")
+    h = Handler(SKIP if fn is None else fn, returns_state, "builtin" if builtin else "user")
+    if builtin:
+        HANDLERS.setdefault(cls, h)
+    else:
+        HANDLERS[cls] = h
+
+
+def handler(*classes: type, returns_state: bool | None = None, builtin: bool = False):
+    """Decorator: `@handler(SomeModule)` registers `fn(module, ctx)` for each class given."""
+    if not classes:
+        raise TypeError("handler() needs at least one module class")
+
+    def decorate(fn):
+        for cls in classes:
+            register(cls, fn, returns_state=returns_state, builtin=builtin)
+        return fn
+    return decorate
+
+
+def recogniser(name: str, match: Callable, *, returns_state: bool | None = None):
+    """Decorator: a duck-typed handler tried for modules no class handler knows."""
+    def decorate(fn):
+        RECOGNISERS.append((name, match, Handler(fn, returns_state, name)))
+        return fn
+    return decorate
+
+
+def load_builtin() -> None:
+    """Import the built-in handler modules (torch.nn, polyir.nn, difflogic/torchlogix)."""
+    global _loaded
+    if _loaded:
+        return
+    for mod in _BUILTIN:
+        importlib.import_module(f"{__name__}.{mod}")
+    _loaded = True
+
+
+def lookup(module) -> Handler | None:
+    """The handler for a module instance, or None when nothing knows it."""
+    load_builtin()
+    cls = type(module)
+    h = HANDLERS.get(cls)
+    if h is not None:
+        return h
+    for base in cls.__mro__[1:]:
+        h = HANDLERS.get(base)
+        if h is not None and getattr(cls, "forward", None) is getattr(base, "forward", None):
+            return h
+    for _, match, h in RECOGNISERS:
+        try:
+            if match(module):
+                return h
+        except Exception:  # a recogniser that trips over an odd module simply does not match
+            continue
+    return None

@@ -1,0 +1,99 @@
+"""Export handlers for polyir.nn's layers: each reads the module's attributes into its kind."""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import ir
+from ... import nn as pnn
+from . import handler
+
+
+def gates_of(logits: np.ndarray) -> np.ndarray:
+    """Hard gates = argmax of the stored logits (computed on the stored array, so the IR's
+    'gate == argmax(logits)' check holds exactly)."""
+    return np.argmax(logits, axis=-1).astype(np.uint8)
+
+
+@handler(pnn.LogicLayer, builtin=True)
+def _logic_layer(m, ctx):
+    logits = ctx.array(m.logits)
+    return ir.LogicLayer(ctx.array(m.a, np.int64), ctx.array(m.b, np.int64), gates_of(logits),
+                         logits)
+
+
+@handler(pnn.LogicTree2d, builtin=True)
+def _logic_tree(m, ctx):
+    logits = ctx.array(m.logits)
+    return ir.LogicTree2d(ctx.array(m.leaves, np.int64), gates_of(logits), tuple(m.kernel_size),
+                          tuple(m.stride), tuple(m.padding), logits)
+
+
+@handler(pnn.OrPool2d, builtin=True)
+def _or_pool(m, ctx):
+    return ir.OrPool2d(tuple(m.kernel_size), tuple(m.stride), tuple(m.padding))
+
+
+@handler(pnn.Binarize, builtin=True)
+def _binarize(m, ctx):
+    return ir.Binarize(ctx.array(m.thresholds), int(m.axis))
+
+
+@handler(pnn.GroupSum, builtin=True)
+def _group_sum(m, ctx):
+    return ir.GroupSum(int(m.k), float(m.tau), float(m.beta))
+
+
+@handler(pnn.Activation, builtin=True)
+def _activation(m, ctx):
+    return ir.Activation(m.fn, float(m.alpha))
+
+
+def _full(ctx, param):
+    """A per-element parameter broadcast to the value shape (kinds take their shape from it)."""
+    a = ctx.array(param)
+    try:
+        return np.ascontiguousarray(np.broadcast_to(a, ctx.input_shape))
+    except ValueError:
+        raise ctx.error(f"parameter of shape {a.shape} does not broadcast to the input shape "
+                        f"{ctx.input_shape}", field="shape",
+                        fix="give the parameter the value's shape (without the batch dim)") from None
+
+
+@handler(pnn.Scale, builtin=True)
+def _scale(m, ctx):
+    return ir.Scale(_full(ctx, m.scale))
+
+
+@handler(pnn.Threshold, builtin=True)
+def _threshold(m, ctx):
+    return ir.Threshold(_full(ctx, m.threshold))
+
+
+@handler(pnn.SumPool2d, builtin=True)
+def _sum_pool(m, ctx):
+    return ir.SumPool2d(tuple(m.kernel_size), tuple(m.stride), tuple(m.padding))
+
+
+def _neuron_time(m, ctx):
+    ctx.set_metadata("dt", float(m.dt))
+    ctx.set_metadata("discretization", str(getattr(m, "discretization", "euler")))
+
+
+def _neuron(kind, fields):
+    def h(m, ctx):
+        _neuron_time(m, ctx)
+        return kind(**{f: _full(ctx, getattr(m, f)) for f in fields})
+    return h
+
+
+for _cls, _kind in ((pnn.I, ir.I), (pnn.IF, ir.IF), (pnn.LI, ir.LI), (pnn.LIF, ir.LIF),
+                    (pnn.CubaLI, ir.CubaLI), (pnn.CubaLIF, ir.CubaLIF)):
+    handler(_cls, returns_state=True, builtin=True)(_neuron(_kind, _cls.FIELDS))
+
+
+@handler(pnn.Delay, returns_state=True, builtin=True)
+def _delay(m, ctx):
+    ctx.set_metadata("dt", float(m.dt))
+    steps = ctx.array(m.steps, np.int64)
+    delay = (steps * m.dt).astype(ctx.float_dtype)
+    return ir.Delay(np.ascontiguousarray(np.broadcast_to(delay, ctx.input_shape)))
