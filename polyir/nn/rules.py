@@ -120,16 +120,18 @@ class RuleLayer(nn.Module):
 
     `rules`: an ir.RuleSet, a Template, or text (`polyir.ir.rules_text`). `constants` maps the
     rules' non-integer constants to the integer codes used in the inputs' args. `dims`,
-    `queries`, `seed` are passed on when `rules` is a Template or text.
+    `queries`, `seed`, `dtype` (of the weights written in the text) are used when `rules` is a
+    Template or text.
     """
 
     def __init__(self, rules, *, constants: dict | None = None, dims: dict | None = None,
-                 queries=None, seed: int = 0, cache_size: int = 64, name: str | None = None):
+                 queries=None, seed: int = 0, dtype=np.float32, cache_size: int = 64,
+                 name: str | None = None):
         super().__init__()
         if isinstance(rules, str):
-            rules = parse_rules(rules, dims=dims, queries=queries, seed=seed)
+            rules = parse_rules(rules, dims=dims, queries=queries, seed=seed, dtype=dtype)
         elif isinstance(rules, Template):
-            rules = rules.build(dims=dims, queries=queries, seed=seed)
+            rules = rules.build(dims=dims, queries=queries, seed=seed, dtype=dtype)
         if not isinstance(rules, ir.RuleSet):
             raise GraphError(f"RuleLayer takes an ir.RuleSet, a Template or rule text, got "
                              f"{type(rules).__name__}", node=name, field="rules",
@@ -153,6 +155,10 @@ class RuleLayer(nn.Module):
                 raise GraphError(f"rule {i} ({r.head}): combination {r.combination!r} is not "
                                  f"supported by RuleLayer", node=name, field="rules",
                                  fix=f"use one of {SUPPORTED_COMBINATIONS}")
+        # follows .to()/.double() even when the rules have no weights: inputs are cast to it
+        first = next(iter(rules.weights.values()), np.zeros(0, dtype))
+        self.register_buffer("dtype_marker", torch.zeros(0, dtype=torch.from_numpy(
+            np.zeros(0, first.dtype)).dtype), persistent=False)
         self.weights = nn.ParameterDict()
         self._fixed_names = {}
         for wname, value in rules.weights.items():
@@ -196,12 +202,7 @@ class RuleLayer(nn.Module):
     def _dtype_device(self, ports):
         for t in list(self.weights.values()) + [self.weight(n) for n in self._fixed_names]:
             return t.dtype, t.device
-        for v in ports.values():
-            if torch.is_tensor(v) and v.is_floating_point():
-                return v.dtype, v.device
-            if isinstance(v, tuple) and torch.is_tensor(v[0]) and v[0].is_floating_point():
-                return v[0].dtype, v[0].device
-        return torch.get_default_dtype(), torch.device("cpu")
+        return self.dtype_marker.dtype, self.dtype_marker.device
 
     def _normalise(self, x, ports: dict, batch_size: int | None):
         """-> facts {pred: (sample, args) numpy}, values {pred: tensor aligned with facts}, B."""
@@ -209,7 +210,7 @@ class RuleLayer(nn.Module):
             if isinstance(x, dict):
                 ports = {**x, **ports}
             elif isinstance(x, (list, tuple)) and x and all(isinstance(s, dict) for s in x):
-                ports = {**_stack_samples(x, self.input_names), **ports}
+                ports = {**_stack_samples(x, self.input_names, self.preds), **ports}
                 batch_size = len(x) if batch_size is None else batch_size
             else:
                 if len(self.input_names) != 1:
@@ -234,7 +235,7 @@ class RuleLayer(nn.Module):
                     raise GraphError(f"{name}/{p.arity} takes facts (values, args), got a tensor",
                                      node=self.name, field=name,
                                      fix="pass (values (m, dim), args (m, arity))")
-                v = torch.as_tensor(v)
+                v = torch.as_tensor(v).to(dtype=dtype, device=device)
                 if v.dim() == 1 and p.dim == 1:
                     v = v[:, None]
                 if v.dim() != 2 or v.shape[1] != p.dim:
@@ -353,15 +354,15 @@ def _ints(a) -> np.ndarray:
 
 
 def _rows(vals, args) -> int:
-    if args is not None and np.asarray(_ints(args)).size:
-        return int(np.asarray(args).shape[0])
-    if vals is None:
-        return 1 if args is None else int(np.asarray(_ints(args)).shape[0])
-    return int(torch.as_tensor(vals).reshape(-1, 1).shape[0] if torch.as_tensor(vals).dim() <= 1
-               else torch.as_tensor(vals).shape[0])
+    """How many facts an arity-0 input gives: args' rows (m, 0), else the values' rows, else 1."""
+    if args is not None and np.ndim(args) == 2:
+        return int(np.shape(args)[0])
+    if vals is not None:
+        return int(vals.shape[0]) if hasattr(vals, "shape") else len(vals)
+    return 1
 
 
-def _stack_samples(samples: list, names: list) -> dict:
+def _stack_samples(samples: list, names: list, preds: dict) -> dict:
     out = {}
     for name in names:
         vals, args, smp = [], [], []
@@ -375,14 +376,15 @@ def _stack_samples(samples: list, names: list) -> dict:
             if (v is None) != (not has_values):
                 raise GraphError(f"{name}: some samples give values and some do not", field=name,
                                  fix="give values for every sample or for none")
+            arity = preds[name].arity
             a = _ints(a)
-            m = a.shape[0] if a.ndim == 2 else (_rows(v, a) if a.size == 0 else len(a))
-            args.append(a.reshape(m, -1))
+            m = _rows(v, a) if arity == 0 else a.size // arity
+            args.append(a.reshape(m, arity))
             smp.append(np.full(m, s_i, np.int64))
             if v is not None:
                 vals.append(torch.as_tensor(v))
         if not smp:
-            out[name] = (None, np.zeros((0, 0), np.int64), np.zeros(0, np.int64))
+            out[name] = (None, np.zeros((0, preds[name].arity), np.int64), np.zeros(0, np.int64))
             continue
         out[name] = (torch.cat(vals) if has_values else None, np.concatenate(args),
                      np.concatenate(smp))
@@ -541,6 +543,10 @@ class RuleSpec:
         merge = not meta.pop("duplicit_grounding", False)
         learnable = meta.pop("learnable", True)
         body = [a.literal(prog) for a in self.body]
+        for lit in body:  # declared in the order the text parser declares them
+            if not lit.predicate.startswith("@"):
+                prog.declare(lit.predicate, len(lit.terms))
+        prog.declare(self.head.name, len(self.head.terms))
         head_w = prog.add_weight(self.head.weight and WeightSpec(
             self.head.weight.name, self.head.weight.value, self.head.weight.dims,
             self.head.weight.fixed))
