@@ -135,7 +135,8 @@ class LogicLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = gate_coefficients(self.logits, hard=not self.training).to(x.dtype)
-        return apply_gate(c, x[..., self.a], x[..., self.b])
+        dim = x.dim() - 1  # index_select: faster than x[..., a] forward and backward on CPU
+        return apply_gate(c, torch.index_select(x, dim, self.a), torch.index_select(x, dim, self.b))
 
     def extra_repr(self):
         return f"in_dim={self.in_dim}, out_dim={self.out_dim}"
