@@ -96,6 +96,11 @@ def test_mlp_is_exactly_heyoka_ffnn():
     wb = [float(v) for w in ws for v in w.ravel()] + [float(v) for b in bs for v in b]
     expected = hy.model.ffnn(variables, [32, 32], 1, [hy.tanh, hy.tanh, hy.sigmoid], wb)
     assert exprs == expected
+    # user-given input expressions
+    mine = list(hy.make_vars("p", "q", "r", "s"))
+    exprs_in, vars_in = to_heyoka(g, inputs=mine)
+    assert vars_in == mine
+    assert exprs_in == hy.model.ffnn(mine, [32, 32], 1, [hy.tanh, hy.tanh, hy.sigmoid], wb)
     # params: par[i] in heyoka's order, values beside
     pexprs, pvars, values = to_heyoka(g, params=True)
     np.testing.assert_array_equal(values, np.array(wb))
