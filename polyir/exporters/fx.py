@@ -59,9 +59,9 @@ from .handlers.torch_nn import check_gelu, check_softplus_threshold, hardtanh_no
 
 __all__ = ["export", "ExportContext", "PolyirTracer"]
 
-REGISTER_FIX = ("register a handler: @polyir.exporters.handler({cls})\ndef _h(module, ctx): "
-                "return polyir.<Kind>(...)  (or polyir.exporters.register({cls}, None) to skip "
-                "an identity)")
+REGISTER_FIX = ("register a handler, @polyir.exporters.handler({cls}) on a function "
+                "(module, ctx) -> polyir.<Kind>(...), or polyir.exporters.register({cls}, None) "
+                "to skip an identity")
 
 
 # --- values flowing through the conversion -------------------------------------------------------
@@ -127,15 +127,21 @@ class _StateView:
 # --- the tracer ----------------------------------------------------------------------------------
 class PolyirTracer(fx.Tracer):
     """An fx Tracer whose leaves are the modules a handler knows (plus fx's default leaves,
-    torch.nn's own modules, which fail later if no handler knows them)."""
+    torch.nn's own modules, which fail later if no handler knows them).
 
-    def __init__(self):
+    Which modules are known is decided before tracing (`known`: ids of the root's submodules
+    that have a handler), because while fx traces, a module's parameters read as proxies and a
+    duck-typed recogniser would see those instead of tensors."""
+
+    def __init__(self, known: set[int] | None = None):
         super().__init__()
+        self.known = known
         self.module_stack_names: list[str] = []
         self.last_node: str | None = None
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return lookup(m) is not None or super().is_leaf_module(m, module_qualified_name)
+        known = id(m) in self.known if self.known is not None else lookup(m) is not None
+        return known or super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m, forward, args, kwargs):
         name = self.path_of_module(m)
@@ -151,16 +157,16 @@ class PolyirTracer(fx.Tracer):
         return node
 
 
-class _Wrapper(nn.Module):
-    """Holds a root module that is itself a leaf, so that fx records it as one call."""
-
-    def __init__(self, name: str, module: nn.Module):
-        super().__init__()
-        self.add_module(name, module)
-        self._name = name
-
-    def forward(self, *args, **kwargs):
-        return getattr(self, self._name)(*args, **kwargs)
+def _leaf_root(model: nn.Module, n_inputs: int) -> tuple[nn.Module, fx.Graph]:
+    """A root module that is itself a leaf: a container holding it and a one-call fx graph."""
+    name = type(model).__name__.lower() or "model"
+    root = nn.Module()
+    root.add_module(name, model)
+    graph = fx.Graph()
+    args = tuple(graph.placeholder("input" if n_inputs == 1 else f"input_{i}")
+                 for i in range(n_inputs))
+    graph.output(graph.call_module(name, args))
+    return root, graph
 
 
 # --- the example run -----------------------------------------------------------------------------
@@ -184,6 +190,7 @@ class _Recorder(fx.Interpreter):
 
     def __init__(self, gm):
         super().__init__(gm, garbage_collect_values=False)
+        self.extra_traceback = False  # our errors name the fx node already
         self.values: dict[str, Any] = {}
 
     def run_node(self, n):
@@ -202,8 +209,11 @@ class _Recorder(fx.Interpreter):
                     raise
                 except Exception as exc:
                     what = f"{n.op} {_target_name(n)}"
+                    shapes = ", ".join(str(tuple(a.shape)) for a in args
+                                       if isinstance(a, torch.Tensor))
                     raise GraphError(f"running the model on the example input failed at fx node "
-                                     f"{n.name!r} ({what}): {exc}", node=n.name, field="input",
+                                     f"{n.name!r} ({what}, given {shapes or 'no tensor'}): "
+                                     f"{str(exc).strip()}", node=n.name, field="input",
                                      fix="pass an example input shaped as the model expects, "
                                          "batch dim first") from exc
         self.values[n.name] = result
@@ -553,9 +563,15 @@ class _Exporter:
         module = self.model.get_submodule(n.target)
         h: Handler | None = lookup(module)
         cls = type(module).__name__
+        target = str(n.target)
+        base = target.replace(".", "_")
+        if target.split(".")[-1].isdigit():  # Sequential members: 'linear_0' rather than '0'
+            base = f"{cls.lower()}_{base}"
+        name = self.unique(base)
         if h is None:
-            raise GraphError(f"fx node {n.name!r} calls module {n.target!r} ({type(module).__module__}"
-                             f".{cls}), which has no export handler", node=n.name, field="type",
+            where = f"{type(module).__module__}.{cls}"
+            raise GraphError(f"fx node {n.name!r} calls module {target!r} ({where}), which has no "
+                             "export handler", node=name, field="type",
                              fix=REGISTER_FIX.format(cls=cls))
         if not n.args:
             raise GraphError(f"fx node {n.name!r} calls {n.target!r} without an input", node=n.name,
@@ -577,11 +593,6 @@ class _Exporter:
         out = example.get(n.name)
         if is_pair and isinstance(out, (tuple, list)):
             out = out[0]
-        target = str(n.target)
-        base = target.replace(".", "_")
-        if target.split(".")[-1].isdigit():  # Sequential members: 'linear_0' rather than '0'
-            base = f"{cls.lower()}_{base}"
-        name = self.unique(base)
         ctx = ExportContext(self, n, name, module, inp, out)
         result = h.fn(module, ctx)
         if result is None:
@@ -938,27 +949,32 @@ def export(model: nn.Module, example_input, input_names=None, input_elem: str | 
         raise GraphError(f"input_elem={input_elem!r}", field="input_elem",
                          fix="use None, 'real' or 'bit'")
     load_builtin()
-    root = model
     if lookup(model) is not None:
-        root = _Wrapper(type(model).__name__.lower() or "model", model)
-    state_name, concrete = _signature(root, len(inputs))
-    tracer = PolyirTracer()
+        root, fx_graph = _leaf_root(model, len(inputs))
+        state_name = None
+    else:
+        root = model
+        state_name, concrete = _signature(root, len(inputs))
+        fx_graph = _trace(root, concrete)
+    gm = fx.GraphModule(root, fx_graph)
+    exporter = _Exporter(root, inputs, input_names, input_elem)
+    g = exporter.run(gm, fx_graph, state_name, len(inputs))
+    g.metadata["model"] = type(model).__name__
+    return g
+
+
+def _trace(root: nn.Module, concrete) -> fx.Graph:
+    tracer = PolyirTracer({id(m) for m in root.modules() if lookup(m) is not None})
     try:
-        fx_graph = tracer.trace(root, concrete_args=concrete)
+        return tracer.trace(root, concrete_args=concrete)
     except GraphError:
         raise
     except Exception as exc:
         where = (f" inside {tracer.module_stack_names[-1]}" if tracer.module_stack_names else "")
         after = f", after fx node {tracer.last_node!r}" if tracer.last_node else ""
-        raise GraphError(f"torch.fx cannot trace {type(model).__name__}{where}{after}: "
+        raise GraphError(f"torch.fx cannot trace {type(root).__name__}{where}{after}: "
                          f"{type(exc).__name__}: {exc}", node=tracer.last_node, field="model",
                          fix="remove data-dependent Python control flow from forward (if/for on "
                              "tensor values), or make the offending submodule an fx leaf by "
                              "registering a handler: @polyir.exporters.handler(ThatModule)") \
             from exc
-    gm = fx.GraphModule(root, fx_graph)
-    exporter = _Exporter(root, inputs, input_names, input_elem)
-    g = exporter.run(gm, fx_graph, state_name, len(inputs))
-    if root is not model:
-        g.metadata["model"] = type(model).__name__
-    return g

@@ -50,6 +50,7 @@ HANDLERS: dict[type, Handler] = {}
 RECOGNISERS: list[tuple[str, Callable, Handler]] = []
 
 _BUILTIN = ("torch_nn", "polyir_nn", "logic_libs")
+_OPTIONAL = ("rules",)  # present when polyir.nn.rules is
 _loaded = False
 
 
@@ -93,6 +94,11 @@ def load_builtin() -> None:
         return
     for mod in _BUILTIN:
         importlib.import_module(f"{__name__}.{mod}")
+    for mod in _OPTIONAL:
+        try:
+            importlib.import_module(f"{__name__}.{mod}")
+        except ImportError:
+            pass
     _loaded = True
 
 

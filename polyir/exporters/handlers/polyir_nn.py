@@ -56,7 +56,7 @@ def _full(ctx, param):
     except ValueError:
         raise ctx.error(f"parameter of shape {a.shape} does not broadcast to the input shape "
                         f"{ctx.input_shape}", field="shape",
-                        fix="give the parameter the value's shape (without the batch dim)") from None
+                        fix="give it the value's shape (without the batch dim)") from None
 
 
 @handler(pnn.Scale, builtin=True)

@@ -1,0 +1,599 @@
+"""polyir.export: what each torch construct becomes, the handler registry, duck-typed difflogic /
+torchlogix layers, stateful models, and the errors. Outputs are compared with the original torch
+model (an independent computation) after polyir.to_torch, or with numpy references written here."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import polyir
+import polyir.nn as pnn
+from polyir import ir
+from polyir.exporters import HANDLERS, handler, register
+
+
+def kinds(g):
+    return [type(k).__name__ for k in g.nodes.values()]
+
+
+def eval_equal(model, g, x, atol=0.0):
+    model.eval()
+    m = polyir.to_torch(g).eval()
+    with torch.no_grad():
+        want, got = model(x), m(x)
+    if atol == 0:
+        assert torch.equal(got, want), (got - want).abs().max()
+    else:
+        assert (got - want).abs().max() <= atol
+
+
+@pytest.fixture
+def registry():
+    """Undo user registrations made by a test."""
+    before = dict(HANDLERS)
+    yield
+    HANDLERS.clear()
+    HANDLERS.update(before)
+
+
+# --- torch.nn and functions ----------------------------------------------------------------------
+class Functions(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return (torch.tanh(h), F.relu(h), F.leaky_relu(h, 0.2), F.gelu(h), F.silu(h),
+                F.elu(h, alpha=0.5), F.softplus(h, beta=2.0), torch.exp(h), F.hardtanh(h, -0.3, 0.3),
+                torch.sigmoid(h), h.relu(), h * 3.0, -h, h / 4.0)
+
+
+def test_functions_become_activations_and_scales():
+    torch.manual_seed(0)
+    model = Functions()
+    g = polyir.export(model, torch.randn(2, 4))
+    acts = [(k.fn, k.alpha) for k in g.nodes.values() if isinstance(k, ir.Activation)]
+    assert acts == [("tanh", 0.0), ("relu", 0.0), ("leaky_relu", pytest.approx(0.2)),
+                    ("gelu", 0.0), ("silu", 0.0), ("elu", 0.5), ("softplus", 2.0), ("exp", 0.0),
+                    ("hardtanh", pytest.approx(0.3)), ("sigmoid", 0.0), ("relu", 0.0)]
+    scales = [float(k.scale[0]) for k in g.nodes.values() if isinstance(k, ir.Scale)]
+    assert scales == [3.0, -1.0, 0.25]
+    assert len(g.outputs) == 14
+    model.eval()
+    m = polyir.to_torch(g).eval()
+    x = torch.randn(9, 4)
+    with torch.no_grad():
+        for want, got in zip(model(x), m(x)):
+            assert (got - want).abs().max() <= 1e-6
+
+
+def test_linear_with_and_without_bias_matches_numpy():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Linear(5, 2, bias=False))
+    g = polyir.export(model, torch.randn(1, 3))
+    assert kinds(g) == ["Input", "Affine", "Linear", "Output"]
+    a, lin = g.nodes["linear_0"], g.nodes["linear_1"]
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    ref = (x @ a.weight.T + a.bias) @ lin.weight.T
+    with torch.no_grad():
+        np.testing.assert_allclose(model(torch.from_numpy(x)).numpy(), ref, rtol=1e-5, atol=1e-6)
+    assert a.weight.dtype == np.float32
+
+
+def test_add_of_two_values_is_fan_in():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.a(x)) + self.b(x)
+            return self.c(h) + self.c(h + x)  # weight sharing: two nodes with equal weights
+
+    torch.manual_seed(2)
+    model = Residual()
+    g = polyir.export(model, torch.randn(2, 4))
+    assert sorted(e[0] for e in g.predecessors("c")) == ["b", "relu"]
+    assert sorted(e[0] for e in g.predecessors("c_1")) == ["b", "input", "relu"]
+    assert sorted(e[0] for e in g.predecessors("output")) == ["c", "c_1"]
+    eval_equal(model, g, torch.randn(8, 4), atol=1e-6)
+
+
+def test_conv_flatten_variants():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv1d(2, 3, 3, padding=1)
+            self.c2 = nn.Conv2d(3, 4, 3, stride=2)
+            self.fl = nn.Flatten(start_dim=2)  # (B, 4, 3, 3) -> (B, 4, 9)
+            self.fc = nn.Linear(36, 2)
+
+        def forward(self, x, img):
+            y = self.c1(x).flatten(1)
+            z = self.fl(self.c2(img))
+            return y, self.fc(z.view(z.size(0), -1)), torch.flatten(self.c2(img), 1)
+
+    torch.manual_seed(3)
+    model = Net()
+    g = polyir.export(model, (torch.randn(2, 2, 5), torch.randn(2, 3, 8, 8)))
+    assert g.inputs == ["x", "img"]
+    assert g.nodes["c1"].input_shape == 5 and g.nodes["c2"].input_shape == (8, 8)
+    flats = [(k.start_dim, k.end_dim) for k in g.nodes.values() if isinstance(k, ir.Flatten)]
+    assert flats == [(0, -1), (1, -1), (0, -1), (0, -1)]
+    assert g.metadata["input_shape.img"].tolist() == [3, 8, 8]
+    model.eval()
+    m = polyir.to_torch(g).eval()
+    x, img = torch.randn(5, 2, 5), torch.randn(5, 3, 8, 8)
+    with torch.no_grad():
+        for want, got in zip(model(x, img), m(x, img)):
+            assert (got - want).abs().max() <= 1e-6
+
+
+def test_module_options_and_skips():
+    model = nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 4), nn.Identity(), nn.LeakyReLU(0.1),
+                          nn.ELU(0.7), nn.Softplus(beta=3.0), nn.Hardtanh(-2.0, 2.0), nn.GELU(),
+                          nn.SiLU(), nn.Sigmoid())
+    g = polyir.export(model, torch.randn(2, 3))
+    assert kinds(g) == ["Input", "Affine"] + ["Activation"] * 7 + ["Output"]
+    acts = [(k.fn, k.alpha) for k in g.nodes.values() if isinstance(k, ir.Activation)]
+    assert acts[:4] == [("leaky_relu", pytest.approx(0.1)), ("elu", pytest.approx(0.7)),
+                        ("softplus", 3.0), ("hardtanh", 2.0)]
+    eval_equal(model, g, torch.randn(6, 3), atol=1e-6)
+
+
+def test_root_module_that_is_a_leaf():
+    lin = nn.Linear(3, 2)
+    g = polyir.export(lin, torch.randn(1, 3))
+    assert kinds(g) == ["Input", "Affine", "Output"]
+    np.testing.assert_array_equal(g.nodes["linear"].weight, lin.weight.detach().numpy())
+
+
+def test_metadata_records_input_shape_and_dtype():
+    g = polyir.export(nn.Sequential(nn.Flatten(), nn.Linear(6, 2)), torch.randn(4, 2, 3))
+    assert g.metadata["input_shape"].tolist() == [2, 3]
+    assert g.metadata["input_dtype"] == "float32"
+    assert g.metadata["producer"] == "polyir.export"
+    g64 = polyir.export(nn.Linear(2, 2).double(), torch.randn(1, 2, dtype=torch.float64))
+    assert g64.metadata["input_dtype"] == "float64"
+    assert g64.nodes["linear"].weight.dtype == np.float64
+
+
+# --- the registry --------------------------------------------------------------------------------
+class Clip(nn.Module):
+    """Not traceable (data-dependent branch): only a handler can export it."""
+
+    def forward(self, x):
+        if x.max() > 1:
+            return x.clamp(-1, 1)
+        return x
+
+
+class Noise(nn.Module):
+    def forward(self, x):
+        return x + 0.0 * torch.randn_like(x)
+
+
+def test_user_handler_makes_a_leaf_and_none_skips(registry):
+    model = nn.Sequential(nn.Linear(3, 3), Clip(), Noise(), nn.Linear(3, 1))
+    with pytest.raises(polyir.GraphError, match="cannot trace"):
+        polyir.export(model, torch.randn(2, 3))
+
+    @handler(Clip)
+    def _clip(module, ctx):
+        assert ctx.input_shape == (3,) and ctx.output_shape == (3,)
+        assert ctx.target == "1" and ctx.input_elem == "real"
+        return polyir.Activation("hardtanh", 1.0)
+
+    register(Noise, None)
+    g = polyir.export(model, torch.randn(2, 3))
+    assert kinds(g) == ["Input", "Affine", "Activation", "Affine", "Output"]
+    eval_equal(model, g, 3 * torch.randn(7, 3), atol=1e-6)
+
+
+class Twice(nn.Module):
+    def forward(self, x):
+        return 2 * x + 1
+
+
+def test_handler_may_return_a_graph_fragment(registry):
+    @handler(Twice)
+    def _twice(module, ctx):
+        n = ctx.input_shape[0]
+        f = ir.Graph()
+        f.add("x", ir.Input((n,)))
+        f.add("double", ir.Affine(2 * np.eye(n, dtype=np.float32), np.ones(n, np.float32)))
+        f.add("y", ir.Output((n,)))
+        f.connect("x", "double")
+        f.connect("double", "y")
+        return f
+
+    model = nn.Sequential(nn.Linear(2, 3), Twice(), nn.Tanh())
+    g = polyir.export(model, torch.randn(1, 2))
+    assert "twice_1_double" in g.nodes
+    eval_equal(model, g, torch.randn(4, 2), atol=1e-6)
+
+
+def test_subclass_overriding_forward_is_not_taken_for_its_base():
+    class Shifted(nn.Linear):
+        def forward(self, x):
+            return super().forward(x)[:, :1]
+
+    class Plain(nn.Linear):
+        pass
+
+    g = polyir.export(nn.Sequential(Plain(2, 2)), torch.randn(1, 2))
+    assert kinds(g) == ["Input", "Affine", "Output"]
+    with pytest.raises(polyir.GraphError, match="function torch._C._nn.linear") as exc:
+        polyir.export(nn.Sequential(Shifted(2, 2)), torch.randn(1, 2))  # traced into: F.linear
+    assert "@polyir.exporters.handler" in exc.value.fix
+
+
+# --- logic layers ------------------------------------------------------------------------------
+def relaxed_ops(a, b):
+    """The 16 relaxed gates in difflogic's order, written out (independent of polyir)."""
+    return torch.stack([torch.zeros_like(a), a * b, a - a * b, a, b - a * b, b, a + b - 2 * a * b,
+                        a + b - a * b, 1 - (a + b - a * b), 1 - (a + b - 2 * a * b), 1 - b,
+                        1 - b + a * b, 1 - a, 1 - a + a * b, 1 - a * b, torch.ones_like(a)], -1)
+
+
+class LogicLayer(nn.Module):
+    """A module laid out like difflogic's LogicLayer (same class name and attributes)."""
+
+    def __init__(self, in_dim, out_dim, seed):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.weights = nn.Parameter(torch.randn(out_dim, 16, generator=g))
+        self.indices = (torch.randint(0, in_dim, (out_dim,), generator=g),
+                        torch.randint(0, in_dim, (out_dim,), generator=g))
+
+    def forward(self, x):
+        a, b = x[..., self.indices[0]], x[..., self.indices[1]]
+        if self.training:
+            w = torch.softmax(self.weights, -1)
+        else:
+            w = F.one_hot(self.weights.argmax(-1), 16).float()
+        return (relaxed_ops(a, b) * w).sum(-1)
+
+
+class GroupSum(nn.Module):
+    def __init__(self, k, tau):
+        super().__init__()
+        self.k, self.tau = k, tau
+
+    def forward(self, x):
+        return x.reshape(*x.shape[:-1], self.k, -1).sum(-1) / self.tau
+
+
+def test_difflogic_layout_is_recognised_without_import():
+    model = nn.Sequential(pnn.Binarize(torch.tensor([0.3, 0.7])), LogicLayer(8, 24, 0),
+                          LogicLayer(24, 12, 1), GroupSum(3, 2.0))
+    g = polyir.export(model, torch.rand(2, 4))
+    assert kinds(g) == ["Input", "Binarize", "LogicLayer", "LogicLayer", "GroupSum", "Output"]
+    node = g.nodes["logiclayer_1"]
+    np.testing.assert_array_equal(node.a, model[1].indices[0].numpy())
+    np.testing.assert_array_equal(node.gate, model[1].weights.argmax(-1).numpy())
+    assert g.nodes["groupsum_3"].tau == 2.0
+    x = torch.rand(64, 4)
+    eval_equal(model, g, x)
+    model.train()
+    m = polyir.to_torch(g).train()
+    assert (m(x) - model(x)).abs().max() <= 1e-5  # same relaxed mixture in train mode
+
+
+def test_logic_input_declared_bit_when_fed_bits():
+    model = nn.Sequential(nn.Flatten(), pnn.LogicLayer(8, 6, seed=0), pnn.GroupSum(2))
+    bits = (torch.rand(3, 2, 4) > 0.5).float()
+    g = polyir.export(model, bits)
+    assert g.nodes["input"].elem == "bit"
+    eval_equal(model, g, (torch.rand(20, 2, 4) > 0.5).float())
+    with pytest.raises(polyir.GraphError, match="not all 0/1") as exc:
+        polyir.export(model, torch.rand(3, 2, 4))
+    assert exc.value.node == "input" and "Binarize" in exc.value.fix
+
+
+def test_maxpool_on_bits_is_or_pool_and_refused_on_reals():
+    model = nn.Sequential(nn.MaxPool2d(2, padding=1), nn.Flatten(), pnn.LogicLayer(9, 4, seed=0))
+    g = polyir.export(model, (torch.rand(2, 1, 4, 4) > 0.5).float())
+    assert kinds(g)[1] == "OrPool2d" and g.nodes["maxpool2d_0"].padding == (1, 1)
+    eval_equal(model, g, (torch.rand(30, 1, 4, 4) > 0.5).float())
+    with pytest.raises(polyir.GraphError, match="MaxPool2d on real values"):
+        polyir.export(nn.Sequential(nn.MaxPool2d(2)), torch.randn(1, 1, 4, 4))
+
+
+def torchlogix_layers():
+    """torchlogix 0.1.1 (a test dependency); these tests skip where it is not installed."""
+    return pytest.importorskip("torchlogix.layers")
+
+
+def test_torchlogix_dense_and_binarization():
+    L = torchlogix_layers()
+    torch.manual_seed(4)
+    th = torch.tensor([[0.2, 0.5], [0.4, 0.6], [0.1, 0.9]])  # per feature
+    model = nn.Sequential(L.FixedBinarization(th, feature_dim=-2), nn.Flatten(),
+                          L.LogicDense(6, 16, parametrization_kwargs={"weight_init": "random"}),
+                          L.LogicDense(16, 8, parametrization_kwargs={"weight_init": "random",
+                                                                      "temperature": 0.5}),
+                          L.GroupSum(2, 3.0, beta=1.0))
+    g = polyir.export(model, torch.rand(2, 3))
+    b = g.nodes["fixedbinarization_0"]
+    assert b.axis == 0 and b.thresholds.shape == (3, 2)
+    d = g.nodes["logicdense_2"]
+    idx = model[2].connections.indices.numpy()
+    np.testing.assert_array_equal(d.a, idx[0])
+    np.testing.assert_array_equal(d.b, idx[1])
+    np.testing.assert_allclose(g.nodes["logicdense_3"].logits,
+                               model[3].weight.detach().numpy() / 0.5, rtol=1e-6)
+    assert g.nodes["groupsum_4"].beta == 1.0
+    x = torch.rand(100, 3)
+    eval_equal(model, g, x)
+    model.train()
+    assert (polyir.to_torch(g).train()(x) - model(x)).abs().max() <= 1e-5
+
+
+def test_torchlogix_conv_tree_matches():
+    L = torchlogix_layers()
+    torch.manual_seed(5)
+    raw = {"weight_init": "random"}
+    model = nn.Sequential(
+        L.FixedBinarization(torch.tensor([[0.3, 0.6], [0.5, 0.7]]), feature_dim=1),
+        L.LogicConv2d(in_dim=6, channels=4, num_kernels=5, tree_depth=3, receptive_field_size=3,
+                      stride=1, padding=1, parametrization_kwargs=raw),
+        L.OrPooling2d(2, 2, 1), nn.Flatten(), L.LogicDense(80, 40, parametrization_kwargs=raw),
+        L.GroupSum(4, 1.0))
+    g = polyir.export(model, torch.rand(1, 2, 6, 6))
+    assert g.nodes["fixedbinarization_0"].axis == 0  # (C, T) thresholds, bits folded per channel
+    tree = g.nodes["logicconv2d_1"]
+    assert tree.leaves.shape == (5, 8, 3) and tree.gates.shape == (5, 7) and tree.padding == (1, 1)
+    x = torch.rand(40, 2, 6, 6)
+    eval_equal(model, g, x)
+    model.train()
+    assert (polyir.to_torch(g).train()(x) - model(x)).abs().max() <= 1e-5
+
+
+def test_torchlogix_other_parametrisations_fail_naming_them():
+    L = torchlogix_layers()
+    for p in ("warp", "light"):
+        model = nn.Sequential(L.LogicDense(4, 4, parametrization=p))
+        with pytest.raises(polyir.GraphError, match=p.capitalize()) as exc:
+            polyir.export(model, (torch.rand(1, 4) > 0.5).float())
+        assert exc.value.field == "parametrization" and "raw" in str(exc.value)
+    learn = nn.Sequential(L.LogicDense(4, 4, connections="learnable"))
+    with pytest.raises(polyir.GraphError, match="LearnableDenseConnections"):
+        polyir.export(learn, (torch.rand(1, 4) > 0.5).float())
+
+
+# --- stateful models ---------------------------------------------------------------------------
+class Recurrent(nn.Module):
+    def __init__(self, n=6):
+        super().__init__()
+        self.fc = nn.Linear(3, n)
+        self.lif = pnn.LIF(tau=0.01, r=1.0, v_leak=0.0, v_threshold=0.5, dt=1e-3)
+        self.rec = nn.Linear(n, n, bias=False)
+        self.li = pnn.LI(tau=np.full(2, 0.02, np.float32), r=1.0, v_leak=0.0, dt=1e-3)
+        self.out = nn.Linear(n, 2)
+
+    def forward(self, x, state=None):
+        if state is None:
+            state = (None, None, None)
+        z_prev, s_lif, s_li = state
+        h = self.fc(x)
+        if z_prev is not None:
+            h = h + self.rec(z_prev)
+        z, s_lif = self.lif(h, s_lif)
+        y, s_li = self.li(self.out(z), s_li)
+        return y, (z, s_lif, s_li)
+
+
+def test_recurrent_state_becomes_a_recurrent_edge():
+    torch.manual_seed(6)
+    model = Recurrent()
+    with torch.no_grad():
+        model.fc.weight.mul_(10)
+    g = polyir.export(model, torch.randn(2, 3))
+    assert kinds(g) == ["Input", "Affine", "Linear", "LIF", "Affine", "LI", "Output"]
+    assert ("rec", "lif") in g.edges and ("lif", "rec") in g.edges
+    assert g.order()[1] == {("rec", "lif")}
+    assert g.metadata["dt"] == 1e-3
+    assert g.nodes["lif"].tau.shape == (6,)  # scalar parameters broadcast to the neuron shape
+    xs = torch.randn(25, 4, 3)
+    state, ys = None, []
+    model.eval()
+    with torch.no_grad():
+        for t in range(len(xs)):
+            y, state = model(xs[t], state)
+            ys.append(y)
+        got = polyir.to_torch(g).eval().run(xs)
+    assert (got - torch.stack(ys)).abs().max() <= 1e-6
+
+
+def test_stateful_single_step_model():
+    class Step(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 3)
+            self.lif = pnn.CubaLIF(5e-3, 1e-2, 1.0, 0.0, 0.2, dt=1e-3)
+
+        def forward(self, x):
+            z, _ = self.lif(self.fc(x))
+            return z
+
+    model = Step()
+    g = polyir.export(model, torch.randn(1, 2))
+    assert kinds(g) == ["Input", "Affine", "CubaLIF", "Output"]
+    x = 20 * torch.randn(8, 2)
+    y, _ = polyir.to_torch(g).eval()(x)
+    with torch.no_grad():
+        assert torch.equal(y, model.eval()(x))
+
+
+def test_state_errors():
+    class ReadsLate(nn.Module):  # an output read straight from the previous step's state
+        def __init__(self):
+            super().__init__()
+            self.lif = pnn.LIF(0.01, 1.0, 0.0, 0.5, dt=1e-3)
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x, state=None):
+            z_prev, s = state
+            z, s = self.lif(x, s)
+            return self.fc(z_prev) + z, (z, s)
+
+    with pytest.raises(polyir.GraphError, match="previous step's state") as exc:
+        polyir.export(ReadsLate(), torch.randn(1, 3))
+    assert exc.value.node == "output"
+
+    class NoCycle(nn.Module):  # a late value that closes no cycle: polyir cannot delay it
+        def __init__(self):
+            super().__init__()
+            self.lif = pnn.LIF(0.01, 1.0, 0.0, 0.5, dt=1e-3)
+            self.fc, self.rec = nn.Linear(3, 3), nn.Linear(3, 3)
+
+        def forward(self, x, state=None):
+            z_prev, s = state
+            z, s = self.lif(x, s)
+            return torch.tanh(self.fc(x) + self.rec(z_prev)), (z, s)
+
+    with pytest.raises(polyir.GraphError, match="recurrent edges") as exc:
+        polyir.export(NoCycle(), torch.randn(1, 3))
+    assert exc.value.field == "edges" and exc.value.node == "tanh"
+
+    class Swapped(nn.Module):  # a state handed to the wrong module
+        def __init__(self):
+            super().__init__()
+            self.a = pnn.LIF(0.01, 1.0, 0.0, 0.5, dt=1e-3)
+            self.b = pnn.LIF(0.01, 1.0, 0.0, 0.5, dt=1e-3)
+
+        def forward(self, x, state=None):
+            sa, sb = state
+            za, sa = self.a(x, sb)
+            zb, sb = self.b(za, sa)
+            return zb, (sa, sb)
+
+    with pytest.raises(polyir.GraphError, match="receives state") as exc:
+        polyir.export(Swapped(), torch.randn(1, 3))
+    assert exc.value.node == "a"
+
+    class NoNewState(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lif = pnn.LIF(0.01, 1.0, 0.0, 0.5, dt=1e-3)
+
+        def forward(self, x, state=None):
+            return self.lif(x, state)[0]
+
+    with pytest.raises(polyir.GraphError, match=r"\(outputs, new_state\)"):
+        polyir.export(NoNewState(), torch.randn(1, 3))
+
+    class TwoDt(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = pnn.LI(0.01, 1.0, 0.0, dt=1e-3)
+            self.b = pnn.LI(0.01, 1.0, 0.0, dt=1e-4)
+
+        def forward(self, x):
+            return self.b(self.a(x)[0])[0]
+
+    with pytest.raises(polyir.GraphError, match="dt=0.0001 differs"):
+        polyir.export(TwoDt(), torch.randn(1, 3))
+
+
+# --- errors --------------------------------------------------------------------------------------
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        if h.sum() > 0:
+            return h
+        return -h
+
+
+def test_untraceable_model_names_the_fx_node():
+    with pytest.raises(polyir.GraphError, match="cannot trace Branchy") as exc:
+        polyir.export(Branchy(), torch.randn(2, 3))
+    assert exc.value.node == "gt"  # the comparison fed to `if`
+    assert "@polyir.exporters.handler" in exc.value.fix
+
+
+def test_unknown_module_and_function_name_the_fx_node():
+    with pytest.raises(polyir.GraphError, match="BatchNorm1d") as exc:
+        polyir.export(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), torch.randn(2, 3))
+    assert exc.value.node == "batchnorm1d_1" and "fx node '_1'" in str(exc.value)
+    assert "polyir.exporters.handler(BatchNorm1d)" in exc.value.fix
+
+    class Cum(nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, 1)
+
+    with pytest.raises(polyir.GraphError, match="torch.cumsum") as exc:
+        polyir.export(Cum(), torch.randn(2, 3))
+    assert exc.value.node == "cumsum" and "register" in exc.value.fix
+
+
+@pytest.mark.parametrize("model, x, match", [
+    (nn.Sequential(nn.Linear(3, 4)), torch.randn(2, 5), r"given \(2, 5\)"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3)), torch.randn(2, 3, 8, 8), "channels"),
+    (nn.Sequential(nn.Linear(3, 4)), torch.tensor(1.0), "needs a batch dim"),
+])
+def test_wrong_example_input_shapes(model, x, match):
+    with pytest.raises(polyir.GraphError, match=match):
+        polyir.export(model, x)
+
+
+def test_wrong_input_shape_after_import():
+    g = polyir.export(nn.Sequential(nn.Linear(3, 4)), torch.randn(2, 3))
+    with pytest.raises(polyir.GraphError, match=r"expected \(batch, 3\)"):
+        polyir.to_torch(g)(torch.randn(2, 5))
+
+
+def test_missing_dt_is_a_clear_error():
+    model = nn.Sequential(nn.Linear(2, 3), pnn.LI(0.01, 1.0, 0.0, dt=1e-3))
+    g = polyir.export(model, torch.randn(1, 2))
+    del g.metadata["dt"]
+    with pytest.raises(polyir.GraphError, match="dt") as exc:
+        polyir.to_torch(g)
+    assert exc.value.node == "li_1" and "dt=" in exc.value.fix
+    assert polyir.to_torch(g, dt=1e-3).dt == 1e-3
+
+
+@pytest.mark.parametrize("module, match", [
+    (nn.Softplus(threshold=5), "threshold=5"),
+    (nn.Hardtanh(-1.0, 2.0), "not symmetric"),
+    (nn.GELU(approximate="tanh"), "approximate='tanh'"),
+    (nn.Flatten(0), "batch dim"),
+    (nn.AvgPool2d(2, ceil_mode=True), "ceil_mode"),
+])
+def test_unsupported_options_are_refused(module, match):
+    with pytest.raises(polyir.GraphError, match=match):
+        polyir.export(nn.Sequential(module), torch.randn(2, 1, 4, 4))
+
+
+def test_constants_and_products_are_refused():
+    class AddConst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.fc(x) + 1.0
+
+    class Product(nn.Module):
+        def forward(self, x):
+            return x * x
+
+    class Index(nn.Module):
+        def forward(self, x):
+            return x[:, :1]
+
+    for model, match in ((AddConst(), "adds the constant 1.0"),
+                         (Product(), "multiplies two traced values"),
+                         (Index(), "indexes a tensor")):
+        with pytest.raises(polyir.GraphError, match=match):
+            polyir.export(model, torch.randn(2, 2))
