@@ -45,16 +45,17 @@ def to_nir(graph: Graph):
     return _to_nir(graph)
 
 
-def from_nir(nir_graph) -> Graph:
-    """nir.NIRGraph -> Graph."""
+def from_nir(nir_graph, **options) -> Graph:
+    """nir.NIRGraph -> Graph (options: check=True)."""
     from .exporters.nir import from_nir as _from_nir
-    return _from_nir(nir_graph)
+    return _from_nir(nir_graph, **options)
 
 
-def nirtorch_maps():
-    """Maps for nirtorch users: {'nir_to_torch': node map, 'torch_to_nir': module map}."""
+def nirtorch_maps(**options):
+    """Maps for nirtorch users: {'nir_to_torch': node map, 'torch_to_nir': module map}
+    (options: dt=, discretization=; see polyir.importers.nir)."""
     from .importers.nir import nirtorch_maps as _maps
-    return _maps()
+    return _maps(**options)
 
 
 def compile(graph: Graph, backend: str = "c", **options):  # noqa: A001 - the public name

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import FormatError, GraphError, PolyirWarning
 from .fields import Array, Ints, NamedArrays, Optional, Records, Scalar, Spec, Strs, specs
 from .graph import Graph, edge_port
-from .kinds.base import KINDS
+from .kinds.base import INFERRED_KEY, KINDS, inferred_fields
 from .kinds.nir import Output
 
 FORMAT_VERSION = "1.0.0"
@@ -40,7 +40,7 @@ COMPRESS_MIN_BYTES = 1 << 12
 SAMPLE_COMPRESSION_BYTES = 1 << 18
 #: node attribute listing fields written only for NIR readers (values polyir infers): the reader
 #: gives them back as None, so the graph round-trips unchanged.
-INFERRED_ATTR = "polyir_inferred"
+INFERRED_ATTR = INFERRED_KEY
 #: nesting depth of graphs the reader accepts.
 MAX_DEPTH = 32
 #: a compressed dataset may declare at most this many times the bytes it stores (gzip cannot
@@ -434,9 +434,15 @@ class _Reader:
         if cls is Graph:
             return self.read_graph(group, where)
         kwargs = self._record_kwargs(group, cls, where)
-        for name in self.read_inferred(group, cls, where):
+        inferred = self.read_inferred(group, cls, where)
+        metadata = self.read_metadata(group, where)
+        try:  # NIR files that to_nir made carry the marker as metadata
+            more, metadata = inferred_fields(cls, metadata, where)
+        except GraphError as exc:
+            raise self.fail(f"{where}/metadata", exc.reason) from None
+        for name in inferred + more:
             kwargs[name] = None
-        return self.build(cls, dict(kwargs, metadata=self.read_metadata(group, where)), where)
+        return self.build(cls, dict(kwargs, metadata=metadata), where)
 
     def read_inferred(self, group, cls, where) -> list[str]:
         """Names in the node's INFERRED_ATTR: optional fields written only for NIR readers."""

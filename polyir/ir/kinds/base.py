@@ -89,6 +89,29 @@ class Kind(Record):
         return total
 
 
+#: where a file or NIR node lists optional fields that were written only for NIR's sake (values
+#: polyir infers, e.g. a Conv's input_shape): an HDF5 attribute of the node's group, or a metadata
+#: entry (comma-separated field names) on NIR nodes that to_nir made. Readers give those fields
+#: back as None, so graphs round-trip unchanged.
+INFERRED_KEY = "polyir_inferred"
+
+
+def inferred_fields(cls, metadata: dict, node: str | None = None) -> tuple[list[str], dict]:
+    """(field names marked inferred in `metadata`, metadata without the marker)."""
+    if INFERRED_KEY not in metadata:
+        return [], metadata
+    from ..fields import Optional, specs
+    meta = dict(metadata)
+    value = meta.pop(INFERRED_KEY)
+    names = [n for n in value.split(",") if n] if isinstance(value, str) else None
+    optional = [n for n, spec in specs(cls) if isinstance(spec, Optional)]
+    if names is None or any(n not in optional for n in names):
+        raise GraphError(f"{INFERRED_KEY}={value!r} must name optional fields of "
+                         f"{cls.__name__} ({optional})", node=node, field="metadata",
+                         fix=f"remove the {INFERRED_KEY} entry")
+    return names, meta
+
+
 def same_shape(node: str | None, fields: dict, fix: str = "give every parameter the same shape"):
     """Raise GraphError unless all given arrays have one shape."""
     shapes = {k: v.shape for k, v in fields.items() if v is not None}
@@ -105,4 +128,5 @@ def need_input(inputs: dict, name: str = "input") -> Port | None:
     return None if p is None or p.shape is None else p
 
 
-__all__ = ["KINDS", "Kind", "kind", "port", "Port", "same_shape", "need_input", "GraphError"]
+__all__ = ["KINDS", "Kind", "kind", "port", "Port", "same_shape", "need_input", "GraphError",
+           "INFERRED_KEY", "inferred_fields"]

@@ -1,0 +1,233 @@
+"""NIR -> Graph: `from_nir(nir_graph)`.
+
+One rule per NIR primitive in `nir_node_rule` (keyed by the NIR class name, so nothing is imported
+by name and an unknown class is a clear error), each turning a NIR node into the polyir kind of the
+same name and fields. Nested `NIRGraph`s become nested Graphs; node and graph metadata are kept
+(nested dicts flattened to 'outer.inner' keys; values polyir cannot store are dropped with a
+PolyirWarning). Missing `v_reset` (files before NIR 1.0) reads as zeros, a scalar `w_in` is
+broadcast to the neuron shape, as NIR itself does.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import ir
+from ..ir.errors import GraphError, PolyirWarning
+from ..ir.fields import _coerce_metadata
+from ..ir.kinds.base import inferred_fields
+
+__all__ = ["from_nir", "nir_node_rule", "node_from_nir"]
+
+#: NIR class name -> fn(nir_node, name) -> polyir kind.
+nir_node_rule: dict[str, Callable[[Any, str], Any]] = {}
+
+
+def _rule(*names):
+    def register(fn):
+        for n in names:
+            nir_node_rule[n] = fn
+        return fn
+    return register
+
+
+def _arr(node, field):
+    value = getattr(node, field, None)
+    return None if value is None else np.asarray(value)
+
+
+def _shape(value):
+    """NIR stores shapes as arrays, lists, or {'input': array} dicts."""
+    if isinstance(value, dict):
+        value = next(iter(value.values())) if len(value) == 1 else None
+    return None if value is None else tuple(int(d) for d in np.asarray(value).reshape(-1))
+
+
+def _like(node, field, ref, fill):
+    value = getattr(node, field, None)
+    ref = np.asarray(getattr(node, ref))
+    if value is None:
+        return np.full(ref.shape, fill, ref.dtype if ref.dtype.kind == "f" else np.float32)
+    value = np.asarray(value)
+    if value.shape != ref.shape and value.size == 1:
+        return np.full(ref.shape, value.reshape(()), value.dtype if value.dtype.kind == "f"
+                       else ref.dtype)
+    return value
+
+
+@_rule("Input")
+def _input(node, name):
+    return ir.Input(_shape(node.input_type))
+
+
+@_rule("Output")
+def _output(node, name):
+    return ir.Output(_shape(node.output_type))
+
+
+@_rule("Affine")
+def _affine(node, name):
+    return ir.Affine(_arr(node, "weight"), _arr(node, "bias"))
+
+
+@_rule("Linear")
+def _linear(node, name):
+    return ir.Linear(_arr(node, "weight"))
+
+
+@_rule("Scale")
+def _scale(node, name):
+    return ir.Scale(_arr(node, "scale"))
+
+
+@_rule("Threshold")
+def _threshold(node, name):
+    return ir.Threshold(_arr(node, "threshold"))
+
+
+@_rule("Flatten")
+def _flatten(node, name):
+    return ir.Flatten(_shape(node.input_type), int(node.start_dim), int(node.end_dim))
+
+
+def _padding(p):
+    if isinstance(p, (str, bytes)):
+        return p.decode() if isinstance(p, bytes) else p
+    return tuple(int(v) for v in np.atleast_1d(p))
+
+
+@_rule("Conv1d")
+def _conv1d(node, name):
+    shape = node.input_shape
+    return ir.Conv1d(None if shape is None else int(np.asarray(shape).reshape(-1)[0]),
+                     _arr(node, "weight"), int(np.asarray(node.stride).reshape(-1)[0]),
+                     _padding(node.padding), int(np.asarray(node.dilation).reshape(-1)[0]),
+                     int(node.groups), _arr(node, "bias"))
+
+
+@_rule("Conv2d")
+def _conv2d(node, name):
+    shape = node.input_shape
+    return ir.Conv2d(None if shape is None else _shape(shape), _arr(node, "weight"),
+                     _padding(node.stride), _padding(node.padding), _padding(node.dilation),
+                     int(node.groups), _arr(node, "bias"))
+
+
+@_rule("SumPool2d", "AvgPool2d")
+def _pool(node, name):
+    cls = ir.SumPool2d if type(node).__name__ == "SumPool2d" else ir.AvgPool2d
+    return cls(_padding(node.kernel_size), _padding(node.stride), _padding(node.padding))
+
+
+@_rule("Delay")
+def _delay(node, name):
+    return ir.Delay(_arr(node, "delay"))
+
+
+@_rule("I")
+def _i(node, name):
+    return ir.I(_arr(node, "r"))
+
+
+@_rule("IF")
+def _if(node, name):
+    return ir.IF(_arr(node, "r"), _arr(node, "v_threshold"), _like(node, "v_reset", "v_threshold", 0))
+
+
+@_rule("LI")
+def _li(node, name):
+    return ir.LI(_arr(node, "tau"), _arr(node, "r"), _arr(node, "v_leak"))
+
+
+@_rule("LIF")
+def _lif(node, name):
+    return ir.LIF(_arr(node, "tau"), _arr(node, "r"), _arr(node, "v_leak"),
+                  _arr(node, "v_threshold"), _like(node, "v_reset", "v_threshold", 0))
+
+
+@_rule("CubaLI")
+def _cubali(node, name):
+    return ir.CubaLI(_arr(node, "tau_syn"), _arr(node, "tau_mem"), _arr(node, "r"),
+                     _arr(node, "v_leak"), _like(node, "w_in", "v_leak", 1))
+
+
+@_rule("CubaLIF")
+def _cubalif(node, name):
+    return ir.CubaLIF(_arr(node, "tau_syn"), _arr(node, "tau_mem"), _arr(node, "r"),
+                      _arr(node, "v_leak"), _arr(node, "v_threshold"),
+                      _like(node, "v_reset", "v_threshold", 0), _like(node, "w_in", "v_threshold", 1))
+
+
+def _metadata(value, where: str) -> dict:
+    """NIR metadata (any dict) -> polyir metadata (flat str -> str, number, bool, numeric array)."""
+    out: dict = {}
+    if not isinstance(value, dict):
+        return out
+
+    def visit(d, prefix):
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                visit(v, key + ".")
+                continue
+            if isinstance(v, (list, tuple)):
+                v = np.asarray(v)
+            try:
+                out.update(_coerce_metadata({key: v}, where))
+            except (GraphError, TypeError, ValueError, UnicodeDecodeError):
+                warnings.warn(f"{where}: metadata {key!r} = {v!r:.60} cannot be stored in a "
+                              "polyir graph; dropped", PolyirWarning, stacklevel=4)
+
+    visit(value, "")
+    return out
+
+
+def node_from_nir(node, name: str = "node"):
+    """One NIR node (or NIRGraph) -> the polyir kind (or Graph). GraphError for anything polyir
+    has no kind for, naming the node."""
+    cls_name = type(node).__name__
+    if cls_name == "NIRGraph":
+        return _graph(node, name)
+    rule = nir_node_rule.get(cls_name)
+    if rule is None:
+        raise GraphError(f"NIR node {cls_name} {name!r} has no polyir form", node=name,
+                         field="type", fix=f"polyir reads {sorted(nir_node_rule)} and NIRGraph")
+    try:
+        kind = rule(node, name)
+    except GraphError as exc:
+        raise GraphError(exc.reason, node=name, field=exc.field, fix=exc.fix) from None
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise GraphError(f"malformed NIR {cls_name}: {type(exc).__name__}: {exc}", node=name,
+                         field="type", fix="build the NIR node with its documented fields") from None
+    meta = _metadata(getattr(node, "metadata", None), name)
+    inferred, meta = inferred_fields(type(kind), meta, name)   # filled in by to_nir
+    changes = {f: None for f in inferred}
+    return kind.replace(metadata=meta, **changes) if meta or changes else kind
+
+
+def _graph(nir_graph, name: str | None) -> ir.Graph:
+    prefix = "" if name is None else name + "."
+    g = ir.Graph(metadata=_metadata(getattr(nir_graph, "metadata", None), name or "graph"))
+    for n, node in nir_graph.nodes.items():
+        g.add(str(n), node_from_nir(node, prefix + str(n)))
+    for e in nir_graph.edges:
+        if len(e) != 2:
+            raise GraphError(f"edge {e!r} is not (src, dst)", node=name, field="edges",
+                             fix="NIR edges are pairs of node names")
+        g.connect(*(x.decode() if isinstance(x, bytes) else str(x) for x in e))
+    return g
+
+
+def from_nir(nir_graph, *, check: bool = True) -> ir.Graph:
+    """nir.NIRGraph -> polyir Graph (checked unless check=False). A single NIR node is wrapped
+    into Input -> node -> Output when NIR knows its input type."""
+    if type(nir_graph).__name__ != "NIRGraph":
+        node = node_from_nir(nir_graph)
+        g = ir.Graph.sequential(node, input_shape=_shape(getattr(nir_graph, "input_type", None)))
+    else:
+        g = _graph(nir_graph, None)
+    if check:
+        g.check()
+    return g
