@@ -188,6 +188,41 @@ def cmd_heyoka(args) -> int:
     return 0
 
 
+_CONVERT_FORMATS = {".h5": "polyir", ".nir": "nir"}
+
+
+def _convert_format(path: str) -> str:
+    import os
+    ext = os.path.splitext(str(path))[1].lower()
+    if ext not in _CONVERT_FORMATS:
+        raise FormatError(f"unknown extension {ext or '(none)'!r}: use .h5 (polyir) or .nir (NIR)",
+                          path=str(path))
+    return _CONVERT_FORMATS[ext]
+
+
+@command("convert", "convert a graph between .h5 (polyir) and .nir (NIR), chosen by extension")
+@arguments(lambda p: (p.add_argument("input", help="a .h5 or .nir file"),
+                      p.add_argument("output", help="the .h5 or .nir file to write"),
+                      p.add_argument("--json", action="store_true",
+                                     help="machine-readable output")))
+def cmd_convert(args) -> int:
+    import os
+    _convert_format(args.input)
+    out_format = _convert_format(args.output)
+    g = load(args.input)
+    if out_format == "nir":
+        import nir
+        from .importers.nir import to_nir
+        nir.write(args.output, to_nir(g))
+    else:
+        save(g, args.output)
+    data = {"input": args.input, "output": args.output, "format": out_format,
+            "nodes": len(g.nodes), "edges": len(g.edges), "bytes": os.path.getsize(args.output)}
+    _emit(args, data, lambda: print(f"{args.input} -> {args.output} ({out_format}, "
+                                    f"{data['nodes']} nodes, {data['bytes']:,} bytes)"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polyir", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version",
