@@ -29,6 +29,7 @@ grounded once and cached by its hash, so a batch that repeats every epoch ground
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -115,6 +116,53 @@ def _aggregate(name: str, z: torch.Tensor, head: torch.Tensor, counts: torch.Ten
     return zpad[pick]
 
 
+def _csr(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int):
+    """CSR index arrays of the entries (rows[g], cols[g]) and the permutation that orders the
+    per-grounding values into them (duplicates stay separate entries: their sum is the product's)."""
+    order = torch.argsort(rows * max(n_cols, 1) + cols)
+    crow = torch.zeros(n_rows + 1, dtype=torch.long, device=rows.device)
+    crow[1:] = torch.bincount(rows, minlength=n_rows).cumsum(0)
+    return crow, cols[order].contiguous(), order
+
+
+class _GatherScatter(torch.autograd.Function):
+    """out[h] = sum over groundings g with head h of vals[g] * table[idx[g]], as one CSR sparse
+    matrix product (forward) and its transpose (backward, precomputed once per grounding)."""
+
+    @staticmethod
+    def forward(ctx, vals, table, s):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mat = torch.sparse_csr_tensor(s["crow"], s["col"], vals.detach()[s["perm"]],
+                                          (s["n_rows"], s["n_cols"]))
+        ctx.s = s
+        ctx.save_for_backward(vals, table)
+        return torch.sparse.mm(mat, table.detach())
+
+    @staticmethod
+    def backward(ctx, grad):
+        vals, table = ctx.saved_tensors
+        s = ctx.s
+        g_vals = g_table = None
+        if ctx.needs_input_grad[1]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mat_t = torch.sparse_csr_tensor(s["crow_t"], s["col_t"],
+                                                vals.detach()[s["perm_t"]],
+                                                (s["n_cols"], s["n_rows"]))
+            g_table = torch.sparse.mm(mat_t, grad.contiguous())
+        if ctx.needs_input_grad[0]:
+            g_vals = (grad[s["head"]] * table.detach()[s["idx"]]).sum(-1)
+        return g_vals, g_table, None
+
+
+def _spmm_structure(head, idx, n_rows, n_cols):
+    crow, col, perm = _csr(head, idx, n_rows, n_cols)
+    crow_t, col_t, perm_t = _csr(idx, head, n_cols, n_rows)
+    return {"crow": crow, "col": col, "perm": perm, "crow_t": crow_t, "col_t": col_t,
+            "perm_t": perm_t, "n_rows": n_rows, "n_cols": n_cols, "head": head, "idx": idx}
+
+
 class RuleLayer(nn.Module):
     """A RuleSet as a torch layer (see the module docstring).
 
@@ -155,6 +203,10 @@ class RuleLayer(nn.Module):
                 raise GraphError(f"rule {i} ({r.head}): combination {r.combination!r} is not "
                                  f"supported by RuleLayer", node=name, field="rules",
                                  fix=f"use one of {SUPPORTED_COMBINATIONS}")
+        self._fast = [self._fast_path(r) for r in rules.rules]
+        # linear rules with at least `fast_min` groundings run as one sparse product (below it
+        # the gather / scatter path costs less); fast=False: always gather / combine / scatter
+        self.fast, self.fast_min = True, 1024
         # follows .to()/.double() even when the rules have no weights: inputs are cast to it
         first = next(iter(rules.weights.values()), np.zeros(0, dtype))
         self.register_buffer("dtype_marker", torch.zeros(0, dtype=torch.from_numpy(
@@ -169,6 +221,73 @@ class RuleLayer(nn.Module):
                 self._fixed_names[wname] = attr
             else:
                 self.weights[wname] = nn.Parameter(t)
+
+    def _fast_path(self, r):
+        """For a rule that is linear in one body literal (identity transformation, sum / avg
+        aggregation, one literal or an elproduct whose other factors are 1-dimensional): the
+        position (among visible literals) of that literal, evaluated as one sparse product.
+        Else None (gather, combine, transform, scatter)."""
+        visible = [lit for lit in r.body
+                   if not (lit.hidden or lit.negated or lit.predicate.startswith("@"))]
+        if r.transformation != "identity" or r.aggregation not in ("sum", "avg"):
+            return None
+        if len(visible) == 1:
+            return 0
+        if r.combination != "elproduct":
+            return None
+        dims = []
+        for lit in visible:
+            d = self.preds[lit.predicate].dim
+            if lit.weight is not None:
+                w = self.ruleset.weights[lit.weight]
+                d = w.shape[0] if w.ndim == 2 else (w.shape[0] if w.ndim == 1 else d)
+            dims.append(d)
+        wide = [k for k, d in enumerate(dims) if d > 1]
+        if len(wide) > 1:
+            return None
+        return wide[0] if wide else 0
+
+    def _literal_values(self, table, idx, wname):
+        """table[idx] with the literal's weight applied."""
+        if wname is None:
+            return table[idx]
+        w = self.weight(wname)
+        if w.dim() == 2:
+            return (table @ w.T)[idx] if idx.numel() > table.shape[0] else table[idx] @ w.T
+        return table[idx] * w
+
+    def _linear_rule(self, i, r, visible, V, gt, n):
+        """The fast path (see `_fast_path`): a_r = S @ table (W applied before or after)."""
+        head, body, counts = gt["rules"][i]
+        carrier = self._fast[i]
+        coef = None
+        for k, j in enumerate(visible):
+            if k == carrier:
+                continue
+            lit = r.body[j]
+            part = self._literal_values(V[lit.predicate], body[k], lit.weight)[:, 0]
+            coef = part if coef is None else coef * part
+        if r.aggregation == "avg":
+            scale = 1.0 / counts.clamp(min=1).to(V[r.body[visible[carrier]].predicate].dtype)[head]
+            coef = scale if coef is None else coef * scale
+        lit = r.body[visible[carrier]]
+        table = V[lit.predicate]
+        if coef is None:
+            coef = table.new_ones(head.shape[0])
+        post = None
+        if lit.weight is not None:
+            w = self.weight(lit.weight)
+            if w.dim() == 2 and w.shape[0] <= w.shape[1]:
+                table = table @ w.T
+            else:
+                post = w
+        key = ("spmm", i, carrier)
+        if key not in gt:
+            gt[key] = _spmm_structure(head, body[carrier], n, table.shape[0])
+        a = _GatherScatter.apply(coef, table, gt[key])
+        if post is not None:
+            a = a @ post.T if post.dim() == 2 else a * post
+        return a
 
     # --- IR ------------------------------------------------------------------------------------
     @classmethod
@@ -299,21 +418,14 @@ class RuleLayer(nn.Module):
             for i in self.engine.by_head[p]:
                 r = rs.rules[i]
                 head, body, counts = gt["rules"][i]
-                parts = []
-                for k, j in enumerate(grounding.rules[i].visible):
-                    lit = r.body[j]
-                    table, idx = V[lit.predicate], body[k]
-                    if lit.weight is None:
-                        parts.append(table[idx])
-                        continue
-                    w = self.weight(lit.weight)
-                    if w.dim() == 2:
-                        parts.append((table @ w.T)[idx] if idx.numel() > table.shape[0]
-                                     else table[idx] @ w.T)
-                    else:
-                        parts.append(table[idx] * w)
-                z = _transform(r.transformation, _combine(r.combination, parts))
-                a = _aggregate(r.aggregation, z, head, counts, n)
+                visible = grounding.rules[i].visible
+                if self._fast[i] is not None and self.fast and head.numel() >= self.fast_min:
+                    a = self._linear_rule(i, r, visible, V, gt, n)
+                else:
+                    parts = [self._literal_values(V[r.body[j].predicate], body[k], r.body[j].weight)
+                             for k, j in enumerate(visible)]
+                    z = _transform(r.transformation, _combine(r.combination, parts))
+                    a = _aggregate(r.aggregation, z, head, counts, n)
                 if r.weight is not None:
                     w = self.weight(r.weight)
                     a = a @ w.T if w.dim() == 2 else a * w
