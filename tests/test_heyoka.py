@@ -221,6 +221,55 @@ def test_logic_eval_mode_truth_tables():
     np.testing.assert_array_equal(heyoka_compile(g2)(x), ref)
 
 
+def tree_reference(x, leaves, gate_fns, kernel, stride, pad):
+    """numpy LogicTree2d: x (B, C, H, W); gate_fns[k][i](a, b) per kernel and gate."""
+    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    oh = (x.shape[2] + 2 * pad[0] - kernel[0]) // stride[0] + 1
+    ow = (x.shape[3] + 2 * pad[1] - kernel[1]) // stride[1] + 1
+    out = np.zeros((x.shape[0], len(leaves), oh, ow))
+    for k in range(len(leaves)):
+        for oy in range(oh):
+            for ox in range(ow):
+                vals = [xp[:, c, oy * stride[0] + dy, ox * stride[1] + dx] for c, dy, dx in leaves[k]]
+                gi = 0
+                while len(vals) > 1:
+                    nxt = []
+                    for i in range(len(vals) // 2):
+                        nxt.append(gate_fns[k][gi](vals[2 * i], vals[2 * i + 1]))
+                        gi += 1
+                    vals = nxt
+                out[:, k, oy, ox] = vals[0]
+    return out
+
+
+def test_logic_conv_eval_and_train():
+    from polyir.demo import family_graphs
+    g = family_graphs()["logic_conv"]   # LogicTree2d -> OrPool2d -> Flatten -> LogicLayer -> GroupSum
+    n = g.nodes
+    rng = np.random.default_rng(12)
+    x = rng.integers(0, 2, size=(64, 2, 8, 8)).astype(np.float64)
+    tree, pool, logic, gs = n["logictree2d"], n["orpool2d"], n["logiclayer"], n["groupsum"]
+    truth = [[(lambda g: lambda a, b: (g >> (3 - (2 * a.astype(int) + b.astype(int)))) & 1)(int(q))
+              for q in row] for row in tree.gates]
+    h = tree_reference(x, tree.leaves, truth, tree.kernel_size, tree.stride, tree.padding)
+    h = h.reshape(64, 4, 3, 2, 3, 2).max(axis=(3, 5)).reshape(64, -1)   # 6x6 -> 3x3, 2x2 windows
+    a, b = h[:, logic.a].astype(int), h[:, logic.b].astype(int)
+    h = (logic.gate.astype(int)[None] >> (3 - (2 * a + b))) & 1
+    ref = h.reshape(64, gs.k, -1).sum(-1) / gs.tau
+    np.testing.assert_array_equal(heyoka_compile(g)(x), ref)
+    # train mode: a relaxed tree with logits, against the softmax-mixed formula
+    logits = rng.normal(size=(3, 3, 16))
+    tree2 = ir.LogicTree2d(rng.integers(0, 2, (3, 4, 3)) * np.array([1, 1, 1]), logits.argmax(-1),
+                           (2, 2), stride=(1, 1), padding=(1, 1), logits=logits)
+    g2 = ir.Graph.sequential(tree2, input_shape=(2, 3, 3), input_elem="bit")
+    xr = rng.uniform(size=(16, 2, 3, 3))
+    p = torch.softmax(torch.tensor(logits), -1).numpy()
+    mixed = [[(lambda w: lambda a, b: sum(w[q] * RELAXED[q](a, b) for q in range(16)))(p[k, i])
+              for i in range(3)] for k in range(3)]
+    ref2 = tree_reference(xr, tree2.leaves, mixed, (2, 2), (1, 1), (1, 1))
+    np.testing.assert_allclose(heyoka_compile(g2, mode="train")(xr), ref2, rtol=0, atol=1e-12)
+
+
 def test_no_smooth_form_refused():
     rng = np.random.default_rng(0)
     g = ir.Graph.sequential(ir.Affine(rng.normal(size=(3, 2)), np.zeros(3)),

@@ -1,7 +1,8 @@
 """Graph -> heyoka: expressions for smooth feed-forward graphs, ODE systems for leaky integrators.
 
 `to_heyoka(graph)` turns a graph of Affine / Linear / Scale / Activation / Flatten / relaxed
-LogicLayer / GroupSum nodes into one heyoka expression per output element. Every maximal MLP chain
+LogicLayer / LogicTree2d / OrPool2d (max, via select) / GroupSum nodes into one heyoka expression
+per output element. Every maximal MLP chain
 (Affine/Linear -> Activation -> ... , found by `polyir.ir.patterns.find_ffnn_chains`) becomes one
 `heyoka.model.ffnn` call with the flattened weights in heyoka's order (all weight matrices first,
 each row-major (out, in), then all biases; tests/test_heyoka.py checks that order against heyoka);
@@ -33,7 +34,6 @@ heyoka_rule = RuleTable("heyoka")
 NO_SMOOTH_FORM = {
     ir.Threshold: "is a hard step (Heaviside): it has no smooth heyoka expression",
     ir.Binarize: "is a hard threshold (thermometer encoding): it has no smooth heyoka expression",
-    ir.OrPool2d: "is a max over bits: polyir gives it no smooth heyoka expression",
     ir.RuleSet: "needs Datalog grounding over input facts: it has no fixed heyoka expression",
 }
 _FIX_SMOOTH = ("build expressions from the smooth part of the graph only, or run the whole graph "
@@ -235,28 +235,82 @@ def _flatten(b, name, node, x):
 
 
 def gate_coefficients(node, mode: str) -> np.ndarray:
-    """(out, 4) coefficients c0..c3 of c0 + c1 a + c2 b + c3 ab: one-hot gates in eval mode,
-    softmax(logits) @ GATE_COEFFS in train mode (hard gates where the node keeps no logits)."""
+    """(..., 4) coefficients c0..c3 of c0 + c1 a + c2 b + c3 ab per gate of a LogicLayer (gate)
+    or LogicTree2d (gates): one-hot gates in eval mode, softmax(logits) @ GATE_COEFFS in train
+    mode (hard gates where the node keeps no logits)."""
     coeffs = GATE_COEFFS.astype(np.float64)
     if mode == "train" and node.logits is not None:
         z = np.asarray(node.logits, np.float64)
         z = np.exp(z - z.max(axis=-1, keepdims=True))
         return (z / z.sum(axis=-1, keepdims=True)) @ coeffs
-    return coeffs[np.asarray(node.gate, np.int64)]
+    gates = node.gate if isinstance(node, ir.LogicLayer) else node.gates
+    return coeffs[np.asarray(gates, np.int64)]
 
 
 @heyoka_rule(ir.LogicLayer)
 def _logic(b, name, node, x):
     c = gate_coefficients(node, b.mode)
-    out = []
-    for j in range(len(node.gate)):
-        xa, xb = x[int(node.a[j])], x[int(node.b[j])]
-        terms = [t for t, cj in ((b.hy.expression(1.0), c[j, 0]), (xa, c[j, 1]), (xb, c[j, 2]),
-                                 (xa * xb, c[j, 3])) if cj != 0.0]
-        out.append(b.hy.sum([float(cj) * t for t, cj in
-                             zip(terms, [cj for cj in c[j] if cj != 0.0])])
-                   if terms else b.hy.expression(0.0))
-    return _obj(out)
+    return _obj([_gate_expr(b.hy, c[j], x[int(node.a[j])], x[int(node.b[j])])
+                 for j in range(len(node.gate))])
+
+
+def _gate_expr(hy, c, xa, xb):
+    """c0 + c1 a + c2 b + c3 ab, zero terms left out."""
+    terms = [float(ci) * t for ci, t in zip(c, (hy.expression(1.0), xa, xb, xa * xb)) if ci != 0]
+    return hy.sum(terms) if terms else hy.expression(0.0)
+
+
+def _padded(hy, x, pad):
+    """(C, H, W) object array zero-padded in H and W."""
+    c, h, w = x.shape
+    out = np.empty((c, h + 2 * pad[0], w + 2 * pad[1]), dtype=object)
+    out[...] = hy.expression(0.0)
+    out[:, pad[0]:pad[0] + h, pad[1]:pad[1] + w] = x
+    return out
+
+
+@heyoka_rule(ir.LogicTree2d)
+def _logic_tree(b, name, node, x):
+    hy = b.hy
+    k_count = node.leaves.shape[0]
+    coeffs = gate_coefficients(node, b.mode)
+    xp = _padded(hy, x, node.padding)
+    out_shape = node.out_port({"input": ir.port(x.shape, "bit")}).shape
+    (kh, kw), (sh, sw) = node.kernel_size, node.stride
+    out = np.empty(out_shape, dtype=object)
+    for k in range(k_count):
+        for oy in range(out_shape[1]):
+            for ox in range(out_shape[2]):
+                vals = [xp[ch, oy * sh + dy, ox * sw + dx] for ch, dy, dx in node.leaves[k]]
+                gi = 0
+                while len(vals) > 1:
+                    nxt = []
+                    for i in range(len(vals) // 2):
+                        nxt.append(_gate_expr(hy, coeffs[k, gi], vals[2 * i], vals[2 * i + 1]))
+                        gi += 1
+                    vals = nxt
+                out[k, oy, ox] = vals[0]
+    return out
+
+
+@heyoka_rule(ir.OrPool2d)
+def _or_pool(b, name, node, x):
+    """max over each window (exact, through heyoka's select); padding reads 0."""
+    hy = b.hy
+    xp = _padded(hy, x, node.padding)
+    out_shape = node.out_port({"input": ir.port(x.shape, "bit")}).shape
+    (kh, kw), (sh, sw) = node.kernel_size, node.stride
+    out = np.empty(out_shape, dtype=object)
+    for c in range(out_shape[0]):
+        for oy in range(out_shape[1]):
+            for ox in range(out_shape[2]):
+                m = None
+                for dy in range(kh):
+                    for dx in range(kw):
+                        v = xp[c, oy * sh + dy, ox * sw + dx]
+                        m = v if m is None else hy.select(hy.gt(v, m), v, m)
+                out[c, oy, ox] = m
+    return out
 
 
 @heyoka_rule(ir.GroupSum)
