@@ -37,9 +37,17 @@ def _console():
     return Console()
 
 
+def _json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
 def _emit(args, data, render: Callable[[], None]):
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=2, default=str))
+        print(json.dumps(data, indent=2, default=_json_default))
     else:
         render()
 
@@ -225,8 +233,9 @@ def cmd_convert(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polyir", description=__doc__.split("\n")[0])
+    from . import __version__
     parser.add_argument("--version", action="version",
-                        version=f"polyir (file format {FORMAT_VERSION})")
+                        version=f"polyir {__version__} (file format {FORMAT_VERSION})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (fn, add_args, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -239,11 +248,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except PolyirError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (PolyirError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        name = type(exc).__name__ if isinstance(exc, PolyirError) else "error"
+        if getattr(args, "json", False):  # machines get the failure as JSON too
+            print(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc)},
+                             indent=2))
+        print(f"{name}: {exc}", file=sys.stderr)
         return 1
 
 
