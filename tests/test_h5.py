@@ -3,6 +3,7 @@ that refuses every malformed input with FormatError (crafted cases plus a fuzz t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 
@@ -71,7 +72,9 @@ def roundtrip(graph, tmp_path, name="g.h5"):
 # one graph per kind, with non-default values, mixed dtypes and node metadata
 
 
+@functools.cache
 def graphs_per_kind() -> dict[str, ir.Graph]:
+    """Built once per session: callers must not modify the graphs."""
     rng = np.random.default_rng(7)
 
     def r(*shape, dtype=f32):

@@ -34,10 +34,11 @@ def reordered(g: ir.Graph, like: ir.Graph) -> ir.Graph:
 
 
 def nir_graphs():
-    graphs = {k: graphs_per_kind()[k] for k in NIR_ONLY}
+    per_kind = graphs_per_kind()
+    graphs = {k: per_kind[k] for k in NIR_ONLY}
     graphs["leaky_integrators"] = family_graphs()["leaky_integrators"]
-    graphs["grouped_conv"] = graphs_per_kind()["Conv1d_groups"]
-    graphs["nonsquare_conv"] = graphs_per_kind()["Conv2d_nonsquare"]
+    graphs["grouped_conv"] = per_kind["Conv1d_groups"]
+    graphs["nonsquare_conv"] = per_kind["Conv2d_nonsquare"]
     return graphs
 
 
