@@ -87,13 +87,16 @@ def torch_forward(n, x, seg, counts, w1, w2, w3, n_graphs):
     return pooled @ w3.T
 
 
-def time_epochs(step, batches, epochs):
-    times = []
+def time_interleaved(runs, epochs):
+    """Seconds per epoch of each (step, batches), epochs interleaved so that load on a shared
+    machine hits every contender alike."""
+    times = [[] for _ in runs]
     for _ in range(epochs):
-        t = time.perf_counter()
-        for b in batches:
-            step(b)
-        times.append(time.perf_counter() - t)
+        for k, (step, batches) in enumerate(runs):
+            t = time.perf_counter()
+            for b in batches:
+                step(b)
+            times[k].append(time.perf_counter() - t)
     return times
 
 
@@ -101,7 +104,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--graphs", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=100, help="graphs per forward call")
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--dim", type=int, default=16)
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
@@ -128,7 +131,6 @@ def main():
         loss = ((layer(inp) - target) ** 2).mean()
         loss.backward()
 
-    rl_times = time_epochs(rl_step, rl_batches, args.epochs)
 
     # --- plain torch, same weights ---
     w1, w2, w3 = (layer.weights[k].detach().clone().requires_grad_(True) for k in ("w1", "w2", "w3"))
@@ -145,12 +147,15 @@ def main():
         loss = ((torch_forward(n, x, seg, counts, w1, w2, w3, k) - target) ** 2).mean()
         loss.backward()
 
-    torch_times = time_epochs(torch_step, t_batches, args.epochs)
+    rl_step(rl_batches[0])  # warm both up
+    torch_step(t_batches[0])
+    rl_times, torch_times = time_interleaved([(rl_step, rl_batches), (torch_step, t_batches)],
+                                             args.epochs)
 
     # same numbers?
     (n, x, seg, counts), _, k = t_batches[0]
     ref = torch_forward(n, x, seg, counts, w1, w2, w3, k)
-    diff = float((layer(rl_batches[0][0]) - ref).abs().max())
+    diff = float((layer(rl_batches[0][0]) - ref).abs().max().detach())
 
     rows = [("polyir RuleLayer", min(rl_times), np.median(rl_times), f"grounding once {ground_s:.2f} s"),
             ("torch sparse (CSR)", min(torch_times), np.median(torch_times),

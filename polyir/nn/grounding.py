@@ -412,15 +412,15 @@ def _builtin(name: str, vals: list, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 def structure_key(facts: dict, batch_size: int) -> bytes:
     """A hash of which facts there are (not their values)."""
-    h = hashlib.blake2b(digest_size=20)
+    h = hashlib.sha256()  # hardware-accelerated on most CPUs: ~0.5 GB/s and more
     h.update(str(batch_size).encode())
     for name in sorted(facts):
         sample, args = facts[name]
         sample = np.ascontiguousarray(sample, I64)
         args = np.ascontiguousarray(args, I64)
         h.update(name.encode() + b"\0" + str(args.shape).encode())
-        h.update(sample.tobytes())
-        h.update(args.tobytes())
+        h.update(memoryview(sample).cast("B"))
+        h.update(memoryview(args).cast("B"))
     return h.digest()
 
 

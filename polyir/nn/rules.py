@@ -42,6 +42,9 @@ from ..ir.rules_text import Program, WeightSpec, format_ruleset, parse_rules
 from .grounding import Engine, GroundingCache, structure_key
 
 SUPPORTED_COMBINATIONS = ("sum", "avg", "max", "min", "elproduct", "concat")
+# the sparse products below use CSR tensors, which torch calls beta (its API, not our numbers)
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state",
+                        category=UserWarning)
 
 
 def _transform(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -131,10 +134,8 @@ class _GatherScatter(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, vals, table, s):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mat = torch.sparse_csr_tensor(s["crow"], s["col"], vals.detach()[s["perm"]],
-                                          (s["n_rows"], s["n_cols"]))
+        mat = torch.sparse_csr_tensor(s["crow"], s["col"], vals.detach()[s["perm"]],
+                                      (s["n_rows"], s["n_cols"]), check_invariants=False)
         ctx.s = s
         ctx.save_for_backward(vals, table)
         return torch.sparse.mm(mat, table.detach())
@@ -145,11 +146,8 @@ class _GatherScatter(torch.autograd.Function):
         s = ctx.s
         g_vals = g_table = None
         if ctx.needs_input_grad[1]:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                mat_t = torch.sparse_csr_tensor(s["crow_t"], s["col_t"],
-                                                vals.detach()[s["perm_t"]],
-                                                (s["n_cols"], s["n_rows"]))
+            mat_t = torch.sparse_csr_tensor(s["crow_t"], s["col_t"], vals.detach()[s["perm_t"]],
+                                            (s["n_cols"], s["n_rows"]), check_invariants=False)
             g_table = torch.sparse.mm(mat_t, grad.contiguous())
         if ctx.needs_input_grad[0]:
             g_vals = (grad[s["head"]] * table.detach()[s["idx"]]).sum(-1)
