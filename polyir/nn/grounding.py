@@ -419,8 +419,9 @@ def structure_key(facts: dict, batch_size: int) -> bytes:
         sample = np.ascontiguousarray(sample, I64)
         args = np.ascontiguousarray(args, I64)
         h.update(name.encode() + b"\0" + str(args.shape).encode())
-        h.update(memoryview(sample).cast("B"))
-        h.update(memoryview(args).cast("B"))
+        for a in (sample, args):
+            if a.size:
+                h.update(memoryview(a.reshape(-1)).cast("B"))
     return h.digest()
 
 
