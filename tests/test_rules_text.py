@@ -150,3 +150,21 @@ def test_pyneuralogic_str_parses_when_installed():
     assert g.body[2].predicate == "@alldiff" and g.combination == "elproduct"
     np.testing.assert_array_equal(rs.weights[g.body[0].weight], [[1, 2], [3, 4]])
     assert rs.predicate("xor").transformation == "leaky_relu"
+
+
+def test_polyir_info_prints_the_rules(tmp_path, capsys):
+    from polyir.cli import main
+    from polyir.demo import family_graphs
+    import polyir
+    g = family_graphs()["rules"]
+    path = tmp_path / "rules.h5"
+    polyir.save(g, path)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "h(X) :- $w1=[[" in out and "*edge(X, Y). [transformation=tanh]" in out
+    assert "h/1 [transformation=sigmoid]" in out and "?- out." in out
+    # the printed rules parse back to the node
+    assert main(["info", "--json", str(path)]) == 0
+    import json
+    text = json.loads(capsys.readouterr().out)["rules"]["rules"]
+    assert parse_rules(text, dims={"feat": 2}) == g.nodes["rules"]

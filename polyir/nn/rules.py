@@ -23,8 +23,21 @@ Inputs, one per input predicate (the RuleSet's input ports), in one of the forms
                   at once (a batch of graphs); the batch size is `batch_size=` or max(sample)+1
   list            [ {pred: (values, args)}, ... ] one dict per sample
 Pass them as `layer({"feat": ..., "edge": ...})` or `layer(feat=..., edge=...)`. The output is
-(batch, sum of the queries' dims). The relational structure (which facts, not their values) is
-grounded once and cached by its hash, so a batch that repeats every epoch grounds once.
+(batch, sum of the queries' dims); `layer.atoms(inputs, predicate="h")` gives every derived atom
+of a predicate. The relational structure (which facts, not their values) is grounded once and
+cached by its hash, so a batch that repeats every epoch grounds once.
+
+Evaluation: per rule, each visible literal's values are gathered along the grounding's index
+arrays (a 2-D weight is applied before the gather when that is cheaper), combined, transformed
+and scatter-reduced onto the head atoms (index_add_ for sum / avg, scatter_reduce for max / min).
+A rule that is linear in one literal (identity transformation, sum / avg aggregation, one visible
+literal or an elproduct whose other factors are 1-dimensional, as in a GCN layer) runs instead as
+one CSR sparse product whose transpose for the backward pass is built once per grounding.
+
+A GCN layer h = D^-1/2 (A + I) D^-1/2 X W^T is the rule
+    h(X) :- $w={out, in} feat(Y), edge(X, Y). [combination=elproduct, aggregation=sum]
+with one edge fact per nonzero of A + I whose value is 1 / sqrt(d_X d_Y): the normalisation is
+data, the rule multiplies it into W feat(Y) and sums over the neighbours.
 """
 from __future__ import annotations
 
