@@ -755,8 +755,6 @@ def run_fuzz(tmp_path, cases, seed):
         except FormatError:
             outcomes["FormatError"] += 1
             continue
-        except polyir.PolyirWarning:
-            raise
         except BaseException as exc:
             raise AssertionError(f"case {i} ({src.name}, {what}) raised "
                                  f"{type(exc).__name__}: {exc}") from exc
