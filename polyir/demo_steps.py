@@ -50,7 +50,8 @@ def logic_digits_model(width: int = 1200, seed: int = 0):
         pnn.GroupSum(10, tau=width / 100))
 
 
-def train_logic_digits(folder: str, state: dict, epochs: int = 15, seconds: float = 20.0) -> bool:
+def train_logic_digits(folder: str, state: dict, epochs: int = 15, seconds: float = 20.0,
+                       width: int = 1200) -> bool:
     """Train (`epochs`, stopping early after `seconds`), export, save, load, to_torch; True when
     the eval predictions are identical."""
     import torch
@@ -62,7 +63,7 @@ def train_logic_digits(folder: str, state: dict, epochs: int = 15, seconds: floa
 
     torch.manual_seed(0)
     x_tr, y_tr, x_te, y_te = digits_data()
-    model = logic_digits_model()
+    model = logic_digits_model(width)
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     start, done = time.perf_counter(), 0
     gen = torch.Generator().manual_seed(0)

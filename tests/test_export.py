@@ -597,3 +597,41 @@ def test_constants_and_products_are_refused():
                          (Index(), "indexes a tensor")):
         with pytest.raises(polyir.GraphError, match=match):
             polyir.export(model, torch.randn(2, 2))
+
+
+def test_torchlogix_binarization_on_images_folds_into_the_last_dim():
+    L = torchlogix_layers()
+    model = nn.Sequential(L.FixedBinarization(torch.tensor([0.3, 0.6])), nn.Flatten())
+    g = polyir.export(model, torch.rand(2, 3, 4, 5), input_names=["img"])
+    assert g.inputs == ["img"]
+    b = g.nodes["fixedbinarization_0"]
+    assert b.axis == 2 and b.thresholds.shape == (2,)  # feature_dim=-2 of (B, C, H, W, T)
+    x = torch.rand(7, 3, 4, 5)
+    assert torch.equal(polyir.to_torch(g)(x), model(x))
+    # numpy reference for one element: W index i gives bits 2i, 2i+1
+    bits = polyir.to_torch(g)(x).reshape(7, 3, 4, 10)
+    assert bits[0, 1, 2, 2 * 3 + 1] == float(x[0, 1, 2, 3] > 0.6)
+
+
+def test_whole_state_threaded_through_one_delay():
+    class Delayed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+            self.d = pnn.Delay(torch.tensor([2e-3, 1e-3]), dt=1e-3)
+
+        def forward(self, x, state=None):
+            return self.d(self.fc(x), state)
+
+    model = Delayed()
+    g = polyir.export(model, torch.rand(1, 2))
+    np.testing.assert_allclose(g.nodes["d"].delay, [2e-3, 1e-3])
+    xs = torch.rand(6, 3, 2)
+    state, ys = None, []
+    with torch.no_grad():
+        for t in range(len(xs)):
+            y, state = model(xs[t], state)
+            ys.append(y)
+        got = polyir.to_torch(g).run(xs)
+    assert torch.equal(got, torch.stack(ys))
+    assert torch.equal(got[2:, :, 0], model.fc(xs[:-2])[:, :, 0].detach())  # two steps late

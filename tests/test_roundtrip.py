@@ -322,3 +322,14 @@ def test_convert_refuses_unknown_extensions(tmp_path, capsys):
     assert cli(["convert", str(tmp_path / "g.h5"), str(tmp_path / "g.onnx")]) == 1
     assert "use .h5 (polyir) or .nir (NIR)" in capsys.readouterr().err
     assert not (tmp_path / "g.onnx").exists()
+
+
+def test_demo_step_trains_and_round_trips(tmp_path):
+    from polyir import demo_steps
+    state = {}
+    assert demo_steps.train_logic_digits(str(tmp_path), state, epochs=2, width=400)
+    assert (tmp_path / "logic_digits.h5").exists()
+    assert isinstance(state["graph"], polyir.Graph)
+    with torch.no_grad():
+        acc = (state["imported"](state["x_test"]).argmax(-1) == state["y_test"]).float().mean()
+    assert acc > 0.3  # ten classes: well above chance after one epoch

@@ -436,7 +436,11 @@ class _Exporter:
         self.node_ops = {n.name: n.op for n in nodes}
         out_node = nodes[-1]
         out_struct = out_node.args[0]
-        if state_name is not None:
+        self.pair_nodes = self._pair_nodes(nodes)
+        whole_pair = isinstance(out_struct, fx.Node) and out_struct.name in self.pair_nodes
+        if state_name is not None and whole_pair:  # return module(x, state): (out, its state)
+            y_struct, s_struct = out_struct, None
+        elif state_name is not None:
             if not (isinstance(out_struct, (tuple, list)) and len(out_struct) == 2):
                 raise GraphError(f"the model takes a state ({state_name!r}) but does not return "
                                  "(outputs, new_state)", node="output", field="state",
@@ -444,9 +448,10 @@ class _Exporter:
             y_struct, s_struct = out_struct
         else:
             y_struct, s_struct = out_struct, None
-        self.pair_nodes = self._pair_nodes(nodes)
         # state leaves: path -> ("token", call node) | ("value", fx node)
         self.state_leaves: dict[tuple, tuple] = {}
+        if state_name is not None and whole_pair:
+            self.state_leaves[()] = ("token", out_struct.name)
         for path, leaf in _leaves(s_struct, ()):
             if isinstance(leaf, fx.Node):
                 src = leaf.args[0] if (leaf.op == "call_function" and leaf.target is
@@ -493,8 +498,8 @@ class _Exporter:
                 for i, p in enumerate(n for n in nodes if n.op == "placeholder"):
                     if i < n_inputs:
                         args.append(self.inputs[i])
-                    elif p.target == state_name:
-                        args.append(_StateView(leaves))
+                    elif p.target == state_name:  # the whole state may be one leaf
+                        args.append(leaves[()] if () in leaves else _StateView(leaves))
                     else:
                         args.append(p.args[0] if p.args else None)
                 rec = _Recorder(gm)
@@ -510,6 +515,8 @@ class _Exporter:
                                              field="state", fix="return values computed in this "
                                                                 "step as the new state")
                         leaves[p] = torch.zeros_like(v)
+                    args = [leaves[()] if isinstance(a, type(_MISSING)) and () in leaves else a
+                            for a in args]
                     rec = _Recorder(gm)
                     rec.run(*args)
                     values = rec.values
