@@ -171,8 +171,9 @@ def main():
     if nl is not None:
         per, n_g, build = nl
         scaled = per * args.graphs / n_g
-        print(f"{'PyNeuraLogic (JVM)':22s} {scaled:9.4f} {'':9s}  measured on {n_g} graphs "
-              f"({per:.3f} s) and scaled; building {build:.1f} s")
+        how = (f"measured on {n_g} graphs ({per:.3f} s), scaled" if n_g != args.graphs
+               else "one training epoch (includes its weight update)")
+        print(f"{'PyNeuraLogic (JVM)':22s} {scaled:9.4f} {'':9s}  {how}; building {build:.1f} s")
     ratio = min(rl_times) / min(torch_times)
     print(f"RuleLayer / torch = {ratio:.2f}x   (max |difference| {diff:.2e})")
     if nl is not None:
