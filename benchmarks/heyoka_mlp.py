@@ -89,7 +89,7 @@ def small(points, repeat):
         c = polyir.compile(g, "c")
         ct = time.perf_counter() - t0
         secs, y = best(lambda: c(x), repeat)
-        row("polyir C float64", secs, y, ct)
+        row("polyir C (float32 in/out)", secs, y, ct)
     except Exception as exc:  # the C backend may not cover this graph yet
         rows.append({"backend": "polyir C", "pending": f"{type(exc).__name__}: {exc}"[:200]})
     return rows

@@ -666,13 +666,11 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
         info[n] = _Neuron(n, node, v_vars, i_vars, off, i_off)
 
     env: dict[str, Any] = dict(feeds)
-    n_spiking_sizes = {}
     for n in neurons:
         node = g.nodes[n]
         shape = np.asarray(node.r).shape
         if isinstance(node, _SPIKING):
             size = len(info[n].v)
-            n_spiking_sizes[n] = size
             env[n] = _Signal(_obj([hy.expression(0.0)] * size, shape), {n: np.eye(size)})
         else:
             env[n] = _Signal(_obj(info[n].v, shape))
