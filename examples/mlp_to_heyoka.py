@@ -34,27 +34,12 @@ def train_mlp(seed: int = 0, steps: int = 800):
     return model.eval(), float(loss.detach())
 
 
-def to_graph(model) -> polyir.Graph:
-    """polyir.export when the exporter is installed, else the same Graph written by hand."""
-    try:
-        return polyir.export(model, torch.zeros(1, 2, dtype=torch.float64))
-    except ImportError:
-        nodes = []
-        for m in model:
-            if isinstance(m, torch.nn.Linear):
-                nodes.append(polyir.Affine(m.weight.detach().numpy().copy(),
-                                           m.bias.detach().numpy().copy()))
-            elif isinstance(m, torch.nn.Tanh):
-                nodes.append(polyir.Activation("tanh"))
-        return polyir.Graph.sequential(*nodes)
-
-
 def main():
     t0 = time.perf_counter()
     model, loss = train_mlp()
     print(f"trained 2-32-32-2 tanh MLP on the damped pendulum field: mse {loss:.2e} "
           f"({time.perf_counter() - t0:.1f} s)")
-    g = to_graph(model)
+    g = polyir.export(model, torch.zeros(1, 2, dtype=torch.float64))
     print(g)
 
     exprs, variables = polyir.to_heyoka(g)

@@ -72,10 +72,17 @@ MLPS = [("tanh", "tanh", "sigmoid"), ("relu", "relu", "identity"),
         ("leaky_relu", "leaky_relu", "identity")]
 
 
+TORCH_MODULE = {"tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU,
+                "leaky_relu": lambda: torch.nn.LeakyReLU(0.1), "identity": torch.nn.Identity}
+
+
 @pytest.mark.parametrize("acts", MLPS, ids=["-".join(a) for a in MLPS])
 def test_mlp_equals_torch(acts):
     layers, acts = torch_mlp([4, 32, 32, 1], acts, seed=0)
-    g = graph_of(layers, acts)
+    model = torch.nn.Sequential(*[m for lay, a in zip(layers, acts)
+                                  for m in (lay, TORCH_MODULE[a]())])
+    g = polyir.export(model, torch.zeros(1, 4, dtype=torch.float64))
+    assert [c.nodes for c in find_ffnn_chains(g)] and len(find_ffnn_chains(g)) == 1
     x = np.random.default_rng(2).normal(scale=2.0, size=(10_000, 4))
     ref = torch_forward(layers, acts, x)
     prog = heyoka_compile(g)
