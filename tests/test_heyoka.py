@@ -237,7 +237,8 @@ def tree_reference(x, leaves, gate_fns, kernel, stride, pad):
     for k in range(len(leaves)):
         for oy in range(oh):
             for ox in range(ow):
-                vals = [xp[:, c, oy * stride[0] + dy, ox * stride[1] + dx] for c, dy, dx in leaves[k]]
+                vals = [xp[:, c, oy * stride[0] + dy, ox * stride[1] + dx]
+                        for c, dy, dx in leaves[k]]
                 gi = 0
                 while len(vals) > 1:
                     nxt = []
@@ -251,7 +252,8 @@ def tree_reference(x, leaves, gate_fns, kernel, stride, pad):
 
 def test_logic_conv_eval_and_train():
     from polyir.demo import family_graphs
-    g = family_graphs()["logic_conv"]   # LogicTree2d -> OrPool2d -> Flatten -> LogicLayer -> GroupSum
+    # LogicTree2d -> OrPool2d -> Flatten -> LogicLayer -> GroupSum
+    g = family_graphs()["logic_conv"]
     n = g.nodes
     rng = np.random.default_rng(12)
     x = rng.integers(0, 2, size=(64, 2, 8, 8)).astype(np.float64)
@@ -309,7 +311,8 @@ def li_graph(w, b, tau, r, v_leak):
 def test_li_step_closed_form_and_euler_convergence():
     rng = np.random.default_rng(7)
     w, b = rng.normal(size=(3, 2)), rng.normal(size=3)
-    tau, r, v_leak = np.array([0.01, 0.02, 0.05]), np.array([1.0, 2.0, 0.5]), np.array([0.1, 0, -0.2])
+    tau, r = np.array([0.01, 0.02, 0.05]), np.array([1.0, 2.0, 0.5])
+    v_leak = np.array([0.1, 0, -0.2])
     g = li_graph(w, b, tau, r, v_leak)
     ode = to_heyoka_ode(g)
     T_end, step_at, u = 0.1, 0.02, np.array([1.5, -0.7])
