@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ir import ACTIVATIONS
+from .logic import Window2d
 from .neurons import _as_tensor, spike
 
 __all__ = ["Activation", "Scale", "Threshold", "SumPool2d", "Delay", "ACTIVATION_FUNCTIONS"]
@@ -69,26 +70,12 @@ class Threshold(nn.Module):
         return spike(x - self.threshold, self.surrogate_slope, surrogate=self.training)
 
 
-def _pair(v):
-    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
-
-
-class SumPool2d(nn.Module):
+class SumPool2d(Window2d):
     """Sum over each window of a (B, C, H, W) input, zero padding (an exact sum, not avg * area)."""
 
-    def __init__(self, kernel_size, stride, padding=0):
-        super().__init__()
-        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
-
     def forward(self, x):
-        ph, pw = self.padding
-        if ph or pw:
-            x = F.pad(x, (pw, pw, ph, ph))
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        return x.unfold(2, kh, sh).unfold(3, kw, sw).sum((-1, -2))
-
-    def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return self.padded(x).unfold(2, kh, sh).unfold(3, kw, sw).sum((-1, -2))
 
 
 class Delay(nn.Module):

@@ -201,21 +201,26 @@ class LogicTree2d(nn.Module):
                 f"padding={self.padding}")
 
 
-class OrPool2d(nn.Module):
-    """OR (max) over each window of a (B, C, H, W) input; padding reads 0 (not -inf)."""
+class Window2d(nn.Module):
+    """Base of the 2-D window layers: (kernel_size, stride, padding) as pairs, zero padding."""
 
     def __init__(self, kernel_size, stride, padding=0):
         super().__init__()
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
 
-    def forward(self, x):
+    def padded(self, x):
         ph, pw = self.padding
-        if ph or pw:
-            x = F.pad(x, (pw, pw, ph, ph))
-        return F.max_pool2d(x, self.kernel_size, self.stride)
+        return F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class OrPool2d(Window2d):
+    """OR (max) over each window of a (B, C, H, W) input; padding reads 0 (not -inf)."""
+
+    def forward(self, x):
+        return F.max_pool2d(self.padded(x), self.kernel_size, self.stride)
 
 
 class Binarize(nn.Module):
