@@ -297,6 +297,11 @@ def chain(*nodes, input_shape=None, elem="real", **meta):
 # golden cases per kind
 # ---------------------------------------------------------------------------------------------
 
+def test_torch_reference_is_used():
+    """The torch importer is part of the package: the comparisons with it must not be skipped."""
+    assert HAVE_TORCH_IMPORTER
+
+
 def test_gate_table_matches_truth_table():
     """lower.GATE_EXPR against the truth table above, on words holding all four (a, b) pairs."""
     from polyir.backends.lower import GATE_EXPR
@@ -472,6 +477,12 @@ def test_neuron_sequence(kind):
         assert got.sum() > 0, "the test should make some spikes"
     else:
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    if HAVE_TORCH_IMPORTER:
+        tw = polyir.compile(g, "torch").run(seq)
+        if kind.endswith("F"):
+            assert np.mean(got != tw) < 0.01
+        else:
+            np.testing.assert_allclose(got, tw, rtol=1e-4, atol=1e-5)
     # __call__ is one step from rest
     np.testing.assert_allclose(m(seq[0]), got[0], rtol=1e-6, atol=1e-7)
 
@@ -484,6 +495,8 @@ def test_recurrent_graph_and_dt_option():
     got = m.run(seq)
     want = Ref(g).sequence(seq)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    if HAVE_TORCH_IMPORTER:
+        np.testing.assert_allclose(got, polyir.compile(g, "torch").run(seq), rtol=1e-4, atol=1e-5)
     # dt from the option overrides the metadata and changes the answer
     m2 = polyir.compile(g, "c", dt=2e-3)
     want2 = Ref(g, dt=2e-3).sequence(seq)[0]
@@ -705,3 +718,20 @@ def test_compiler_missing_and_failing(tmp_path):
         polyir.compile(g, "c", extra_flags=["--no-such-flag"], cache_dir=tmp_path)
     assert "failed" in str(info.value)
     assert not any(tmp_path.iterdir())  # nothing half-written left behind
+
+
+def test_packed_bit_input():
+    """Bits given as numpy.packbits rows (little bit order) give the same answers, for widths
+    around the 64-bit chunk and the 16-chunk staging group."""
+    from polyir.backends.c import pack_bits
+    rng = np.random.default_rng(12)
+    for n in (3, 64, 70, 1100):
+        g = chain(ir.LogicLayer(rng.integers(0, n, 50), rng.integers(0, n, 50),
+                                rng.integers(0, 16, 50)), input_shape=(n,), elem="bit")
+        m = polyir.compile(g, "c")
+        x = rng.integers(0, 2, (300, n)).astype(np.uint8)
+        want = Ref(g)(x)[0]
+        np.testing.assert_array_equal(m(x), want)
+        np.testing.assert_array_equal(m(pack_bits(x), packed=True), want)
+        with pytest.raises(polyir.GraphError, match="packed input"):
+            m(x, packed=True)

@@ -156,13 +156,10 @@ class TorchCompiled(Compiled):
                 for o, y in zip(outs, ys):
                     o[...] = y.reshape(o.shape).numpy()
                 return
-            state = None
-            for t in range(steps):
-                res = self.module(*[x[t] for x in xs], state)
-                ys, state = res
-                ys = ys if isinstance(ys, (tuple, list)) else (ys,)
-                for o, y in zip(outs, ys):
-                    o[t] = y.numpy()
+            ys = self.module.run(*xs)
+            ys = ys if isinstance(ys, (tuple, list)) else (ys,)
+            for o, y in zip(outs, ys):
+                o[...] = y.reshape(o.shape).numpy()
 
     def _run(self, arrays, steps, batch, threads, lead):
         if self.stateful:

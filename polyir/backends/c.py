@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import ir
+from ..ir.errors import GraphError
 from . import CompileError, Compiled
 from .lower import Op, Program, lower, lower_rule
 from .render import CStyleRenderer, c_comment, c_float, sort_gates
@@ -36,7 +37,7 @@ class CRenderer(CStyleRenderer):
     name = "c"
     tile = 256
     lane_t = "uint64_t"
-    fn_qual = "static"
+    fn_qual = "__attribute__((noinline)) static"  # small functions: fast compiles of big nets
     const_qual = "static const"
     zero_word = "((word_t){0})"
     ones_word = "(~(word_t){0})"
@@ -70,6 +71,9 @@ class CRenderer(CStyleRenderer):
  *     the time dim. Returns 0, or 1 if a workspace could not be allocated.
 {ins}
 {outs}
+ *   int polyir_run_packed(..., int threads, int64_t packed);
+ *     The same; bit k of `packed` set: bit input k comes as packed bits, each sample's row being
+ *     numpy.packbits(x, axis=-1, bitorder='little') of its flattened features (8x less to read).
  *   int64_t polyir_tile(void);             samples per tile (bits per word)
  *   int64_t polyir_workspace_bytes(void);  workspace per thread
  *
@@ -104,11 +108,14 @@ typedef uint64_t word_t __attribute__((vector_size(TILE / 8), may_alias));
 #define MAD(a, b, c) ((a) * (b) + (c))
 #endif
 
+static inline const void* polyir_opaque(const void* p) {{ __asm__("" : "+r"(p)); return p; }}
+
 typedef struct {{
   unsigned char* ws;
   const void* const* in;
   void* const* out;
   int64_t batch, t, s0, nvalid;
+  int64_t packed;  /* bit k set: input k is given as packed bits */
 }} pctx;
 
 /* carry-save adder: h:l = a + b + c (bitwise, per sample) */
@@ -119,8 +126,8 @@ static inline void polyir_add_at(word_t* pl, int np, int p, word_t carry) {{
 }}
 
 /* per-sample count of the set bits of x[0..n): binary counter planes pl[0..np), LSB first */
-static void polyir_vcount(const word_t* x, int64_t n, word_t* pl, int np) {{
-  int64_t f = 0;
+static void polyir_vcount(const word_t* x, int n, word_t* pl, int np) {{
+  int f = 0;
   for (int p = 0; p < np; p++) pl[p] = (word_t){{0}};
   if (np >= 4) {{
     word_t ones = pl[0], twos = pl[1], fours = pl[2];
@@ -146,6 +153,18 @@ static void polyir_transpose64(uint64_t* a) {{
   for (int j = 32; j != 0; j >>= 1, m ^= m << j) {{
     for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {{
       const uint64_t t = ((a[k] >> j) ^ a[k + j]) & m;
+      a[k + j] ^= t;
+      a[k] ^= t << j;
+    }}
+  }}
+}}
+
+/* the same on each lane of a word: lane l of a[b] bit f -> lane l of a[f] bit b */
+static void polyir_transpose64w(word_t* a) {{
+  uint64_t m = 0x00000000FFFFFFFFull;
+  for (int j = 32; j != 0; j >>= 1, m ^= m << j) {{
+    for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {{
+      const word_t t = ((a[k] >> j) ^ a[k + j]) & m;
       a[k + j] ^= t;
       a[k] ^= t << j;
     }}
@@ -183,7 +202,7 @@ static void polyir_step(const pctx* c) {{
 typedef struct {{
   const void* const* in;
   void* const* out;
-  int64_t steps, batch, tile0, tile1;
+  int64_t steps, batch, tile0, tile1, packed;
   int err;
 }} polyir_job;
 
@@ -196,6 +215,7 @@ static void* polyir_tiles(void* arg) {{
   c->in = job->in;
   c->out = job->out;
   c->batch = job->batch;
+  c->packed = job->packed;
   for (int64_t tile = job->tile0; tile < job->tile1; tile++) {{
     c->s0 = tile * TILE;
     c->nvalid = job->batch - c->s0 < TILE ? job->batch - c->s0 : TILE;
@@ -212,7 +232,8 @@ static void* polyir_tiles(void* arg) {{
 int64_t polyir_tile(void) {{ return TILE; }}
 int64_t polyir_workspace_bytes(void) {{ return WS_BYTES; }}
 
-int polyir_run(const void* const* in, void* const* out, int64_t steps, int64_t batch, int threads) {{
+int polyir_run_packed(const void* const* in, void* const* out, int64_t steps, int64_t batch,
+                      int threads, int64_t packed) {{
   const int64_t tiles = (batch + TILE - 1) / TILE;
   if (tiles <= 0 || steps <= 0) return 0;
   if (threads < 1) threads = 1;
@@ -225,6 +246,7 @@ int polyir_run(const void* const* in, void* const* out, int64_t steps, int64_t b
   for (int k = 0; k < threads; k++) {{
     jobs[k].in = in; jobs[k].out = out; jobs[k].steps = steps; jobs[k].batch = batch;
     jobs[k].tile0 = tiles * k / threads; jobs[k].tile1 = tiles * (k + 1) / threads;
+    jobs[k].packed = packed;
     jobs[k].err = 0;
     started[k] = 0;
   }}
@@ -237,6 +259,10 @@ int polyir_run(const void* const* in, void* const* out, int64_t steps, int64_t b
   }}
   for (int k = 0; k < threads; k++) err |= jobs[k].err;
   return err;
+}}
+
+int polyir_run(const void* const* in, void* const* out, int64_t steps, int64_t batch, int threads) {{
+  return polyir_run_packed(in, out, steps, batch, threads, 0);
 }}"""
 
     # --- ops with a faster shape on CPUs ----------------------------------------------------------
@@ -248,18 +274,37 @@ int polyir_run(const void* const* in, void* const* out, int64_t steps, int64_t b
         if spec.elem == "real":
             return super().op_load(op)
         n = int(np.prod(spec.shape, dtype=np.int64))
-        return [f"const unsigned char* src = (const unsigned char*)c->in[{op.attrs['index']}] + "
-                f"(c->t * c->batch + c->s0) * {n};", f"lane_t* y = {self.buf(op.out)};",
-                "uint64_t blk[64];",
-                "for (int64_t l = 0; l < LANES; l++) {",
-                f"  for (int64_t j0 = 0; j0 < {n}; j0 += 64) {{",
-                f"    const int nf = {n} - j0 < 64 ? (int)({n} - j0) : 64;",
+        k = op.attrs["index"]
+        chunks = -(-n // 64)
+        group = min(chunks, 16)  # chunks per pass: the staging block stays small (32 KiB)
+        nbytes = -(-n // 8)
+        return [f"const int packed = (c->packed >> {k}) & 1;  /* np.packbits(x, -1, bitorder='little') rows */",
+                f"const int64_t stride = packed ? {nbytes} : {n};",
+                f"const unsigned char* src = (const unsigned char*)c->in[{k}] + "
+                "(c->t * c->batch + c->s0) * stride;",
+                f"word_t* yw = {self.wbuf(op.out)};",
+                f"word_t blk[{group}][64];  /* [chunk][sample b]: lane l = the 64 features of sample l*64+b */",
+                f"for (int64_t q0 = 0; q0 < {chunks}; q0 += {group}) {{",
+                f"  const int64_t nq = {chunks} - q0 < {group} ? {chunks} - q0 : {group};",
+                "  for (int64_t l = 0; l < LANES; l++) {",
                 "    for (int b = 0; b < 64; b++) {",
                 "      const int64_t s = l * 64 + b;",
-                f"      blk[b] = s < c->nvalid ? polyir_mask64(src + s * {n} + j0, nf) : 0;",
-                "    }",
-                "    polyir_transpose64(blk);",
-                "    for (int f = 0; f < nf; f++) LANE(y, j0 + f, l) = blk[f];",
+                "      const unsigned char* row = src + s * stride;",
+                "      for (int64_t q = 0; q < nq; q++) {",
+                "        const int64_t f0 = 64 * (q0 + q);",
+                f"        const int nf = {n} - f0 < 64 ? (int)({n} - f0) : 64;",
+                "        uint64_t m = 0;",
+                "        if (s < c->nvalid) {",
+                "          if (packed) memcpy(&m, row + f0 / 8, (nf + 7) / 8);  /* little-endian hosts */",
+                "          else m = polyir_mask64(row + f0, nf);",
+                "        }",
+                "        blk[q][b][l] = m;",
+                "      }", "    }", "  }",
+                "  for (int64_t q = 0; q < nq; q++) {",
+                "    polyir_transpose64w(blk[q]);  /* now blk[q][f] = the word of feature 64(q0+q)+f */",
+                "    const int64_t f0 = 64 * (q0 + q);",
+                f"    const int nf = {n} - f0 < 64 ? (int)({n} - f0) : 64;",
+                "    for (int f = 0; f < nf; f++) yw[f0 + f] = blk[q][f];",
                 "  }", "}"]
 
     def op_matvec(self, op: Op) -> list[str]:
@@ -321,12 +366,22 @@ int polyir_run(const void* const* in, void* const* out, int64_t steps, int64_t b
             for j in range(gate.size):
                 lines.append(f"y[{j}] = {self.gate(int(gate[j]), f'x[{a[j]}]', f'x[{b[j]}]')};")
             return lines
-        triples, segs = sort_gates(op)
-        idx = self.const(op, "idx", triples)
-        for g, lo, hi in segs:
-            lines += [f"for (int64_t q = {3 * lo}; q < {3 * hi}; q += 3) {{  /* {hi - lo} x gate {g} */",
-                      f"  const word_t a = x[{idx}[q + 1]], b = x[{idx}[q + 2]];",
-                      f"  y[{idx}[q]] = {self.gate(g)};", "}"]
+        table, runs, positional = sort_gates(op)
+        sym = self.const(op, "idx", table)
+        itype = self.index_type(table)
+        # an opaque pointer: gcc would otherwise try to fold loads from the big constant table
+        # at compile time (slow for 100k-entry tables, and no faster at run time)
+        lines.append(f"const {itype}* restrict idx = (const {itype}*)polyir_opaque({sym});")
+        idx = "idx"
+        for g, lo, hi in runs:
+            if positional:
+                lines += [f"for (int64_t j = {lo}; j < {hi}; j++) {{  /* {hi - lo} x gate {g} */",
+                          f"  const word_t a = x[{idx}[2 * j]], b = x[{idx}[2 * j + 1]];",
+                          f"  y[j] = {self.gate(g)};", "}"]
+            else:
+                lines += [f"for (int64_t q = {3 * lo}; q < {3 * hi}; q += 3) {{  /* {hi - lo} x gate {g} */",
+                          f"  const word_t a = x[{idx}[q + 1]], b = x[{idx}[q + 2]];",
+                          f"  y[{idx}[q]] = {self.gate(g)};", "}"]
         return lines
 
     def op_groupsum(self, op: Op) -> list[str]:
@@ -334,14 +389,15 @@ int polyir_run(const void* const* in, void* const* out, int64_t steps, int64_t b
         np_ = max(1, int(m).bit_length())
         beta, tau = c_float(op.attrs["beta"]), c_float(op.attrs["tau"])
         return [f"const word_t* x = {self.wbuf(op.ins[0])};", f"float* y = {self.buf(op.out)};",
-                f"word_t pl[{np_}];",
+                "word_t pl[64];",
                 f"for (int64_t g = 0; g < {k}; g++) {{",
                 f"  polyir_vcount(x + g * {m}, {m}, pl, {np_});",
+                f"  for (int p = {np_}; p < 64; p++) pl[p] = (word_t){{0}};",
+                "  polyir_transpose64w(pl);  /* lane l of pl[b] = the count of sample l*64+b */",
                 "  float* yg = y + g * TILE;",
-                "  for (int s = 0; s < TILE; s++) {",
-                "    int cnt = 0;",
-                f"    for (int p = 0; p < {np_}; p++) cnt |= (int)((pl[p][s / 64] >> (s % 64)) & 1) << p;",
-                f"    yg[s] = ((float)cnt + {beta}) / {tau};", "  }", "}"]
+                "  for (int l = 0; l < LANES; l++)",
+                "    for (int b = 0; b < 64; b++)",
+                f"      yg[l * 64 + b] = ((float)pl[b][l] + {beta}) / {tau};", "}"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,21 +498,63 @@ class CCompiled(Compiled):
         self.compile_seconds = compile_seconds
         self.cache_hit = cache_hit
         self._lib = ctypes.CDLL(str(so))
-        fn = self._lib.polyir_run
+        fn = self._lib.polyir_run_packed
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                       ctypes.c_int]
+                       ctypes.c_int, ctypes.c_int64]
         fn.restype = ctypes.c_int
         self._fn = fn
+        self._local = threading.local()  # the packed mask of the call in this thread
+
+    def __call__(self, *inputs, threads: int | None = None, packed: bool = False):
+        """As Compiled.__call__; with packed=True every bit input is given packed, as
+        `pack_bits(x)` (numpy.packbits over the flattened features, little bit order):
+        shape (batch, ceil(n / 8)) uint8."""
+        if not packed:
+            return super().__call__(*inputs, threads=threads)
+        if len(inputs) != len(self.inputs):
+            raise GraphError(f"got {len(inputs)} input array(s), the graph has "
+                             f"{len(self.inputs)} Input node(s)", field="input",
+                             fix="pass one array per Input, in the graph's Input order")
+        arrays, mask, batch = [], 0, None
+        for k, (x, (name, shape, elem)) in enumerate(zip(inputs, self.inputs)):
+            if elem != "bit":
+                arrays.append(self._convert(k, x, 1))
+            else:
+                nbytes = -(-int(np.prod(shape, dtype=np.int64)) // 8)
+                x = np.asarray(x)
+                if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != nbytes:
+                    raise GraphError(f"packed input {k} has shape {x.shape} and dtype {x.dtype}, "
+                                     f"expected uint8 (batch, {nbytes})", node=name, field="input",
+                                     fix="pack it with polyir.backends.c.pack_bits(x)")
+                arrays.append(np.ascontiguousarray(x))
+                mask |= 1 << k
+            if batch is not None and arrays[-1].shape[0] != batch:
+                raise GraphError("inputs disagree on their batch size", field="input",
+                                 fix="give every input the same batch size")
+            batch = arrays[-1].shape[0]
+        self._local.packed = mask
+        try:
+            return self._one(self._run(arrays, 1, batch, threads, (batch,)))
+        finally:
+            self._local.packed = 0
 
     def _execute(self, arrays, outs, steps, batch, threads):
         n_in, n_out = len(arrays), len(outs)
         ins = (ctypes.c_void_p * max(1, n_in))(*[a.ctypes.data for a in arrays])
         out_ptrs = (ctypes.c_void_p * max(1, n_out))(*[o.ctypes.data for o in outs])
         rc = self._fn(ins, out_ptrs, int(steps), int(batch),
-                      int(self.threads if threads is None else threads))
+                      int(self.threads if threads is None else threads),
+                      getattr(self._local, "packed", 0))
         if rc != 0:
             raise MemoryError(f"polyir C backend: could not allocate a {self.workspace_bytes}-byte "
                               "workspace per thread")
+
+
+def pack_bits(x) -> np.ndarray:
+    """(batch, *shape) 0/1 values -> (batch, ceil(n / 8)) uint8, the packed form that
+    `CCompiled.__call__(..., packed=True)` reads (x != 0 is 1)."""
+    x = np.asarray(x)
+    return np.packbits((x != 0).reshape(x.shape[0], -1), axis=1, bitorder="little")
 
 
 C_SUPPORTED = {ir.Input, ir.Output, ir.Affine, ir.Linear, ir.Scale, ir.Threshold, ir.Activation, ir.Flatten,

@@ -289,6 +289,42 @@ def lower(graph: ir.Graph, backend: str = "c", dt: float | None = None,
     return Lowering(graph, backend, None if dt is None else float(dt), supported).lower()
 
 
+def relayout_logic(program: Program) -> Program:
+    """Reorder each logic op's gates by (gate id, first input) when nothing but logic ops (or
+    GroupSums, keeping every gate inside its group) read its output, and renumber the readers'
+    indices. The op is then `positional`: runs of one gate id write consecutive outputs, so a
+    target's tight loop per run streams its stores and reads its `a` inputs in order. Values are
+    unchanged: only the order of bits inside the buffer moves."""
+    readers: dict[int, list[Op]] = {}
+    for op in program.ops:
+        for b in op.ins:
+            readers.setdefault(b, []).append(op)
+    fixed = {o.buffer for o in program.outputs} | {b.id for b in program.buffers if b.persistent}
+    for op in program.ops:
+        if op.op != "logic" or op.out in fixed:
+            continue
+        rs = readers.get(op.out, [])
+        if not rs or any(r.op not in ("logic", "groupsum") for r in rs):
+            continue
+        a, b, gate = op.consts["a"], op.consts["b"], op.consts["gate"]
+        keys = [a, gate]
+        groups = {r.attrs["m"] for r in rs if r.op == "groupsum"}
+        if len(groups) > 1:
+            continue
+        if groups:
+            keys.append(np.arange(gate.size) // groups.pop())
+        perm = np.lexsort(keys)
+        inv = np.empty_like(perm)
+        inv[perm] = np.arange(perm.size)
+        op.consts = {"a": a[perm], "b": b[perm], "gate": gate[perm]}
+        op.attrs["positional"] = True
+        for r in rs:
+            if r.op == "logic":
+                r.consts = dict(r.consts, a=inv[r.consts["a"]].astype(np.int32),
+                                b=inv[r.consts["b"]].astype(np.int32))
+    return program
+
+
 def plan_memory(program: Program, real_bytes: int, bit_bytes: int, align: int = 64) -> int:
     """Assign workspace offsets (first fit over freed holes, by liveness). A real feature takes
     `real_bytes`, a bit feature `bit_bytes` per tile. Returns the workspace size in bytes."""

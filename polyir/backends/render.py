@@ -21,7 +21,7 @@ import re
 import numpy as np
 
 from .lower import (ACT_EXPR, GATE_EXPR, NEURON_PARAMS, NEURON_STATE, NEURON_STEPS, Op, Program,
-                    plan_memory)
+                    plan_memory, relayout_logic)
 
 
 def c_ident(name: str, taken: set) -> str:
@@ -52,18 +52,26 @@ def c_float(v) -> str:
 
 
 def sort_gates(op: Op):
-    """A logic op's gates grouped by gate id: (triples (o, a, b) in gate order, [(gate, lo, hi)])
-    so that a target runs one tight loop per gate id."""
+    """A logic op's gates as runs of one gate id, so that a target runs one tight loop per run.
+
+    Returns (table, runs, positional). Positional ops (lower.relayout_logic) keep their order:
+    table = (a, b) pairs and gate j writes output j. Others are sorted by (gate, a): table =
+    (out, a, b) triples. runs = [(gate, lo, hi)] over table rows."""
     gate = op.consts["gate"].astype(np.int64)
-    order = np.argsort(gate, kind="stable")
-    triples = np.stack([order, op.consts["a"][order], op.consts["b"][order]], 1)
-    counts = np.bincount(gate, minlength=16)
-    segs, lo = [], 0
-    for g in range(16):
-        if counts[g]:
-            segs.append((g, lo, lo + int(counts[g])))
-            lo += int(counts[g])
-    return np.ascontiguousarray(triples.reshape(-1)), segs
+    a, b = op.consts["a"].astype(np.int64), op.consts["b"].astype(np.int64)
+    positional = bool(op.attrs.get("positional"))
+    if positional:
+        table = np.stack([a, b], 1)
+    else:
+        order = np.lexsort((a, gate))
+        gate = gate[order]
+        table = np.stack([order, a[order], b[order]], 1)
+    runs = []
+    if gate.size:
+        cuts = np.flatnonzero(np.diff(gate)) + 1
+        bounds = np.r_[0, cuts, gate.size]
+        runs = [(int(gate[lo]), int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return np.ascontiguousarray(table.reshape(-1)), runs, positional
 
 
 class CStyleRenderer:
@@ -108,7 +116,7 @@ class CStyleRenderer:
 
     # --- the walk -------------------------------------------------------------------------------
     def render(self, program: Program) -> str:
-        self.program = program
+        self.program = relayout_logic(program)
         self.ws_bytes = plan_memory(program, 4 * self.tile, self.tile // 8)
         self.consts: list[str] = []
         self.taken: set[str] = set()
@@ -311,16 +319,17 @@ class CStyleRenderer:
                            "    LANE(y, j, l) = m;"] + close)
 
     def op_logic(self, op: Op) -> list[str]:
-        triples, segs = sort_gates(op)
-        idx = self.const(op, "idx", triples)
+        table, runs, positional = sort_gates(op)
+        idx = self.const(op, "idx", table)
+        w = 2 if positional else 3
         lines = [f"const lane_t* x = {self.buf(op.ins[0])};", f"lane_t* y = {self.buf(op.out)};"]
-        for g, lo, hi in segs:
+        for g, lo, hi in runs:
             open_, close = self.loop2("k", hi - lo, "l", "LANES")
+            out = f"{lo} + k" if positional else f"{idx}[q - 1]"
             lines += [f"/* {hi - lo} x gate {g} */"] + open_ + [
-                f"    const int64_t q = 3 * ({lo} + k);",
-                "    const lane_t a = LANE(x, " + idx + "[q + 1], l), b = LANE(x, " + idx
-                + "[q + 2], l);",
-                f"    LANE(y, {idx}[q], l) = {self.gate(g)};"] + close
+                f"    const int64_t q = {w} * ({lo} + k) + {w - 2};",
+                f"    const lane_t a = LANE(x, {idx}[q], l), b = LANE(x, {idx}[q + 1], l);",
+                f"    LANE(y, {out}, l) = {self.gate(g)};"] + close
         return lines
 
     def op_groupsum(self, op: Op) -> list[str]:
