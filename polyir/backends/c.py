@@ -40,6 +40,7 @@ class CRenderer(CStyleRenderer):
     fn_qual = "__attribute__((noinline)) static"  # small functions: fast compiles of big nets
     const_qual = "static const"
     zero_word = "((word_t){0})"
+    math_names = {"expf": "polyir_expf", "tanhf": "polyir_tanhf"}
     ones_word = "(~(word_t){0})"
 
     def __init__(self, **options):
@@ -77,7 +78,8 @@ class CRenderer(CStyleRenderer):
  *   int64_t polyir_tile(void);             samples per tile (bits per word)
  *   int64_t polyir_workspace_bytes(void);  workspace per thread
  *
- * Build: cc -O3 -march=native -shared -fPIC -fno-strict-aliasing -ffp-contract=off model.c -lm -pthread
+ * Build: cc -O3 -march=native -shared -fPIC -fno-strict-aliasing -ffp-contract=off -fno-math-errno
+ *        -fno-trapping-math model.c -lm -pthread
  *   ({state})
  * Nodes: {c_comment(kinds)}
  */"""
@@ -107,6 +109,30 @@ typedef uint64_t word_t __attribute__((vector_size(TILE / 8), may_alias));
 #else
 #define MAD(a, b, c) ((a) * (b) + (c))
 #endif
+
+/* expf and tanhf that the compiler can vectorise (glibc's only vectorise under -ffast-math):
+   range reduction x = k ln2 + r, |r| <= ln2/2, and polynomials fitted on those ranges (relative
+   error of the polynomials < 3e-9; results within a few float32 ulp). NaN and +-inf follow
+   expf / tanhf. */
+static inline float polyir_bits_f32(uint32_t u) {{ float f; memcpy(&f, &u, 4); return f; }}
+static inline float polyir_expf(float x) {{
+  x = x > 89.0f ? 89.0f : x;
+  x = x < -104.0f ? -104.0f : x;
+  float k = floorf(x * 1.44269504088896341f + 0.5f);
+  const float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
+  const float p = 1.0f + r + (r * r) * (0.5f + r * (0.1666666567325592f + r * (0.041666172444820404f
+                  + r * (0.008333408273756504f + r * (0.0013951697619631886f + r * 0.000198450856260024f)))));
+  k = k == k ? k : 0.0f;  /* NaN: p is NaN already */
+  const int ki = (int)k, k1 = ki / 2, k2 = ki - k1;  /* 2^k in two normal factors (subnormal results) */
+  return p * polyir_bits_f32((uint32_t)(k1 + 127) << 23) * polyir_bits_f32((uint32_t)(k2 + 127) << 23);
+}}
+static inline float polyir_tanhf(float x) {{
+  const float a = fabsf(x), u = x * x;
+  const float small = x + x * u * (-0.333333283662796f + u * (0.13333137333393097f + u * (-0.053939271718263626f
+                      + u * (0.021664366126060486f + u * (-0.008096016012132168f + u * 0.0020744127687066793f)))));
+  const float big = copysignf(1.0f - 2.0f / (polyir_expf(2.0f * a) + 1.0f), x);
+  return a < 0.625f ? small : big;
+}}
 
 static inline const void* polyir_opaque(const void* p) {{ __asm__("" : "+r"(p)); return p; }}
 
@@ -429,7 +455,7 @@ def compiler_identity(cc: str) -> str:
 
 def flags_for(portable: bool = False, extra: tuple = ()) -> list[str]:
     flags = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-strict-aliasing", "-ffp-contract=off",
-             "-fno-math-errno"]
+             "-fno-math-errno", "-fno-trapping-math"]
     if not portable:
         flags.append("-march=native")
     return flags + list(extra)
