@@ -231,6 +231,67 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _backend_command(fn_name):
+    """Run polyir.backends.tools.<fn_name>(args) and print or emit its result."""
+    def run(args) -> int:
+        from .backends import tools
+        code, data, lines = getattr(tools, fn_name)(args)
+        _emit(args, data, lambda: print("\n".join(lines)))
+        return code
+    return run
+
+
+def _codegen_args(p):
+    _file_arg(p)
+    p.add_argument("-o", "--output", default=None, help="the .c file to write (default: stdout)")
+    p.add_argument("--word-bits", type=int, default=256, choices=(64, 128, 256, 512),
+                   help="samples per machine word (default 256)")
+    p.add_argument("--dt", type=float, default=None, help="time step for neurons (seconds)")
+
+
+def _run_args(p):
+    from .backends.tools import add_backend_options
+    _file_arg(p)
+    p.add_argument("--input", action="append", required=True,
+                   help="a .npy file per graph Input (repeat for several), batch first")
+    p.add_argument("--output", default=None, help="write the output to this .npy file")
+    p.add_argument("--sequence", action="store_true",
+                   help="inputs are (T, batch, ...) sequences (automatic for stateful graphs)")
+    add_backend_options(p)
+
+
+def _compare_args(p):
+    from .backends.tools import add_backend_options
+    _file_arg(p)
+    add_backend_options(p, several=True)
+    p.add_argument("--input", action="append", default=None, help=".npy inputs (default random)")
+    p.add_argument("--batch", type=int, default=1000, help="random batch size (default 1000)")
+    p.add_argument("--steps", type=int, default=20, help="time steps for stateful graphs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--rtol", type=float, default=1e-4)
+
+
+def _bench_args(p):
+    from .backends.tools import add_backend_options
+    _file_arg(p)
+    add_backend_options(p)
+    p.add_argument("--batch", type=int, default=100_000)
+    p.add_argument("--steps", type=int, default=100, help="time steps for stateful graphs")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+
+
+command("codegen", "write the standalone C for a graph (entry points in its header comment)")(
+    arguments(_codegen_args)(_backend_command("codegen")))
+command("run", "run a graph on .npy inputs with a backend (c, torch, cuda, heyoka)")(
+    arguments(_run_args)(_backend_command("run")))
+command("compare", "run a graph on several backends; max abs error, mismatching bits; exit 1 "
+                   "above tolerance")(arguments(_compare_args)(_backend_command("compare")))
+command("bench", "compile time and samples/s of a graph on a backend")(
+    arguments(_bench_args)(_backend_command("bench")))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polyir", description=__doc__.split("\n")[0])
     from . import __version__

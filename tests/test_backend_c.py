@@ -755,3 +755,43 @@ def test_vectorised_exp_tanh_accuracy(fn):
     np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
     over = np.abs(want) > 3.5e38  # beyond float32: inf of the right sign (and the sliver
     np.testing.assert_array_equal(y[over], np.sign(want[over]) * np.inf)  # near FLT_MAX is skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: codegen, run, compare, bench
+# ---------------------------------------------------------------------------------------------
+
+def test_cli_codegen_run_compare_bench(tmp_path, capsys):
+    from polyir.cli import main
+    g = polyir.demo.family_graphs()["logic"]
+    f = tmp_path / "logic.h5"
+    polyir.save(g, f)
+    assert main(["codegen", str(f), "-o", str(tmp_path / "m.c")]) == 0
+    assert "int polyir_run(" in (tmp_path / "m.c").read_text()
+    x = np.random.default_rng(0).normal(size=(40, 5)).astype(F32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(f), "--input", str(tmp_path / "x.npy"), "--backend", "c",
+                 "--output", str(tmp_path / "y.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), Ref(g)(x)[0])
+    capsys.readouterr()
+    assert main(["compare", str(f), "--backends", "torch,c", "--json"]) == 0
+    import json
+    res = json.loads(capsys.readouterr().out)
+    assert res["ok"] and res["results"][0]["mismatches"] == 0
+    # a tolerance nothing meets: the comparison fails and says so
+    assert main(["compare", str(f), "--backends", "torch,c", "--atol", "-1", "--rtol", "0"]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+    assert main(["bench", str(f), "--backend", "c", "--batch", "1000", "--repeat", "1",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples_per_second"] > 0
+
+
+def test_cli_compare_stateful_and_unsupported(tmp_path, capsys):
+    from polyir.cli import main
+    fams = polyir.demo.family_graphs()
+    polyir.save(fams["leaky_integrators"], tmp_path / "li.h5")
+    polyir.save(fams["rules"], tmp_path / "rules.h5")
+    assert main(["compare", str(tmp_path / "li.h5"), "--batch", "50", "--steps", "10"]) == 0
+    assert "sequence inputs (10, 50, 3)" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "rules.h5")]) == 1
+    assert "not supported by the C backend" in capsys.readouterr().err

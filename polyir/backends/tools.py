@@ -1,0 +1,190 @@
+"""What the `polyir codegen | run | compare | bench` commands do (polyir/cli.py registers them).
+
+Each function takes the parsed argparse namespace and returns (exit code, data for --json,
+lines to print).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from ..ir.errors import GraphError
+from ..ir.h5 import load
+from . import compile as compile_graph
+
+BACKEND_NAMES = ("c", "torch", "cuda", "heyoka")
+
+
+def add_backend_options(p, default_backend="c", several=False):
+    if several:
+        p.add_argument("--backends", default="torch,c",
+                       help="comma-separated backends, the first is the reference (default torch,c)")
+    else:
+        p.add_argument("--backend", default=default_backend, choices=BACKEND_NAMES)
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for the C backend (default 1; 0 = all cores)")
+    p.add_argument("--dt", type=float, default=None, help="time step for neurons (seconds)")
+    p.add_argument("--portable", action="store_true", help="C: compile without -march=native")
+
+
+def options_for(backend: str, args) -> dict:
+    opts = {}
+    if getattr(args, "dt", None) is not None:
+        opts["dt"] = args.dt
+    if backend == "c":
+        if getattr(args, "threads", None) is not None:
+            opts["threads"] = args.threads
+        if getattr(args, "portable", False):
+            opts["portable"] = True
+    return opts
+
+
+def random_inputs(program, batch: int, steps: int | None, seed: int):
+    rng = np.random.default_rng(seed)
+    xs = []
+    for _, shape, elem in program.inputs:
+        full = ((steps,) if steps else ()) + (batch,) + tuple(shape)
+        if elem == "bit":
+            xs.append(rng.integers(0, 2, full).astype(np.uint8))
+        else:
+            xs.append(rng.normal(size=full).astype(np.float32))
+    return xs
+
+
+def load_inputs(paths):
+    xs = []
+    for p in paths:
+        try:
+            xs.append(np.load(p, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise GraphError(f"cannot read input {p!r}: {exc}", field="input",
+                             fix="pass a .npy file written by numpy.save") from None
+    return xs
+
+
+def _as_list(y):
+    return list(y) if isinstance(y, tuple) else [y]
+
+
+def evaluate(program, xs, sequence: bool):
+    return _as_list(program.run(*xs) if sequence else program(*xs))
+
+
+def codegen(args):
+    from .c import codegen as c_codegen
+    g = load(args.file)
+    opts = {"word_bits": args.word_bits}
+    if args.dt is not None:
+        opts["dt"] = args.dt
+    src = c_codegen(g, **opts)
+    if args.output in (None, "-"):
+        return 0, {"source": src}, [src]
+    tmp = args.output + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(src)
+    os.replace(tmp, args.output)
+    data = {"file": args.file, "output": args.output, "bytes": len(src),
+            "entry_points": ["polyir_run", "polyir_run_packed", "polyir_tile",
+                             "polyir_workspace_bytes"]}
+    return 0, data, [f"wrote {args.output} ({len(src):,} bytes); entry point polyir_run, build "
+                     f"with: cc -O3 -march=native -c {args.output}"]
+
+
+def run(args):
+    g = load(args.file)
+    program = compile_graph(g, args.backend, **options_for(args.backend, args))
+    xs = load_inputs(args.input)
+    sequence = args.sequence or (program.stateful and xs and
+                                 np.ndim(xs[0]) == len(program.inputs[0][1]) + 2)
+    ys = evaluate(program, xs, sequence)
+    data = {"file": args.file, "backend": args.backend,
+            "outputs": [{"name": n, "shape": list(y.shape)} for (n, _, _), y in
+                        zip(program.outputs, ys)]}
+    lines = []
+    if args.output:
+        if len(ys) == 1:
+            np.save(args.output, ys[0])
+            data["written"] = [args.output]
+        else:
+            stem = args.output[:-4] if args.output.endswith(".npy") else args.output
+            data["written"] = []
+            for k, y in enumerate(ys):
+                np.save(f"{stem}_{k}.npy", y)
+                data["written"].append(f"{stem}_{k}.npy")
+        lines.append(f"wrote {', '.join(data['written'])}")
+    for (n, _, _), y in zip(program.outputs, ys):
+        lines.append(f"{n}: shape {y.shape}")
+        if not args.output:
+            with np.printoptions(precision=5, suppress=True, threshold=60):
+                lines.append(str(y))
+    return 0, data, lines
+
+
+def compare(args):
+    g = load(args.file)
+    names = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if len(names) < 2:
+        raise GraphError("compare needs at least two backends", field="backends",
+                         fix="pass --backends torch,c")
+    programs = {b: compile_graph(g, b, **options_for(b, args)) for b in names}
+    ref = programs[names[0]]
+    if args.input:
+        xs = load_inputs(args.input)
+        sequence = ref.stateful and np.ndim(xs[0]) == len(ref.inputs[0][1]) + 2
+    else:
+        sequence = ref.stateful
+        xs = random_inputs(ref, args.batch, args.steps if sequence else None, args.seed)
+    results = {b: evaluate(p, xs, sequence) for b, p in programs.items()}
+    rows, ok = [], True
+    for b in names[1:]:
+        for k, ((name, _, elem), want, got) in enumerate(zip(ref.outputs, results[names[0]],
+                                                             results[b])):
+            want = np.asarray(want, np.float64)
+            got = np.asarray(got, np.float64)
+            diff = np.abs(got - want)
+            bad = ~(diff <= args.atol + args.rtol * np.abs(want))
+            bad |= np.isnan(got) != np.isnan(want)
+            row = {"backend": b, "output": name, "shape": list(got.shape),
+                   "max_abs_error": float(np.nanmax(diff)) if diff.size else 0.0,
+                   "mismatches": int(bad.sum()), "elements": int(bad.size)}
+            if elem == "bit":
+                row["mismatching_bits"] = int((got != want).sum())
+            rows.append(row)
+            ok &= row["mismatches"] == 0
+    lines = [f"reference: {names[0]}; {'sequence ' if sequence else ''}inputs "
+             + ", ".join(str(x.shape) for x in xs)]
+    for r in rows:
+        extra = f", mismatching bits {r['mismatching_bits']}" if "mismatching_bits" in r else ""
+        lines.append(f"{r['backend']:>8} {r['output']}: max abs error {r['max_abs_error']:.3g}, "
+                     f"{r['mismatches']} of {r['elements']} outside atol={args.atol:g} "
+                     f"rtol={args.rtol:g}{extra}")
+    lines.append("OK" if ok else "MISMATCH")
+    return (0 if ok else 1), {"reference": names[0], "results": rows, "ok": bool(ok)}, lines
+
+
+def bench(args):
+    g = load(args.file)
+    t0 = time.perf_counter()
+    program = compile_graph(g, args.backend, **options_for(args.backend, args))
+    compile_s = time.perf_counter() - t0
+    sequence = program.stateful
+    xs = random_inputs(program, args.batch, args.steps if sequence else None, args.seed)
+    evaluate(program, xs, sequence)  # warm up (caches, lazy initialisation)
+    wall, cpu = 1e30, 1e30
+    for _ in range(args.repeat):
+        t, c = time.perf_counter(), time.process_time()
+        evaluate(program, xs, sequence)
+        wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c)
+    n = args.batch * (args.steps if sequence else 1)
+    data = {"file": args.file, "backend": args.backend, "compile_seconds": compile_s,
+            "batch": args.batch, "steps": args.steps if sequence else 1,
+            "samples_per_second": n / wall, "samples_per_cpu_second": n / max(cpu, 1e-9),
+            "seconds": wall}
+    what = "sample-steps" if sequence else "samples"
+    lines = [f"{args.file} on {args.backend}: compile {compile_s:.2f} s; batch {args.batch:,}"
+             + (f" x {args.steps} steps" if sequence else "")
+             + f": {wall * 1e3:.2f} ms, {n / wall / 1e6:.3f} M {what}/s "
+               f"({n / max(cpu, 1e-9) / 1e6:.3f} M per CPU-second), best of {args.repeat}"]
+    return 0, data, lines
