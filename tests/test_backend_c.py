@@ -795,3 +795,28 @@ def test_cli_compare_stateful_and_unsupported(tmp_path, capsys):
     assert "sequence inputs (10, 50, 3)" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "rules.h5")]) == 1
     assert "not supported by the C backend" in capsys.readouterr().err
+
+
+def test_float64_graph_computes_in_double():
+    """A graph with float64 parameters runs in double (as polyir.to_torch does)."""
+    rng = np.random.default_rng(13)
+    g = chain(ir.Affine(rng.normal(size=(9, 4)), rng.normal(size=9)), ir.Activation("tanh"),
+              ir.Affine(rng.normal(size=(3, 9)), rng.normal(size=3)), ir.Activation("sigmoid"))
+    m = polyir.compile(g, "c")
+    x = rng.normal(size=(300, 4))
+    y = m(x)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, Ref(g)(x)[0], rtol=1e-13, atol=1e-14)
+    n = 4
+    s = ir.Graph(metadata={"dt": 1e-3})
+    s.add("x", ir.Input((n,)))
+    s.add("li", ir.LI(tau=rng.uniform(5e-3, 2e-2, n), r=np.ones(n), v_leak=np.zeros(n)))
+    s.add("y", ir.Output((n,)))
+    s.connect("x", "li")
+    s.connect("li", "y")
+    seq = rng.normal(size=(50, 7, n))
+    v, want = np.zeros((7, n)), []
+    for t in range(50):
+        v = v + (1e-3 / s.nodes["li"].tau) * ((0 - v) + 1.0 * seq[t])
+        want.append(v)
+    np.testing.assert_allclose(polyir.compile(s, "c").run(seq), np.stack(want), rtol=1e-12)

@@ -36,7 +36,8 @@ class Compiled:
     """What compile() returns: `__call__(*inputs)`, `run(*sequences)`, `.source`, `.backend`.
 
     Inputs are batch first: (batch, *shape) for `__call__`, (T, batch, *shape) for `run`. Real
-    inputs become float32, bit inputs (Input elem='bit') uint8 read as x != 0; non-contiguous
+    inputs become the program's dtype (float32, or float64 for a graph with float64 parameters,
+    as polyir.to_torch does), bit inputs (Input elem='bit') uint8 read as x != 0; non-contiguous
     arrays are copied. A stateless graph's `run` treats T x batch as one batch; a stateful
     graph's `__call__` is one step from the zero state. One output -> one array; several -> a
     tuple in Output order. Subclasses implement `_execute(arrays, outs, steps, batch, threads)`.
@@ -50,6 +51,7 @@ class Compiled:
         self.inputs = [(s.name, tuple(s.shape), s.elem) for s in program.inputs]
         self.outputs = [(s.name, tuple(s.shape), s.elem) for s in program.outputs]
         self.stateful = program.stateful
+        self.dtype = np.dtype(getattr(program, "dtype", "float32"))
 
     def __repr__(self):
         ins = ", ".join(f"{n}{s}" for n, s, _ in self.inputs)
@@ -80,7 +82,7 @@ class Compiled:
             if arr.dtype == np.uint8:
                 return np.ascontiguousarray(arr)
             return np.ascontiguousarray(arr != 0).view(np.uint8)
-        return np.ascontiguousarray(arr, dtype=np.float32)
+        return np.ascontiguousarray(arr, dtype=self.dtype)
 
     def _prepare(self, xs, lead: int):
         if len(xs) != len(self.inputs):
@@ -96,7 +98,7 @@ class Compiled:
         return arrays, (dims.pop() if dims else (0,) * lead)
 
     def _run(self, arrays, steps: int, batch: int, threads, lead: tuple):
-        outs = [np.empty(lead + shape, np.float32) for _, shape, _ in self.outputs]
+        outs = [np.empty(lead + shape, self.dtype) for _, shape, _ in self.outputs]
         if steps * batch > 0:
             self._execute(arrays, outs, steps, batch, threads)
         return outs
@@ -132,7 +134,7 @@ class TorchCompiled(Compiled):
     def __init__(self, graph, dt=None, **options):
         import torch
         from ..importers.torch import to_torch
-        from .lower import IOSpec, Program
+        from .lower import IOSpec, Program, graph_dtype
         g = graph.flattened()
         types = g.infer_types()
         kwargs = {"dt": dt} if dt is not None else {}
@@ -140,14 +142,15 @@ class TorchCompiled(Compiled):
         self._torch = torch
         program = Program([], [], [IOSpec(n, -1, types[n].shape, types[n].elem) for n in g.inputs],
                           [IOSpec(n, -1, types[n].shape, types[n].elem) for n in g.outputs],
-                          graph.stateful, dt, [(n, type(k).__name__) for n, k in g.nodes.items()])
+                          graph.stateful, dt, [(n, type(k).__name__) for n, k in g.nodes.items()],
+                          graph_dtype(graph))
         super().__init__(program, repr(self.module))
 
     def _execute(self, arrays, outs, steps, batch, threads):
         torch = self._torch
         if threads:
             torch.set_num_threads(int(threads))
-        xs = [torch.from_numpy(a.astype(np.float32) if a.dtype == np.uint8 else a)
+        xs = [torch.from_numpy(a.astype(self.dtype) if a.dtype == np.uint8 else a)
               for a in arrays]
         with torch.no_grad():
             if not self.stateful:
@@ -166,7 +169,7 @@ class TorchCompiled(Compiled):
             arrays = [a.reshape((steps, batch) + a.shape[len(lead):]) if len(lead) == 2
                       else a[None] for a in arrays]
         outs = [np.empty((steps, batch) + shape if self.stateful else (steps * batch,) + shape,
-                         np.float32) for _, shape, _ in self.outputs]
+                         self.dtype) for _, shape, _ in self.outputs]
         if steps * batch > 0:
             self._execute(arrays, outs, steps, batch, threads)
         return [o.reshape(lead + o.shape[(2 if self.stateful else 1):]) for o in outs]

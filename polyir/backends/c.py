@@ -27,7 +27,7 @@ from .. import ir
 from ..ir.errors import GraphError
 from . import CompileError, Compiled
 from .lower import Op, Program, lower, lower_rule
-from .render import CStyleRenderer, c_comment, c_float, sort_gates
+from .render import CStyleRenderer, c_comment, sort_gates
 
 WORD_BITS = (64, 128, 256, 512)
 LOGIC_MODES = ("table", "unrolled")
@@ -53,10 +53,10 @@ class CRenderer(CStyleRenderer):
             raise ValueError(f"logic must be one of {LOGIC_MODES}, got {self.logic_mode!r}")
 
     def header(self, program: Program) -> str:
-        ins = "\n".join(f" *   in[{k}]  '{c_comment(s.name)}': {'float32' if s.elem == 'real' else 'uint8 (0/1)'}"
+        ins = "\n".join(f" *   in[{k}]  '{c_comment(s.name)}': {(program.dtype if s.elem == 'real' else 'uint8 (0/1)')}"
                         f" (steps, batch, {', '.join(map(str, s.shape))})"
                         for k, s in enumerate(program.inputs))
-        outs = "\n".join(f" *   out[{k}] '{c_comment(s.name)}': float32 (steps, batch, "
+        outs = "\n".join(f" *   out[{k}] '{c_comment(s.name)}': {program.dtype} (steps, batch, "
                          f"{', '.join(map(str, s.shape))})" + (" 0/1" if s.elem == "bit" else "")
                          for k, s in enumerate(program.outputs))
         kinds = ", ".join(f"{n} ({k})" for n, k in program.nodes)
@@ -104,7 +104,10 @@ typedef int polyir_v8si __attribute__((vector_size(32)));
 typedef uint64_t lane_t;
 typedef uint64_t word_t __attribute__((vector_size(TILE / 8), may_alias));
 #define LANE(p, j, l) ((p)[(int64_t)(j) * LANES + (l)])
-#if defined(__FMA__) || defined(__aarch64__)
+#define POLYIR_DOUBLE {int(self.real == "double")}  /* real values are double (a float64 graph) */
+#if POLYIR_DOUBLE && (defined(__FMA__) || defined(__aarch64__))
+#define MAD(a, b, c) fma((a), (b), (c))
+#elif defined(__FMA__) || defined(__aarch64__)
 #define MAD(a, b, c) fmaf((a), (b), (c))
 #else
 #define MAD(a, b, c) ((a) * (b) + (c))
@@ -217,7 +220,7 @@ static inline uint64_t polyir_mask64(const unsigned char* row, int nf) {{
     def epilogue(self, program: Program) -> str:
         persistent = [b for b in program.buffers if b.persistent]
         zero = "\n".join(
-            f"    memset(c->ws + {b.offset}, 0, {b.size * (4 * self.tile if b.elem == 'real' else self.tile // 8)});"
+            f"    memset(c->ws + {b.offset}, 0, {b.size * ((8 if self.real == 'double' else 4) * self.tile if b.elem == 'real' else self.tile // 8)});"
             f"  /* state of '{c_comment(b.node)}' */" for b in persistent)
         calls = "\n".join(f"  {fn}(c);" for fn in self.step_calls)
         return f"""/* one time step of the whole graph for one tile */
@@ -372,7 +375,7 @@ int polyir_run(const void* const* in, void* const* out, int64_t steps, int64_t b
                 f"  const float t = {thr}[j];",
                 "  for (int l = 0; l < LANES; l++) {",
                 "    uint64_t m = 0;",
-                "#if defined(POLYIR_AVX2)",
+                "#if defined(POLYIR_AVX2) && !POLYIR_DOUBLE",
                 "    for (int q = 0; q < 8; q++) {",
                 "      polyir_v8sf v;",
                 "      memcpy(&v, xj + l * 64 + q * 8, 32);",
@@ -413,7 +416,7 @@ int polyir_run(const void* const* in, void* const* out, int64_t steps, int64_t b
     def op_groupsum(self, op: Op) -> list[str]:
         k, m = op.attrs["k"], op.attrs["m"]
         np_ = max(1, int(m).bit_length())
-        beta, tau = c_float(op.attrs["beta"]), c_float(op.attrs["tau"])
+        beta, tau = self.num(op.attrs["beta"]), self.num(op.attrs["tau"])
         return [f"const word_t* x = {self.wbuf(op.ins[0])};", f"float* y = {self.buf(op.out)};",
                 "word_t pl[64];",
                 f"for (int64_t g = 0; g < {k}; g++) {{",

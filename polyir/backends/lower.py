@@ -155,6 +155,7 @@ class Program:
     stateful: bool
     dt: float | None
     nodes: list[tuple[str, str]]  # (name, kind) in execution order, for headers
+    dtype: str = "float32"        # real values: 'float32' or 'float64'
 
     def node_ops(self):
         """[(node name, kind, [ops])] in execution order: one generated function per node."""
@@ -274,7 +275,8 @@ class Lowering(GraphWalker):
             outputs.append(IOSpec(name, env[name], tuple(p.shape), p.elem))
             self.ops.append(Op("store", name, "Output", None, (env[name],), {"index": k}))
         nodes = [(n, type(self.graph.nodes[n]).__name__) for n in self.order]
-        return Program(self.buffers, self.ops, inputs, outputs, self.stateful, self.dt, nodes)
+        return Program(self.buffers, self.ops, inputs, outputs, self.stateful, self.dt, nodes,
+                       graph_dtype(self.graph))
 
 
 def lower(graph: ir.Graph, backend: str = "c", dt: float | None = None,
@@ -402,7 +404,21 @@ def _one(values: dict, name: str) -> int:
 
 
 def _f32(a) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+    """Real parameters travel as float64 (exact for float32 ones); the renderer writes them in
+    the program's dtype."""
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+
+
+def graph_dtype(graph: ir.Graph) -> str:
+    """'float64' if any float array of the graph is float64, else 'float32' (the torch
+    importer's rule, so both compute in the same precision)."""
+    for node in graph.flattened().nodes.values():
+        for f in dataclasses.fields(node):
+            v = getattr(node, f.name)
+            arrays = v.values() if isinstance(v, dict) and f.name != "metadata" else [v]
+            if any(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in arrays):
+                return "float64"
+    return "float32"
 
 
 @lower_rule(ir.Input)

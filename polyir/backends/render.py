@@ -39,16 +39,23 @@ def c_comment(text: str) -> str:
     return text.replace("*/", "* /").replace("\n", " ")
 
 
-def c_float(v) -> str:
-    v = float(np.float32(v))
+def c_float(v, double: bool = False) -> str:
+    """A float32 (or, with double, float64) literal that reads back exactly."""
+    v = float(v) if double else float(np.float32(v))
     if np.isnan(v):
         return "NAN"
     if np.isinf(v):
         return "INFINITY" if v > 0 else "-INFINITY"
-    s = "%.9g" % v
+    s = ("%.17g" if double else "%.9g") % v
     if "e" not in s and "." not in s and "n" not in s:
         s += ".0"
-    return s + "f"
+    return s if double else s + "f"
+
+
+#: float function -> double function, for programs in float64
+DOUBLE_NAMES = {"tanhf": "tanh", "expf": "exp", "expm1f": "expm1", "log1pf": "log1p",
+                "erff": "erf", "fmaf": "fma", "fabsf": "fabs", "floorf": "floor",
+                "copysignf": "copysign", "polyir_expf": "exp", "polyir_tanhf": "tanh"}
 
 
 def sort_gates(op: Op):
@@ -89,6 +96,8 @@ class CStyleRenderer:
     math_names: dict[str, str] = {}  # C99 float function -> target spelling
     logic_mode = "table"             # 'table' (one tight loop per gate id) or 'unrolled'
 
+    real = "float"  # set per program: float or double
+
     def __init__(self, **options):
         for k, v in options.items():
             if not hasattr(type(self), k):
@@ -117,7 +126,9 @@ class CStyleRenderer:
     # --- the walk -------------------------------------------------------------------------------
     def render(self, program: Program) -> str:
         self.program = relayout_logic(program)
-        self.ws_bytes = plan_memory(program, 4 * self.tile, self.tile // 8)
+        self.real = "double" if program.dtype == "float64" else "float"
+        real_bytes = 8 if self.real == "double" else 4
+        self.ws_bytes = plan_memory(program, real_bytes * self.tile, self.tile // 8)
         self.consts: list[str] = []
         self.taken: set[str] = set()
         self.node_fns: list[tuple[str, str]] = []  # (function name, IR node)
@@ -140,6 +151,7 @@ class CStyleRenderer:
                                  f"{self.name}: ins {op.ins}, out {op.out}, attrs "
                                  f"{ {k: v for k, v in op.attrs.items() if k != 'state'} }")
                     raise
+                body = [self.realize(x) for x in body]
                 lines += [f"  {{ /* {op.op}: {self.describe(op)} */"] + ["    " + x for x in body]
                 lines += ["    " + x for x in self.sync()] + ["  }"]
             bodies.append(f"/* node '{c_comment(node)}' ({kind}) */\n"
@@ -158,7 +170,20 @@ class CStyleRenderer:
         what = "input" if op.op == "load" else "output"
         return (f"/* {what} {op.attrs['index']}: node '{c_comment(op.node)}' */\n"
                 f"{self.fn_qual} void {fn}(const pctx* c) {{\n"
-                + "\n".join("  " + x for x in body + self.sync()) + "\n}\n")
+                + "\n".join("  " + self.realize(x) for x in body + self.sync()) + "\n}\n")
+
+    def realize(self, line: str) -> str:
+        """Op bodies are written for float; a float64 program gets double types, literals and
+        functions."""
+        if self.real == "float":
+            return line
+        line = re.sub(r"\bfloat\b", "double", line)
+        line = re.sub(r"\b(\d+\.\d*(?:[eE][-+]?\d+)?)f\b", r"\1", line)
+        return re.sub(r"\b(" + "|".join(DOUBLE_NAMES) + r")\b", lambda m: DOUBLE_NAMES[m.group(1)],
+                      line)
+
+    def num(self, v) -> str:
+        return c_float(v, self.real == "double")
 
     def describe(self, op: Op) -> str:
         ins = ", ".join(self.bdesc(b) for b in op.ins)
@@ -174,7 +199,7 @@ class CStyleRenderer:
     # --- helpers ---------------------------------------------------------------------------------
     def buf(self, b: int) -> str:
         buf = self.program.buffers[b]
-        t = "float" if buf.elem == "real" else "lane_t"
+        t = self.real if buf.elem == "real" else "lane_t"
         return f"(({t}*)(c->ws + {buf.offset}))"
 
     def const(self, op: Op, key: str, arr: np.ndarray | None = None, ctype: str | None = None) -> str:
@@ -183,11 +208,11 @@ class CStyleRenderer:
         sym = c_ident(f"{op.node}_{key}", self.taken)
         arr = np.asarray(arr).reshape(-1)
         if ctype is None:
-            ctype = "float" if arr.dtype.kind == "f" else self.index_type(arr)
+            ctype = self.real if arr.dtype.kind == "f" else self.index_type(arr)
         if arr.size == 0:
             arr = np.zeros(1, arr.dtype)
-        if ctype == "float":
-            items = [c_float(v) for v in arr.tolist()]
+        if ctype in ("float", "double"):
+            items = [self.num(v) for v in arr.tolist()]
         else:
             items = [str(int(v)) for v in arr.tolist()]
         lines = []
@@ -218,7 +243,7 @@ class CStyleRenderer:
         for c99, name in self.math_names.items():
             expr = re.sub(rf"\b{c99}\b", name, expr)
         expr = re.sub(r"\bx\b", x, expr)
-        return expr.replace("ALPHA", c_float(alpha))
+        return expr.replace("ALPHA", self.num(alpha))
 
     def elementwise(self, n: int, lines: list[str]) -> list[str]:
         open_, close = self.loop2("i", n, "s", "TILE")
@@ -346,7 +371,7 @@ class CStyleRenderer:
                            "    for (int b = 0; b < LANE_BITS; b++) {", "      int cnt = 0;",
                            f"      for (int p = 0; p < {np_}; p++) cnt |= (int)((pl[p] >> b) & 1) << p;",
                            f"      y[g * TILE + l * LANE_BITS + b] = ((float)cnt + "
-                           f"{c_float(op.attrs['beta'])}) / {c_float(op.attrs['tau'])};",
+                           f"{self.num(op.attrs['beta'])}) / {self.num(op.attrs['tau'])};",
                            "    }"] + close)
 
     def op_neuron(self, op: Op) -> list[str]:
@@ -354,7 +379,7 @@ class CStyleRenderer:
         params = {p: self.const(op, p) for p in NEURON_PARAMS[kind]}
         state = dict(zip(NEURON_STATE[kind], op.attrs["state"]))
         lines = [f"const float* xs = {self.buf(op.ins[0])};", f"float* ys = {self.buf(op.out)};",
-                 f"const float DT = {c_float(op.attrs['dt'])};"]
+                 f"const float DT = {self.num(op.attrs['dt'])};"]
         lines += [f"float* S_{s} = {self.buf(b)};" for s, b in state.items()]
         body = [f"const float {p} = {sym}[i];" for p, sym in params.items()]
         body += ["const float x = xs[e];", "float y;"]

@@ -1,0 +1,28 @@
+"""Target "c": the generated-C backend (polyir.compile(graph, "c")), one thread, 256-bit words.
+Shared objects go to a private cache folder for the test session."""
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+
+import polyir
+
+from . import register_target
+
+_CACHE = tempfile.mkdtemp(prefix="polyir-golden-c-")
+atexit.register(shutil.rmtree, _CACHE, True)
+
+
+def _c_kinds():
+    from polyir.backends.c import C_SUPPORTED
+    return {k.__name__ for k in C_SUPPORTED}
+
+
+def run_c(graph, inputs):
+    m = polyir.compile(graph, "c", cache_dir=_CACHE)
+    out = m.run(*inputs) if m.stateful else m(*inputs)
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+register_target("c", run_c, _c_kinds)
