@@ -351,9 +351,12 @@ class CStyleRenderer:
         for g, lo, hi in runs:
             open_, close = self.loop2("k", hi - lo, "l", "LANES")
             out = f"{lo} + k" if positional else f"{idx}[q - 1]"
-            lines += [f"/* {hi - lo} x gate {g} */"] + open_ + [
-                f"    const int64_t q = {w} * ({lo} + k) + {w - 2};",
-                f"    const lane_t a = LANE(x, {idx}[q], l), b = LANE(x, {idx}[q + 1], l);",
+            expr = GATE_EXPR[g]
+            reads = [f"const lane_t {v} = LANE(x, {idx}[q{'' if v == 'a' else ' + 1'}], l);"
+                     for v in "ab" if re.search(rf"\b{v}\b", expr)]
+            q = [f"    const int64_t q = {w} * ({lo} + k) + {w - 2};"] if reads or not positional else []
+            lines += [f"/* {hi - lo} x gate {g} */"] + open_ + q + [
+                "    " + r for r in reads] + [
                 f"    LANE(y, {out}, l) = {self.gate(g)};"] + close
         return lines
 

@@ -1,0 +1,227 @@
+"""The CUDA backend without a GPU, and with one when present.
+
+- The generated CUDA source compiles with nvcc (whenever nvcc is on PATH): a syntax or type error
+  never waits for a GPU.
+- The same kernel source, compiled as C++ with the host shim in polyir.backends.cuda (real threads
+  per block meeting at a barrier for __syncthreads, blocks in turn, one grid-stride loop over
+  tiles), runs on the CPU and must equal torch eval and the numpy references of
+  tests/test_backend_c.py: bit for bit on logic graphs.
+- Tests marked `gpu` run the real thing through CuPy; they skip without CuPy or a GPU.
+"""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import polyir
+import polyir.demo
+from polyir import ir
+from polyir.backends import CompileError, cuda
+
+from test_backend_c import NEURONS, Ref, chain, random_inputs, random_logic_net
+
+F32 = np.float32
+NVCC = shutil.which("nvcc")
+GXX = shutil.which("g++")
+
+
+def _has_gpu() -> bool:
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+HAVE_GPU = _has_gpu()
+gpu = pytest.mark.gpu
+
+
+def graphs():
+    fams = polyir.demo.family_graphs()
+    rng = np.random.default_rng(21)
+    out = {k: v for k, v in fams.items() if k != "rules"}
+    out["random_logic"] = random_logic_net(rng, widths=(200, 130, 60))
+    out["activations"] = chain(*[ir.Activation(fn) for fn in
+                                 ("tanh", "softplus", "gelu", "elu", "silu", "sigmoid")],
+                               input_shape=(5,))
+    out["float64_mlp"] = chain(ir.Affine(rng.normal(size=(6, 3)), rng.normal(size=6)),
+                               ir.Activation("tanh"), ir.Linear(rng.normal(size=(2, 6))))
+    g = ir.Graph(metadata={"dt": 1e-3})
+    g.add("x", ir.Input((3,)))
+    g.add("fc", ir.Affine(rng.normal(size=(4, 3)).astype(F32), np.zeros(4, F32)))
+    g.add("cell", NEURONS["CubaLIF"](4, rng))
+    g.add("y", ir.Output((4,)))
+    for e in (("x", "fc"), ("fc", "cell"), ("cell", "y")):
+        g.connect(*e)
+    out["cubalif"] = g
+    return out
+
+
+GRAPHS = graphs()
+
+
+# ---------------------------------------------------------------------------------------------
+# nvcc
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
+@pytest.mark.parametrize("name,options", [("logic", {}), ("logic_conv", {"word_bits": 32}),
+                                          ("cnn", {}), ("leaky_integrators", {}),
+                                          ("float64_mlp", {}), ("activations", {})])
+def test_nvcc_compiles_generated_source(tmp_path, name, options):
+    src = cuda.codegen(GRAPHS[name], **options)
+    assert 'extern "C" __global__ void polyir_kernel' in src
+    f = tmp_path / "model.cu"
+    f.write_text(src)
+    r = subprocess.run([NVCC, "--ptx", "-arch=sm_90", "--std=c++17", "-Werror",
+                        "all-warnings", str(f), "-o", str(tmp_path / "model.ptx")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert ".entry polyir_kernel" in (tmp_path / "model.ptx").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# emulation: the kernel as C++ on the host
+# ---------------------------------------------------------------------------------------------
+
+class Emulated:
+    """Builds the kernel with the host shim and runs it like a launch."""
+
+    def __init__(self, graph, tmp_path, grid=2, block=8, **options):
+        program, renderer, src = cuda.render(graph, **options)
+        self.program, self.renderer, self.grid, self.block = program, renderer, grid, block
+        self.dtype = np.float64 if program.dtype == "float64" else F32
+        f = tmp_path / "emu.cpp"
+        f.write_text(cuda.emulator_source(src, renderer.ws_bytes if renderer.use_smem else 8))
+        so = tmp_path / "emu.so"
+        r = subprocess.run([GXX, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread",
+                            "-Wno-unused", str(f), "-o", str(so)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[:4000]
+        self.lib = ctypes.CDLL(str(so))
+        self.fn = self.lib.polyir_emulate
+        self.fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong,
+                            ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+
+    def __call__(self, *xs, steps=1):
+        batch = xs[0].shape[1] if steps > 1 or self.program.stateful else xs[0].shape[0]
+        arrays = []
+        for x, spec in zip(xs, self.program.inputs):
+            arrays.append(np.ascontiguousarray(x != 0, np.uint8) if spec.elem == "bit"
+                          else np.ascontiguousarray(x, self.dtype))
+        lead = (steps, batch) if self.program.stateful else (batch,)
+        outs = [np.full(lead + tuple(o.shape), np.nan, self.dtype) for o in self.program.outputs]
+        ws = np.zeros(max(1, self.grid * self.renderer.ws_bytes), np.uint8)
+        ins = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+        outp = (ctypes.c_void_p * len(outs))(*[o.ctypes.data for o in outs])
+        self.fn(ins, outp, steps, batch, ws.ctypes.data, self.grid, self.block)
+        return outs
+
+
+def _compare(got, want, exact, rtol=1e-5, atol=1e-5):
+    for g_, w_ in zip(got, want):
+        assert g_.shape == w_.shape
+        if exact:
+            np.testing.assert_array_equal(g_, w_)
+        else:
+            np.testing.assert_allclose(g_, w_, rtol=rtol, atol=atol)
+
+
+LOGIC = {"logic", "logic_conv", "random_logic"}
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ not on PATH")
+@pytest.mark.parametrize("name", sorted(set(GRAPHS) - {"leaky_integrators", "cubalif"}))
+def test_emulated_kernel_matches_torch_and_numpy(tmp_path, name):
+    g = GRAPHS[name]
+    emu = Emulated(g, tmp_path, word_bits=32 if name == "logic_conv" else 64)
+    rng = np.random.default_rng(5)
+    xs = random_inputs(g, 600, rng)  # 3 tiles of 256 on a grid of 2 blocks: the stride loop
+    got = emu(*xs)
+    exact = name in LOGIC
+    _compare(got, Ref(g)(*xs), exact)
+    t = polyir.compile(g, "torch")(*xs)
+    _compare(got, list(t) if isinstance(t, tuple) else [t], exact)
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ not on PATH")
+@pytest.mark.parametrize("name", ["leaky_integrators", "cubalif"])
+def test_emulated_fused_time_loop(tmp_path, name):
+    g = GRAPHS[name]
+    emu = Emulated(g, tmp_path, grid=1, block=5)
+    rng = np.random.default_rng(6)
+    seq = (100 * rng.normal(size=(25, 300, 3))).astype(F32)
+    got = emu(seq, steps=25)[0]
+    want = polyir.compile(g, "torch").run(seq)
+    if name == "cubalif":  # spikes: equal up to a rare float rounding flip
+        assert np.mean(got != want) < 0.01 and got.sum() > 0
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got, Ref(g).sequence(seq)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ not on PATH")
+def test_emulated_global_workspace_and_block_sizes(tmp_path):
+    """A workspace too big for shared memory goes to global memory (one slice per block); any
+    block size gives the same bits as the C backend."""
+    g = random_logic_net(np.random.default_rng(3), widths=(300, 200))
+    x = random_inputs(g, 700, np.random.default_rng(4))
+    want = polyir.compile(g, "c")(*x)
+    for grid, block, smem in ((1, 1, 0), (3, 7, 0), (2, 32, 1 << 16)):
+        (tmp_path / f"{grid}_{block}").mkdir()
+        emu = Emulated(g, tmp_path / f"{grid}_{block}", grid=grid, block=block, smem_bytes=smem)
+        assert emu.renderer.use_smem == (smem > 0)
+        np.testing.assert_array_equal(emu(*x)[0], want)
+
+
+# ---------------------------------------------------------------------------------------------
+# errors without a GPU, and the real thing with one
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(HAVE_GPU, reason="a GPU is present")
+def test_no_cupy_or_gpu_is_a_clear_error():
+    with pytest.raises(CompileError, match="CuPy|GPU"):
+        polyir.compile(GRAPHS["logic"], "cuda")
+
+
+def test_ruleset_not_supported_by_cuda():
+    with pytest.raises(polyir.GraphError, match="not supported by the CUDA backend"):
+        cuda.codegen(polyir.demo.family_graphs()["rules"])
+
+
+@gpu
+@pytest.mark.skipif(not HAVE_GPU, reason="needs CuPy and a CUDA GPU")
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_gpu_matches_torch(name):
+    g = GRAPHS[name]
+    m = polyir.compile(g, "cuda")
+    rng = np.random.default_rng(8)
+    if g.stateful:
+        seq = (100 * rng.normal(size=(20, 300, 3))).astype(F32)
+        got, want = m.run(seq), polyir.compile(g, "torch").run(seq)
+        if name == "cubalif":
+            assert np.mean(got != want) < 0.01
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        return
+    xs = random_inputs(g, 1000, rng)
+    got, want = m(*xs), polyir.compile(g, "torch")(*xs)
+    got = list(got) if isinstance(got, tuple) else [got]
+    want = list(want) if isinstance(want, tuple) else [want]
+    _compare(got, want, name in LOGIC, rtol=1e-4, atol=1e-5)
+
+
+@gpu
+@pytest.mark.skipif(not HAVE_GPU, reason="needs CuPy and a CUDA GPU")
+def test_gpu_cupy_in_cupy_out():
+    import cupy
+    g = GRAPHS["random_logic"]
+    m = polyir.compile(g, "cuda")
+    x = random_inputs(g, 2000, np.random.default_rng(9))[0]
+    y = m(cupy.asarray(x))
+    assert isinstance(y, cupy.ndarray)
+    np.testing.assert_array_equal(cupy.asnumpy(y), polyir.compile(g, "c")(x))
