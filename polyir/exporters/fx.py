@@ -465,10 +465,7 @@ class _Exporter:
         placeholders = [n for n in nodes if n.op == "placeholder"]
         names = self._input_names(placeholders[:n_inputs])
         for n in nodes:
-            try:
-                self._convert(n, example, placeholders, names, state_name, n_inputs)
-            except GraphError:
-                raise
+            self._convert(n, example, placeholders, names, state_name, n_inputs)
         self._outputs(y_struct, example)
         self._check_state_tokens(state_name)
         return self._finish()
