@@ -60,7 +60,7 @@ def measure(fn, n, repeat=3):
 
 
 def fmt(rate):
-    return f"{rate / 1e6:10.3f} M/s"
+    return f"{rate / 1e6:10.3f} M/s" if rate >= 1e5 else f"{rate / 1e3:10.2f} k/s"
 
 
 def main(argv=None):
