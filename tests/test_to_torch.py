@@ -264,3 +264,16 @@ def test_path_argument_and_conv_same_padding(tmp_path):
     polyir.save(g, tmp_path / "conv.h5")
     m = polyir.to_torch(str(tmp_path / "conv.h5"))
     assert m(torch.randn(2, 1, 5, 5)).shape == (2, 2, 5, 5)
+
+
+def test_discretization_defaults_to_what_the_graph_records():
+    """A graph exported from 'exact' neurons imports with 'exact' unless told otherwise."""
+    import numpy as np
+    import polyir
+    from polyir import ir
+    g = ir.Graph.sequential(ir.LI(tau=np.full(2, 1e-2), r=np.ones(2), v_leak=np.zeros(2)),
+                            input_shape=(2,), metadata={"dt": 1e-3, "discretization": "exact"})
+    assert polyir.to_torch(g).discretization == "exact"
+    assert polyir.to_torch(g, discretization="euler").discretization == "euler"
+    g.metadata.pop("discretization")
+    assert polyir.to_torch(g).discretization == "euler"

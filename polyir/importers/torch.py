@@ -272,9 +272,11 @@ class GraphModule(nn.Module):
     forward's arguments and results.
     """
 
-    def __init__(self, graph: ir.Graph, dt: float | None = None, discretization: str = "euler",
+    def __init__(self, graph: ir.Graph, dt: float | None = None, discretization: str | None = None,
                  dtype: torch.dtype | None = None):
         super().__init__()
+        if discretization is None:  # what the exporter recorded, else NIR's reference
+            discretization = graph.metadata.get("discretization", "euler")
         if discretization not in DISCRETIZATIONS:
             raise GraphError(f"unknown discretization {discretization!r}", field="discretization",
                              fix=f"use one of {DISCRETIZATIONS}")
@@ -486,7 +488,7 @@ class StatefulGraphModule(GraphModule):
         return self._results(env), new_state
 
 
-def to_torch(graph, dt: float | None = None, discretization: str = "euler",
+def to_torch(graph, dt: float | None = None, discretization: str | None = None,
              dtype: torch.dtype | None = None) -> GraphModule:
     """Graph (or a path to a .h5 / .nir file) -> GraphModule, a trainable torch module with the
     graph's outputs. See the module docstring for dt, discretization, dtype and the call forms."""
