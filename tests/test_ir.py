@@ -589,3 +589,15 @@ def test_rule_table_lookup_names_node_and_direction(monkeypatch):
         table.lookup("l1", ir.LogicLayer([0], [0], [1]))
     assert "LogicLayer 'l1' has no Demo form" in str(exc.value)
     assert exc.value.node == "l1" and "Affine" in exc.value.fix
+
+
+def test_zero_dimensional_parameters_keep_their_shape():
+    """A scalar parameter stays 0-d (numpy's ascontiguousarray would silently make it (1,))."""
+    import numpy as np
+    from polyir import ir
+    node = ir.Scale(np.float32(2.0))
+    assert node.scale.shape == () and node.scale.dtype == np.float32
+    src = np.arange(6, dtype=np.float32).reshape(2, 3)
+    lin = ir.Linear(src)
+    src[0, 0] = 99  # the node holds its own copy: mutating the caller's array changes nothing
+    assert lin.weight[0, 0] == 0 and not lin.weight.flags.writeable

@@ -78,7 +78,9 @@ class Array(Spec):
         if self.ndim is not None and arr.ndim != self.ndim:
             raise GraphError(f"must have {self.ndim} dimension(s), got shape {arr.shape}",
                              node=node, field=field, fix=f"reshape it to {self.ndim}-D")
-        arr = np.ascontiguousarray(arr)
+        arr = np.require(arr, requirements="C")  # ascontiguousarray would make 0-d arrays 1-d
+        if arr.base is not None or arr is value:
+            arr = arr.copy()
         arr.flags.writeable = False  # kinds are frozen: so are their parameters
         return arr
 
