@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import ir
 from ..ir.errors import GraphError, PolyirWarning
-from ..ir.fields import _coerce_metadata
+from ..ir.fields import _coerce_metadata, specs
 from ..ir.kinds.base import inferred_fields
 
 __all__ = ["from_nir", "nir_node_rule", "node_from_nir"]
@@ -67,26 +67,6 @@ def _output(node, name):
     return ir.Output(_shape(node.output_type))
 
 
-@_rule("Affine")
-def _affine(node, name):
-    return ir.Affine(_arr(node, "weight"), _arr(node, "bias"))
-
-
-@_rule("Linear")
-def _linear(node, name):
-    return ir.Linear(_arr(node, "weight"))
-
-
-@_rule("Scale")
-def _scale(node, name):
-    return ir.Scale(_arr(node, "scale"))
-
-
-@_rule("Threshold")
-def _threshold(node, name):
-    return ir.Threshold(_arr(node, "threshold"))
-
-
 @_rule("Flatten")
 def _flatten(node, name):
     return ir.Flatten(_shape(node.input_type), int(node.start_dim), int(node.end_dim))
@@ -121,43 +101,17 @@ def _pool(node, name):
     return cls(_padding(node.kernel_size), _padding(node.stride), _padding(node.padding))
 
 
-@_rule("Delay")
-def _delay(node, name):
-    return ir.Delay(_arr(node, "delay"))
+#: fields that older NIR files omit or store as a scalar: (same-shaped reference field, fill value).
+_BROADCAST = {"v_reset": ("v_threshold", 0), "w_in": ("v_leak", 1)}
 
 
-@_rule("I")
-def _i(node, name):
-    return ir.I(_arr(node, "r"))
-
-
-@_rule("IF")
-def _if(node, name):
-    return ir.IF(_arr(node, "r"), _arr(node, "v_threshold"), _like(node, "v_reset", "v_threshold", 0))
-
-
-@_rule("LI")
-def _li(node, name):
-    return ir.LI(_arr(node, "tau"), _arr(node, "r"), _arr(node, "v_leak"))
-
-
-@_rule("LIF")
-def _lif(node, name):
-    return ir.LIF(_arr(node, "tau"), _arr(node, "r"), _arr(node, "v_leak"),
-                  _arr(node, "v_threshold"), _like(node, "v_reset", "v_threshold", 0))
-
-
-@_rule("CubaLI")
-def _cubali(node, name):
-    return ir.CubaLI(_arr(node, "tau_syn"), _arr(node, "tau_mem"), _arr(node, "r"),
-                     _arr(node, "v_leak"), _like(node, "w_in", "v_leak", 1))
-
-
-@_rule("CubaLIF")
-def _cubalif(node, name):
-    return ir.CubaLIF(_arr(node, "tau_syn"), _arr(node, "tau_mem"), _arr(node, "r"),
-                      _arr(node, "v_leak"), _arr(node, "v_threshold"),
-                      _like(node, "v_reset", "v_threshold", 0), _like(node, "w_in", "v_threshold", 1))
+@_rule("Affine", "Linear", "Scale", "Threshold", "Delay", "I", "IF", "LI", "LIF", "CubaLI",
+       "CubaLIF")
+def _same_fields(node, name):
+    """NIR's array-valued primitives: polyir's kind of the same name has the same field names."""
+    cls = ir.KINDS[type(node).__name__]
+    return cls(**{field: _like(node, field, *_BROADCAST[field]) if field in _BROADCAST
+                  else _arr(node, field) for field, _ in specs(cls)})
 
 
 def _metadata(value, where: str) -> dict:
