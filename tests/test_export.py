@@ -12,6 +12,7 @@ from torch import nn
 import polyir
 import polyir.nn as pnn
 from polyir import ir
+from models import RecurrentSNN
 from polyir.exporters import HANDLERS, handler, register
 
 
@@ -368,30 +369,15 @@ def test_torchlogix_other_parametrisations_fail_naming_them():
 
 
 # --- stateful models ---------------------------------------------------------------------------
-class Recurrent(nn.Module):
-    def __init__(self, n=6):
-        super().__init__()
-        self.fc = nn.Linear(3, n)
-        self.lif = pnn.LIF(tau=0.01, r=1.0, v_leak=0.0, v_threshold=0.5, dt=1e-3)
-        self.rec = nn.Linear(n, n, bias=False)
-        self.li = pnn.LI(tau=np.full(2, 0.02, np.float32), r=1.0, v_leak=0.0, dt=1e-3)
-        self.out = nn.Linear(n, 2)
-
-    def forward(self, x, state=None):
-        if state is None:
-            state = (None, None, None)
-        z_prev, s_lif, s_li = state
-        h = self.fc(x)
-        if z_prev is not None:
-            h = h + self.rec(z_prev)
-        z, s_lif = self.lif(h, s_lif)
-        y, s_li = self.li(self.out(z), s_li)
-        return y, (z, s_lif, s_li)
+def recurrent_lif(n=6):
+    return RecurrentSNN(pnn.LIF(tau=0.01, r=1.0, v_leak=0.0, v_threshold=0.5, dt=1e-3),
+                        pnn.LI(tau=np.full(2, 0.02, np.float32), r=1.0, v_leak=0.0, dt=1e-3),
+                        3, n, 2)
 
 
 def test_recurrent_state_becomes_a_recurrent_edge():
     torch.manual_seed(6)
-    model = Recurrent()
+    model = recurrent_lif()
     with torch.no_grad():
         model.fc.weight.mul_(10)
     g = polyir.export(model, torch.randn(2, 3))

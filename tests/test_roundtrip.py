@@ -13,6 +13,7 @@ from torch import nn
 import polyir
 import polyir.nn as pnn
 from polyir.cli import main as cli
+from models import RecurrentSNN
 
 
 def fit(model, step_loss, steps, lr, weights_only=False):
@@ -128,40 +129,17 @@ def test_logic_conv_net(tmp_path):
     assert_trains_further(imported, loss, lr=0.05)
 
 
-class RecurrentSNN(nn.Module):
+def recurrent_snn(n_in=3, n=8, n_out=2):
     """Affine -> CubaLIF (with a recurrent Linear from its spikes) -> Linear -> LI."""
-
-    def __init__(self, n_in=3, n=8, n_out=2):
-        super().__init__()
-        dt = 1e-3
-        self.fc = nn.Linear(n_in, n)
-        self.lif = pnn.CubaLIF(tau_syn=np.full(n, 5e-3, np.float32), tau_mem=1e-2, r=1.0,
-                               v_leak=0.0, v_threshold=0.3, dt=dt)
-        self.rec = nn.Linear(n, n, bias=False)
-        self.out = nn.Linear(n, n_out, bias=False)
-        self.li = pnn.LI(tau=np.full(n_out, 2e-2, np.float32), r=1.0, v_leak=0.0, dt=dt)
-        with torch.no_grad():
-            self.fc.weight.mul_(8.0)
-
-    def forward(self, x, state=None):
-        if state is None:
-            state = (None, None, None)
-        z_prev, s_lif, s_li = state
-        h = self.fc(x)
-        if z_prev is not None:
-            h = h + self.rec(z_prev)
-        z, s_lif = self.lif(h, s_lif)
-        y, s_li = self.li(self.out(z), s_li)
-        return y, (z, s_lif, s_li)
-
-    def run(self, xs, spikes=None):
-        state, ys = None, []
-        for t in range(len(xs)):
-            y, state = self(xs[t], state)
-            ys.append(y)
-            if spikes is not None:
-                spikes.append(state[0])
-        return torch.stack(ys)
+    dt = 1e-3
+    model = RecurrentSNN(
+        pnn.CubaLIF(tau_syn=np.full(n, 5e-3, np.float32), tau_mem=1e-2, r=1.0, v_leak=0.0,
+                    v_threshold=0.3, dt=dt),
+        pnn.LI(tau=np.full(n_out, 2e-2, np.float32), r=1.0, v_leak=0.0, dt=dt),
+        n_in, n, n_out, out_bias=False)
+    with torch.no_grad():
+        model.fc.weight.mul_(8.0)
+    return model
 
 
 def test_lif_net_with_recurrent_edge(tmp_path):
@@ -169,7 +147,7 @@ def test_lif_net_with_recurrent_edge(tmp_path):
     gen = torch.Generator().manual_seed(4)
     xs = torch.rand(12, 8, 3, generator=gen)
     target = torch.linspace(0, 1, 12)[:, None, None].expand(12, 8, 2) * 0.5
-    model = RecurrentSNN()
+    model = recurrent_snn()
     fit(model, lambda m: F.mse_loss(m.run(xs), target), 5, 0.01, weights_only=True)
     spikes = []
     with torch.no_grad():
