@@ -34,8 +34,8 @@ def to_heyoka(graph: Graph, **kwargs):
 
 
 def to_heyoka_ode(graph: Graph, **kwargs):
-    """Leaky-integrator graph -> heyoka ODE system (see polyir.importers.heyoka)."""
-    from .importers.heyoka import to_heyoka_ode as _to_heyoka_ode
+    """Leaky-integrator graph -> heyoka ODE system (see polyir.importers.heyoka_ode)."""
+    from .importers.heyoka_ode import to_heyoka_ode as _to_heyoka_ode
     return _to_heyoka_ode(graph, **kwargs)
 
 

@@ -179,7 +179,8 @@ def cmd_demo(args) -> int:
                       p.add_argument("--no-ffnn", action="store_true",
                                      help="build MLP chains node by node, not as heyoka ffnn")))
 def cmd_heyoka(args) -> int:
-    from .importers.heyoka import to_heyoka, to_heyoka_ode
+    from .importers.heyoka import to_heyoka
+    from .importers.heyoka_ode import to_heyoka_ode
     g = load(args.file)
     if args.ode:
         ode = to_heyoka_ode(g, mode=args.mode, ffnn=not args.no_ffnn)

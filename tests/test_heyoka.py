@@ -9,7 +9,8 @@ import torch
 
 import polyir
 from polyir import ir
-from polyir.importers.heyoka import to_heyoka, to_heyoka_ode
+from polyir.importers.heyoka import to_heyoka
+from polyir.importers.heyoka_ode import to_heyoka_ode
 from polyir.ir.patterns import find_ffnn_chains
 
 hy = pytest.importorskip("heyoka")

@@ -17,7 +17,8 @@ import numpy as np
 
 from .. import ir
 from . import Compiled
-from ..importers.heyoka import _hy, to_heyoka, to_heyoka_ode
+from ..importers.heyoka import _hy, to_heyoka
+from ..importers.heyoka_ode import to_heyoka_ode
 
 DTYPES = {"float64": np.float64, "float32": np.float32, "f8": np.float64, "f4": np.float32}
 
