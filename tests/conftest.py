@@ -1,15 +1,12 @@
-"""Shared test fixtures. shared/ sits beside the repository root (also in CI's fresh clone)."""
+"""Shared test fixtures: the NIR reference files that the repository carries in tests/data/nir."""
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-NIR_DATA = SHARED / "testdata" / "nir"
+NIR_DATA = Path(__file__).resolve().parent / "data" / "nir"
 
 
 @pytest.fixture
 def nir_data() -> Path:
-    """The NIR paper's reference files (../shared/testdata/nir)."""
-    if not NIR_DATA.is_dir():
-        pytest.skip(f"NIR reference files not found at {NIR_DATA}")
+    """The NIR paper's reference files (tests/data/nir, with their licence and a README)."""
     return NIR_DATA

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import polyir
-import polyir.demo
+from families import family_graphs
 from polyir import ir
 from polyir.backends import CompileError
 from polyir.ir.walk import GraphWalker
@@ -488,7 +488,7 @@ def test_neuron_sequence(kind):
 
 
 def test_recurrent_graph_and_dt_option():
-    g = polyir.demo.family_graphs()["leaky_integrators"]
+    g = family_graphs()["leaky_integrators"]
     rng = np.random.default_rng(7)
     seq = (200 * rng.normal(size=(30, 21, 3))).astype(F32)
     m = polyir.compile(g, "c")
@@ -505,14 +505,14 @@ def test_recurrent_graph_and_dt_option():
 
 
 def test_missing_dt_is_a_clear_error():
-    g = polyir.demo.family_graphs()["leaky_integrators"]
+    g = family_graphs()["leaky_integrators"]
     g.metadata.pop("dt")
     with pytest.raises(polyir.GraphError, match="dt"):
         polyir.compile(g, "c")
 
 
 def test_ruleset_not_supported():
-    g = polyir.demo.family_graphs()["rules"]
+    g = family_graphs()["rules"]
     with pytest.raises(polyir.GraphError, match="not supported by the C backend"):
         polyir.compile(g, "c")
 
@@ -523,7 +523,7 @@ def test_ruleset_not_supported():
 
 @pytest.mark.parametrize("family", ["ffnn", "cnn", "logic", "logic_conv"])
 def test_demo_families(family):
-    g = polyir.demo.family_graphs()[family]
+    g = family_graphs()[family]
     check(g, batch=77)
 
 
@@ -649,7 +649,7 @@ def test_stateless_run_is_batch_over_time(logic_model):
 # ---------------------------------------------------------------------------------------------
 
 def test_source_is_readable_and_standalone(tmp_path):
-    g = polyir.demo.family_graphs()["logic"]
+    g = family_graphs()["logic"]
     m = polyir.compile(g, "c")
     src = m.source
     assert "int polyir_run(" in src and "Entry points" in src
@@ -677,7 +677,7 @@ def test_source_is_readable_and_standalone(tmp_path):
 
 
 def test_cache_hit_and_key(tmp_path):
-    g = polyir.demo.family_graphs()["ffnn"]
+    g = family_graphs()["ffnn"]
     a = polyir.compile(g, "c", cache_dir=tmp_path)
     b = polyir.compile(g, "c", cache_dir=tmp_path)
     assert not a.cache_hit and b.cache_hit and a.path == b.path
@@ -711,7 +711,7 @@ def test_two_processes_compile_the_same_graph_at_once(tmp_path):
 
 
 def test_compiler_missing_and_failing(tmp_path):
-    g = polyir.demo.family_graphs()["ffnn"]
+    g = family_graphs()["ffnn"]
     with pytest.raises(CompileError, match="not found"):
         polyir.compile(g, "c", cc="/no/such/cc", cache_dir=tmp_path)
     with pytest.raises(CompileError, match="no-such-flag") as info:
@@ -763,7 +763,7 @@ def test_vectorised_exp_tanh_accuracy(fn):
 
 def test_cli_codegen_run_compare_bench(tmp_path, capsys):
     from polyir.cli import main
-    g = polyir.demo.family_graphs()["logic"]
+    g = family_graphs()["logic"]
     f = tmp_path / "logic.h5"
     polyir.save(g, f)
     assert main(["codegen", str(f), "-o", str(tmp_path / "m.c")]) == 0
@@ -788,7 +788,7 @@ def test_cli_codegen_run_compare_bench(tmp_path, capsys):
 
 def test_cli_compare_stateful_and_unsupported(tmp_path, capsys):
     from polyir.cli import main
-    fams = polyir.demo.family_graphs()
+    fams = family_graphs()
     polyir.save(fams["leaky_integrators"], tmp_path / "li.h5")
     polyir.save(fams["rules"], tmp_path / "rules.h5")
     assert main(["compare", str(tmp_path / "li.h5"), "--batch", "50", "--steps", "10"]) == 0

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import polyir
-import polyir.demo
+from families import family_graphs
 from polyir import ir
 from polyir.backends import CompileError, cuda
 
@@ -42,7 +42,7 @@ gpu = pytest.mark.gpu
 
 
 def graphs():
-    fams = polyir.demo.family_graphs()
+    fams = family_graphs()
     rng = np.random.default_rng(21)
     out = {k: v for k, v in fams.items() if k != "rules"}
     out["random_logic"] = random_logic_net(rng, widths=(200, 130, 60))
@@ -190,7 +190,7 @@ def test_no_cupy_or_gpu_is_a_clear_error():
 
 def test_ruleset_not_supported_by_cuda():
     with pytest.raises(polyir.GraphError, match="not supported by the CUDA backend"):
-        cuda.codegen(polyir.demo.family_graphs()["rules"])
+        cuda.codegen(family_graphs()["rules"])
 
 
 @gpu

@@ -252,7 +252,7 @@ def tree_reference(x, leaves, gate_fns, kernel, stride, pad):
 
 
 def test_logic_conv_eval_and_train():
-    from polyir.demo import family_graphs
+    from families import family_graphs
     # LogicTree2d -> OrPool2d -> Flatten -> LogicLayer -> GroupSum
     g = family_graphs()["logic_conv"]
     n = g.nodes

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from polyir import ir
-from polyir.demo import family_graphs
+from families import family_graphs
 from polyir.ir import GraphError
 from polyir.ir.walk import GraphWalker, RuleTable
 

@@ -1,4 +1,4 @@
-"""The NIR paper's reference files (../shared/testdata/nir): written by Norse, Sinabs, snnTorch
+"""The NIR paper's reference files (tests/data/nir): written by Norse, Sinabs, snnTorch
 and Rockpool with nir 0.1-0.2. They load, agree with nir.read field by field, survive a polyir
 round trip; the malformed *_subgraph files and Rockpool's inconsistent Output are reported."""
 from __future__ import annotations

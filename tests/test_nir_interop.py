@@ -9,7 +9,7 @@ import pytest
 
 import polyir
 from polyir import ir
-from polyir.demo import family_graphs
+from families import family_graphs
 from polyir.ir import GraphError
 
 from nir_compare import assert_nir_equal

@@ -303,7 +303,7 @@ def test_convert_refuses_unknown_extensions(tmp_path, capsys):
 
 
 def test_demo_step_trains_and_round_trips(tmp_path):
-    from polyir import demo_steps
+    from polyir.cli import demo_steps
     state = {}
     assert demo_steps.train_logic_digits(str(tmp_path), state, epochs=2, width=400)
     assert (tmp_path / "logic_digits.h5").exists()

@@ -154,7 +154,7 @@ def test_pyneuralogic_str_parses_when_installed():
 
 def test_polyir_info_prints_the_rules(tmp_path, capsys):
     from polyir.cli import main
-    from polyir.demo import family_graphs
+    from families import family_graphs
     import polyir
     g = family_graphs()["rules"]
     path = tmp_path / "rules.h5"

@@ -6,7 +6,7 @@ import torch
 
 import polyir
 from polyir import GraphError
-from polyir.demo import family_graphs
+from families import family_graphs
 
 FAMILIES = family_graphs()
 PLAIN = [f for f in FAMILIES if f != "rules"]

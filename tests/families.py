@@ -1,18 +1,14 @@
-"""`polyir demo`: one small graph of each family, saved, loaded, checked and printed. Later steps
-(training a logic net, comparing backends) run when their parts are installed."""
+"""Test fixtures: one small, valid graph of each family of kinds (feed-forward, convolutional,
+logic, logic convolution, leaky integrators with a recurrent edge, relational rules)."""
 from __future__ import annotations
-
-import os
-import tempfile
 
 import numpy as np
 
-from . import ir
-from .ir.h5 import load, save
+from polyir import ir
 
 
 def family_graphs(seed: int = 0) -> dict[str, ir.Graph]:
-    """A small, valid graph of every family of kinds (also used by tests)."""
+    """A small, valid graph of every family of kinds, built node by node."""
     rng = np.random.default_rng(seed)
     f32 = np.float32
     graphs = {}
@@ -80,23 +76,3 @@ def family_graphs(seed: int = 0) -> dict[str, ir.Graph]:
     for g in graphs.values():
         g.check()
     return graphs
-
-
-def main(out: str | None = None) -> int:
-    from .cli import print_graph
-    folder = out or tempfile.mkdtemp(prefix="polyir-demo-")
-    os.makedirs(folder, exist_ok=True)
-    for family, g in family_graphs().items():
-        path = os.path.join(folder, f"{family}.h5")
-        save(g, path)
-        back = load(path)
-        assert_equal = back == g
-        print_graph(back, f"{family}: {path} ({os.path.getsize(path):,} bytes, "
-                          f"round trip {'identical' if assert_equal else 'DIFFERS'})")
-        if not assert_equal:
-            return 1
-    try:
-        from . import demo_steps
-    except ImportError:
-        return 0
-    return demo_steps.run(folder)

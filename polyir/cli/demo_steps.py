@@ -41,7 +41,7 @@ def logic_digits_model(width: int = 1200, seed: int = 0):
     import torch
     from torch import nn
 
-    from . import nn as pnn
+    from .. import nn as pnn
     thresholds = torch.tensor([2.0, 6.0, 10.0, 14.0])  # 64 pixels x 4 levels -> 256 bits
     return nn.Sequential(
         pnn.Binarize(thresholds),
@@ -57,9 +57,9 @@ def train_logic_digits(folder: str, state: dict, epochs: int = 15, seconds: floa
     import torch
     from rich.table import Table
 
-    from .exporters.fx import export
-    from .importers.torch import to_torch
-    from .ir.h5 import load, save
+    from ..exporters.fx import export
+    from ..importers.torch import to_torch
+    from ..ir.h5 import load, save
 
     torch.manual_seed(0)
     x_tr, y_tr, x_te, y_te = digits_data()

@@ -1,7 +1,8 @@
-"""What the `polyir codegen | run | compare | bench` commands do (polyir/cli.py registers them).
+"""The `polyir` subcommands that compile a graph with a backend: codegen (write the C), run (on
+.npy inputs), compare (several backends against the first), bench (compile time and throughput).
 
-Each function takes the parsed argparse namespace and returns (exit code, data for --json,
-lines to print).
+Each `codegen | run | compare | bench` function takes the parsed argparse namespace and returns
+(exit code, data for --json, lines to print); `_register` turns it into a subcommand.
 """
 from __future__ import annotations
 
@@ -10,19 +11,23 @@ import time
 
 import numpy as np
 
+from ..backends import compile as compile_graph
 from ..ir.errors import GraphError
 from ..ir.h5 import load
-from . import compile as compile_graph
+from .registry import arguments, command, file_arg
+from .tables import emit
 
 BACKEND_NAMES = ("c", "torch", "cuda", "heyoka")
 
 
 def add_backend_options(p, default_backend="c", several=False):
+    """--backend (or --backends with several=True) and the options every backend command takes."""
     if several:
         p.add_argument("--backends", default="torch,c",
                        help="comma-separated backends, the first is the reference (default torch,c)")
     else:
-        p.add_argument("--backend", default=default_backend, choices=BACKEND_NAMES)
+        p.add_argument("--backend", default=default_backend, choices=BACKEND_NAMES,
+                       help=f"the backend to run on (default {default_backend})")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for the C backend (default 1; 0 = all cores)")
     p.add_argument("--dt", type=float, default=None, help="time step for neurons (seconds)")
@@ -73,7 +78,7 @@ def evaluate(program, xs, sequence: bool):
 
 
 def codegen(args):
-    from .c import codegen as c_codegen
+    from ..backends.c import codegen as c_codegen
     g = load(args.file)
     opts = {"word_bits": args.word_bits}
     if args.dt is not None:
@@ -188,3 +193,67 @@ def bench(args):
              + f": {wall * 1e3:.2f} ms, {n / wall / 1e6:.3f} M {what}/s "
                f"({n / max(cpu, 1e-9) / 1e6:.3f} M per CPU-second), best of {args.repeat}"]
     return 0, data, lines
+
+
+def _codegen_args(p):
+    file_arg(p)
+    p.add_argument("-o", "--output", default=None, help="the .c file to write (default: stdout)")
+    p.add_argument("--word-bits", type=int, default=256, choices=(64, 128, 256, 512),
+                   help="samples per machine word (default 256)")
+    p.add_argument("--dt", type=float, default=None, help="time step for neurons (seconds)")
+
+
+def _run_args(p):
+    file_arg(p)
+    p.add_argument("--input", action="append", required=True,
+                   help="a .npy file per graph Input (repeat for several), batch first")
+    p.add_argument("--output", default=None, help="write the output to this .npy file")
+    p.add_argument("--sequence", action="store_true",
+                   help="inputs are (T, batch, ...) sequences (automatic for stateful graphs)")
+    add_backend_options(p)
+
+
+def _compare_args(p):
+    file_arg(p)
+    add_backend_options(p, several=True)
+    p.add_argument("--input", action="append", default=None,
+                   help="a .npy file per graph Input, batch first (default: random inputs)")
+    p.add_argument("--batch", type=int, default=1000,
+                   help="batch size of the random inputs (default 1000)")
+    p.add_argument("--steps", type=int, default=20,
+                   help="time steps of the random inputs for stateful graphs (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--atol", type=float, default=1e-5,
+                   help="absolute tolerance against the reference (default 1e-5)")
+    p.add_argument("--rtol", type=float, default=1e-4,
+                   help="relative tolerance against the reference (default 1e-4)")
+
+
+def _bench_args(p):
+    file_arg(p)
+    add_backend_options(p)
+    p.add_argument("--batch", type=int, default=100_000,
+                   help="samples per call (default 100000)")
+    p.add_argument("--steps", type=int, default=100,
+                   help="time steps per call for stateful graphs (default 100)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="timed calls after one warm-up call; the best is reported (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+
+
+def _register(name: str, help_text: str, fn, add_args) -> None:
+    def handler(args) -> int:
+        code, data, lines = fn(args)
+        emit(args, data, lambda: print("\n".join(lines)))
+        return code
+    handler.__name__ = f"cmd_{name}"
+    command(name, help_text)(arguments(add_args)(handler))
+
+
+_register("codegen", "write the standalone C for a graph (entry points in its header comment)",
+          codegen, _codegen_args)
+_register("run", "run a graph on .npy inputs with a backend (c, torch, cuda, heyoka)", run,
+          _run_args)
+_register("compare", "run a graph on several backends; max abs error, mismatching bits; exit 1 "
+                     "above tolerance", compare, _compare_args)
+_register("bench", "compile time and samples/s of a graph on a backend", bench, _bench_args)

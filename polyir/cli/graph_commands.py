@@ -1,0 +1,115 @@
+"""The `polyir` subcommands that read a graph file and report on it or rewrite it: info, check,
+heyoka (the graph as heyoka expressions or an ODE system), convert (.h5 <-> .nir)."""
+from __future__ import annotations
+
+import os
+import sys
+
+from ..ir import FormatError, PolyirError
+from ..ir.h5 import load, save
+from .registry import arguments, command, file_arg
+from .tables import coverage, emit, file_format, print_coverage, print_graph, graph_table, console
+
+
+@command("info", "table of nodes, kinds, shapes and parameter counts")
+@arguments(lambda p: (file_arg(p), p.add_argument("--kinds", action="store_true",
+                                                  help="also print which directions cover "
+                                                       "each kind")))
+def cmd_info(args) -> int:
+    g = load(args.file)
+    data = {"file": args.file, "format": file_format(args.file), "nodes": graph_table(g),
+            "edges": [list(e) for e in g.edges], "metadata": g.metadata,
+            "parameters": g.parameter_count()}
+    if args.kinds:
+        data["coverage"] = coverage()
+    from ..ir.rules_text import describe
+    texts = {n: t for n, k in g.flattened().nodes.items() if (t := describe(k)) is not None}
+    if texts:
+        data["rules"] = texts
+
+    def render():
+        print_graph(g, f"{args.file}  (format {data['format']}, {data['parameters']:,} parameters)")
+        if g.metadata:
+            console().print("metadata:", g.metadata)
+        for n, text in texts.items():  # RuleSet nodes: their rules in text form
+            print(f"rules of {n!r}:\n{text}")
+        if args.kinds:
+            print_coverage()
+    emit(args, data, render)
+    return 0
+
+
+@command("check", "validate a file: exit 0, or print what is wrong and exit 1")
+@arguments(file_arg)
+def cmd_check(args) -> int:
+    try:
+        g = load(args.file)
+    except PolyirError as exc:
+        emit(args, {"file": args.file, "ok": False, "error": type(exc).__name__,
+                    "message": str(exc)}, lambda: print(f"{type(exc).__name__}: {exc}",
+                                                       file=sys.stderr))
+        return 1
+    emit(args, {"file": args.file, "ok": True, "nodes": len(g.nodes), "edges": len(g.edges)},
+         lambda: print(f"{args.file}: ok ({len(g.nodes)} nodes, {len(g.edges)} edges)"))
+    return 0
+
+
+@command("heyoka", "print a graph as heyoka expressions (or, with --ode, as an ODE system)")
+@arguments(lambda p: (file_arg(p),
+                      p.add_argument("--ode", action="store_true",
+                                     help="leaky-integrator graph -> ODE system with spike events"),
+                      p.add_argument("--mode", choices=("eval", "train"), default="eval",
+                                     help="logic layers: hard gates (eval) or relaxed (train)"),
+                      p.add_argument("--no-ffnn", action="store_true",
+                                     help="build MLP chains node by node, not as heyoka ffnn")))
+def cmd_heyoka(args) -> int:
+    from ..importers.heyoka import to_heyoka
+    from ..importers.heyoka_ode import to_heyoka_ode
+    g = load(args.file)
+    if args.ode:
+        ode = to_heyoka_ode(g, mode=args.mode, ffnn=not args.no_ffnn)
+        data = {"file": args.file, "equations": [[str(v), str(r)] for v, r in ode.sys],
+                "outputs": [str(e) for e in ode.outputs], "inputs": ode.n_inputs,
+                "spiking": [n.name for n in ode.spiking], "text": ode.describe()}
+        emit(args, data, lambda: print(ode.describe()))
+        return 0
+    exprs, variables = to_heyoka(g, mode=args.mode, ffnn=not args.no_ffnn)
+    data = {"file": args.file, "inputs": [str(v) for v in variables],
+            "outputs": [str(e) for e in exprs]}
+    emit(args, data, lambda: print(f"inputs: {', '.join(data['inputs'])}\n" + "\n".join(
+        f"y[{k}] = {e}" for k, e in enumerate(data["outputs"]))))
+    return 0
+
+
+_CONVERT_FORMATS = {".h5": "polyir", ".nir": "nir"}
+
+
+def _convert_format(path: str) -> str:
+    ext = os.path.splitext(str(path))[1].lower()
+    if ext not in _CONVERT_FORMATS:
+        raise FormatError(f"unknown extension {ext or '(none)'!r}: use .h5 (polyir) or .nir (NIR)",
+                          path=str(path))
+    return _CONVERT_FORMATS[ext]
+
+
+@command("convert", "convert a graph between .h5 (polyir) and .nir (NIR), chosen by extension")
+@arguments(lambda p: (p.add_argument("input", help="a .h5 or .nir file"),
+                      p.add_argument("output", help="the .h5 or .nir file to write"),
+                      p.add_argument("--json", action="store_true",
+                                     help="machine-readable output")))
+def cmd_convert(args) -> int:
+    _convert_format(args.input)
+    out_format = _convert_format(args.output)
+    g = load(args.input)
+    if out_format == "nir":
+        import nir
+
+        from ..importers.nir import to_nir
+        nir.write(args.output, to_nir(g))
+    else:
+        save(g, args.output)
+    data = {"input": args.input, "output": args.output, "format": out_format,
+            "nodes": len(g.nodes), "edges": len(g.edges), "bytes": os.path.getsize(args.output)}
+    emit(args, data, lambda: print(f"{args.input} -> {args.output} ({out_format}, "
+                                   f"{data['nodes']} nodes, {data['bytes']:,} bytes)"))
+    return 0
