@@ -184,7 +184,7 @@ def test_user_handler_makes_a_leaf_and_none_skips(registry):
         polyir.export(model, torch.randn(2, 3))
 
     @handler(Clip)
-    def _clip(module, ctx):
+    def _clip(ctx, name, module, values):
         assert ctx.input_shape == (3,) and ctx.output_shape == (3,)
         assert ctx.target == "1" and ctx.input_elem == "real"
         return polyir.Activation("hardtanh", 1.0)
@@ -202,7 +202,7 @@ class Twice(nn.Module):
 
 def test_handler_may_return_a_graph_fragment(registry):
     @handler(Twice)
-    def _twice(module, ctx):
+    def _twice(ctx, name, module, values):
         n = ctx.input_shape[0]
         f = ir.Graph()
         f.add("x", ir.Input((n,)))

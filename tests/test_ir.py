@@ -580,10 +580,11 @@ def test_rule_table_lookup_names_node_and_direction(monkeypatch):
     table = RuleTable("demo-direction", label="Demo")
 
     @table(ir.Affine)
-    def affine_rule(node):
-        return "ok"
+    def affine_rule(ctx, name, node, values):
+        return ctx, name, type(node).__name__, values
 
-    assert table.lookup("fc", ir.Affine(ones(1, 1), ones(1)))(None) == "ok"
+    fc = ir.Affine(ones(1, 1), ones(1))
+    assert table.apply("state", "fc", fc, {"input": 1}) == ("state", "fc", "Affine", {"input": 1})
     assert ir.Affine in table and ir.Linear not in table
     with pytest.raises(GraphError) as exc:
         table.lookup("l1", ir.LogicLayer([0], [0], [1]))

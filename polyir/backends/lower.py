@@ -246,7 +246,7 @@ class Lowering(GraphWalker):
 
     def visit(self, name, node, values):
         self._current = name
-        out = lower_rule.lookup(name, node)(self, name, node, values)
+        out = lower_rule.apply(self, name, node, values)
         if name in self.recurrent_buffers and out != self.recurrent_buffers[name]:
             out = self.emit("copy", name, self.recurrent_buffers[name], (out,))
         return out

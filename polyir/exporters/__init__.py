@@ -2,7 +2,7 @@
 (polyir.exporters.nir). `handler` / `register` extend the torch exporter:
 
     @polyir.exporters.handler(MyModule)
-    def _mine(module, ctx):
+    def _mine(ctx, name, module, values):
         return polyir.Affine(...)
 """
 from .handlers import HANDLERS, handler, recogniser, register

@@ -60,8 +60,8 @@ from .handlers.torch_nn import check_gelu, check_softplus_threshold, hardtanh_no
 __all__ = ["export", "ExportContext", "PolyirTracer"]
 
 REGISTER_FIX = ("register a handler, @polyir.exporters.handler({cls}) on a function "
-                "(module, ctx) -> polyir.<Kind>(...), or polyir.exporters.register({cls}, None) "
-                "to skip an identity")
+                "(ctx, name, module, values) -> polyir.<Kind>(...), or "
+                "polyir.exporters.register({cls}, None) to skip an identity")
 
 
 # --- values flowing through the conversion -------------------------------------------------------
@@ -598,7 +598,7 @@ class _Exporter:
         if is_pair and isinstance(out, (tuple, list)):
             out = out[0]
         ctx = ExportContext(self, n, name, module, inp, out)
-        result = h.fn(module, ctx)
+        result = h.fn(ctx, name, module, {"input": inp})
         if result is None:
             new = value
         else:

@@ -1,8 +1,9 @@
 """NIR -> Graph: `from_nir(nir_graph)`.
 
-One rule per NIR primitive in `nir_node_rule` (keyed by the NIR class name, so nothing is imported
-by name and an unknown class is a clear error), each turning a NIR node into the polyir kind of the
-same name and fields. Nested `NIRGraph`s become nested Graphs; node and graph metadata are kept
+One rule per NIR primitive in `nir_node_rule` (a RuleTable keyed by the NIR class name, so nothing
+is imported by name and an unknown class is a clear error), each `rule(None, name, nir_node, {})`
+(a NIR node is read on its own: no builder state, no input values) turning a NIR node into the
+polyir kind of the same name and fields. Nested `NIRGraph`s become nested Graphs; node and graph metadata are kept
 (nested dicts flattened to 'outer.inner' keys; values polyir cannot store are dropped with a
 PolyirWarning). Missing `v_reset` (files before NIR 1.0) reads as zeros, a scalar `w_in` is
 broadcast to the neuron shape, as NIR itself does.
@@ -10,7 +11,6 @@ broadcast to the neuron shape, as NIR itself does.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
 
 import numpy as np
 
@@ -18,19 +18,12 @@ from .. import ir
 from ..ir.errors import GraphError, PolyirWarning
 from ..ir.fields import _coerce_metadata, specs
 from ..ir.kinds.base import inferred_fields
+from ..ir.walk import RuleTable
 
 __all__ = ["from_nir", "nir_node_rule", "node_from_nir"]
 
-#: NIR class name -> fn(nir_node, name) -> polyir kind.
-nir_node_rule: dict[str, Callable[[Any, str], Any]] = {}
-
-
-def _rule(*names):
-    def register(fn):
-        for n in names:
-            nir_node_rule[n] = fn
-        return fn
-    return register
+#: NIR class name -> rule(None, name, nir_node, {}) -> polyir kind.
+nir_node_rule = RuleTable("from_nir", label="polyir", by_name=True)
 
 
 def _arr(node, field):
@@ -57,18 +50,18 @@ def _like(node, field, ref, fill):
     return value
 
 
-@_rule("Input")
-def _input(node, name):
+@nir_node_rule("Input")
+def _input(ctx, name, node, values):
     return ir.Input(_shape(node.input_type))
 
 
-@_rule("Output")
-def _output(node, name):
+@nir_node_rule("Output")
+def _output(ctx, name, node, values):
     return ir.Output(_shape(node.output_type))
 
 
-@_rule("Flatten")
-def _flatten(node, name):
+@nir_node_rule("Flatten")
+def _flatten(ctx, name, node, values):
     return ir.Flatten(_shape(node.input_type), int(node.start_dim), int(node.end_dim))
 
 
@@ -78,8 +71,8 @@ def _padding(p):
     return tuple(int(v) for v in np.atleast_1d(p))
 
 
-@_rule("Conv1d")
-def _conv1d(node, name):
+@nir_node_rule("Conv1d")
+def _conv1d(ctx, name, node, values):
     shape = node.input_shape
     return ir.Conv1d(None if shape is None else int(np.asarray(shape).reshape(-1)[0]),
                      _arr(node, "weight"), int(np.asarray(node.stride).reshape(-1)[0]),
@@ -87,16 +80,16 @@ def _conv1d(node, name):
                      int(node.groups), _arr(node, "bias"))
 
 
-@_rule("Conv2d")
-def _conv2d(node, name):
+@nir_node_rule("Conv2d")
+def _conv2d(ctx, name, node, values):
     shape = node.input_shape
     return ir.Conv2d(None if shape is None else _shape(shape), _arr(node, "weight"),
                      _padding(node.stride), _padding(node.padding), _padding(node.dilation),
                      int(node.groups), _arr(node, "bias"))
 
 
-@_rule("SumPool2d", "AvgPool2d")
-def _pool(node, name):
+@nir_node_rule("SumPool2d", "AvgPool2d")
+def _pool(ctx, name, node, values):
     cls = ir.SumPool2d if type(node).__name__ == "SumPool2d" else ir.AvgPool2d
     return cls(_padding(node.kernel_size), _padding(node.stride), _padding(node.padding))
 
@@ -105,9 +98,9 @@ def _pool(node, name):
 _BROADCAST = {"v_reset": ("v_threshold", 0), "w_in": ("v_leak", 1)}
 
 
-@_rule("Affine", "Linear", "Scale", "Threshold", "Delay", "I", "IF", "LI", "LIF", "CubaLI",
+@nir_node_rule("Affine", "Linear", "Scale", "Threshold", "Delay", "I", "IF", "LI", "LIF", "CubaLI",
        "CubaLIF")
-def _same_fields(node, name):
+def _same_fields(ctx, name, node, values):
     """NIR's array-valued primitives: polyir's kind of the same name has the same field names."""
     cls = ir.KINDS[type(node).__name__]
     return cls(**{field: _like(node, field, *_BROADCAST[field]) if field in _BROADCAST
@@ -144,12 +137,11 @@ def node_from_nir(node, name: str = "node"):
     cls_name = type(node).__name__
     if cls_name == "NIRGraph":
         return _graph(node, name)
-    rule = nir_node_rule.get(cls_name)
-    if rule is None:
+    if cls_name not in nir_node_rule.rules:
         raise GraphError(f"NIR node {cls_name} {name!r} has no polyir form", node=name,
-                         field="type", fix=f"polyir reads {sorted(nir_node_rule)} and NIRGraph")
+                         field="type", fix=f"polyir reads {nir_node_rule.supported()} and NIRGraph")
     try:
-        kind = rule(node, name)
+        kind = nir_node_rule.apply(None, name, node, {})
     except GraphError as exc:
         raise GraphError(exc.reason, node=name, field=exc.field, fix=exc.fix) from None
     except (AttributeError, TypeError, ValueError) as exc:

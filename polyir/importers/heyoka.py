@@ -151,8 +151,7 @@ class HeyokaBuilder(GraphWalker):
             raise ir.GraphError(f"{type(node).__name__} is stateful: it has no expression form",
                                 node=name, field="type",
                                 fix="use polyir.to_heyoka_ode(graph) for leaky-integrator graphs")
-        rule = heyoka_rule.lookup(name, node)
-        return rule(self, name, node, values.get("input"))
+        return heyoka_rule.apply(self, name, node, values)
 
     def ffnn(self, chain: FfnnChain, x: np.ndarray) -> np.ndarray:
         """One heyoka.model.ffnn for the chain: nn_wb = all weights (row-major (out, in), layer
@@ -186,17 +185,18 @@ def _obj(values, shape=None) -> np.ndarray:
 
 
 @heyoka_rule(ir.Output)
-def _output(b, name, node, x):
-    return x
+def _output(b, name, node, values):
+    return values["input"]
 
 
 @heyoka_rule(ir.Input)
-def _input(b, name, node, x):  # Inputs are fed, never visited
+def _input(b, name, node, values):  # Inputs are fed, never visited
     raise ir.GraphError("an Input node was not fed", node=name, fix="pass its variables")
 
 
 @heyoka_rule(ir.Affine, ir.Linear)
-def _dense(b, name, node, x):
+def _dense(b, name, node, values):
+    x = values["input"]
     w = b.const(node.weight)
     rows = [b.dot(w[i], x) for i in range(w.shape[0])]
     if isinstance(node, ir.Affine):
@@ -206,20 +206,23 @@ def _dense(b, name, node, x):
 
 
 @heyoka_rule(ir.Scale)
-def _scale(b, name, node, x):
+def _scale(b, name, node, values):
+    x = values["input"]
     s = b.const(node.scale)
     return _obj([(si if b.params else float(si)) * xi for si, xi in zip(s.ravel(), x.ravel())],
                 x.shape)
 
 
 @heyoka_rule(ir.Activation)
-def _activation(b, name, node, x):
+def _activation(b, name, node, values):
+    x = values["input"]
     f = activation(node.fn, node.alpha, name)
     return _obj([f(xi) for xi in x.ravel()], x.shape)
 
 
 @heyoka_rule(ir.Flatten)
-def _flatten(b, name, node, x):
+def _flatten(b, name, node, values):
+    x = values["input"]
     shape = node.out_port({"input": ir.port(x.shape)}).shape
     return x.reshape(shape)
 
@@ -238,7 +241,8 @@ def gate_coefficients(node, mode: str) -> np.ndarray:
 
 
 @heyoka_rule(ir.LogicLayer)
-def _logic(b, name, node, x):
+def _logic(b, name, node, values):
+    x = values["input"]
     c = gate_coefficients(node, b.mode)
     return _obj([_gate_expr(b.hy, c[j], x[int(node.a[j])], x[int(node.b[j])])
                  for j in range(len(node.gate))])
@@ -260,7 +264,8 @@ def _padded(hy, x, pad):
 
 
 @heyoka_rule(ir.LogicTree2d)
-def _logic_tree(b, name, node, x):
+def _logic_tree(b, name, node, values):
+    x = values["input"]
     hy = b.hy
     k_count = node.leaves.shape[0]
     coeffs = gate_coefficients(node, b.mode)
@@ -284,8 +289,9 @@ def _logic_tree(b, name, node, x):
 
 
 @heyoka_rule(ir.OrPool2d)
-def _or_pool(b, name, node, x):
+def _or_pool(b, name, node, values):
     """max over each window (exact, through heyoka's select); padding reads 0."""
+    x = values["input"]
     hy = b.hy
     xp = _padded(hy, x, node.padding)
     out_shape = node.out_port({"input": ir.port(x.shape, "bit")}).shape
@@ -304,7 +310,8 @@ def _or_pool(b, name, node, x):
 
 
 @heyoka_rule(ir.GroupSum)
-def _groupsum(b, name, node, x):
+def _groupsum(b, name, node, values):
+    x = values["input"]
     size = x.shape[0] // node.k
     return _obj([(b.hy.sum(list(x[c * size:(c + 1) * size])) + float(node.beta)) / float(node.tau)
                  for c in range(node.k)])

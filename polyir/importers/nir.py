@@ -1,7 +1,8 @@
 """Graph -> NIR: `to_nir(graph)`, and the maps nirtorch users need: `nirtorch_maps()`.
 
-`to_nir` uses one rule per kind in `nir_rule` (a RuleTable, like every direction): each returns
-the NIR node of the same name and fields. Kinds NIR has no primitive for (logic kinds, GroupSum,
+`to_nir` uses one rule per kind in `nir_rule` (a RuleTable, like every direction): each
+`rule(graph, name, node, values)` (values: the input port's type) returns the NIR node of the same
+name and fields. Kinds NIR has no primitive for (logic kinds, GroupSum,
 Binarize, Activation, RuleSet) fail with a GraphError naming the node ("LogicLayer 'l1' has no
 NIR form"). Fields polyir leaves to shape inference and NIR wants written out are filled from the
 graph's inferred types: Conv1d/Conv2d `input_shape`, Flatten `input_type`. Nested graphs stay
@@ -45,7 +46,7 @@ def _nir():
 
 
 @nir_rule(ir.Input)
-def _input(node, fed, name):
+def _input(ctx, name, node, values):
     if node.elem != "real":
         raise GraphError(f"Input {name!r} declares elem={node.elem!r}, which NIR cannot express",
                          node=name, field="elem", fix="NIR inputs are real-valued")
@@ -53,67 +54,68 @@ def _input(node, fed, name):
 
 
 @nir_rule(ir.Output)
-def _output(node, fed, name):
+def _output(ctx, name, node, values):
     return _nir().Output(output_type=np.array(node.shape, dtype=np.int64))
 
 
 @nir_rule(ir.Affine)
-def _affine(node, fed, name):
+def _affine(ctx, name, node, values):
     return _nir().Affine(weight=_np(node.weight), bias=_np(node.bias))
 
 
 @nir_rule(ir.Linear)
-def _linear(node, fed, name):
+def _linear(ctx, name, node, values):
     return _nir().Linear(weight=_np(node.weight))
 
 
 @nir_rule(ir.Scale)
-def _scale(node, fed, name):
+def _scale(ctx, name, node, values):
     return _nir().Scale(scale=_np(node.scale))
 
 
 @nir_rule(ir.Threshold)
-def _threshold(node, fed, name):
+def _threshold(ctx, name, node, values):
     return _nir().Threshold(threshold=_np(node.threshold))
 
 
 @nir_rule(ir.Flatten)
-def _flatten(node, fed, name):
-    shape = node.input_type if node.input_type is not None else fed.shape
+def _flatten(ctx, name, node, values):
+    shape = node.input_type if node.input_type is not None else values["input"].shape
     return _nir().Flatten(input_type={"input": np.array(shape, dtype=np.int64)},
                           start_dim=node.start_dim, end_dim=node.end_dim)
 
 
 @nir_rule(ir.Conv1d)
-def _conv1d(node, fed, name):
-    shape = node.input_shape if node.input_shape is not None else int(fed.shape[1])
+def _conv1d(ctx, name, node, values):
+    shape = node.input_shape if node.input_shape is not None else int(values["input"].shape[1])
     return _nir().Conv1d(input_shape=shape, weight=_np(node.weight), stride=node.stride,
                          padding=node.padding, dilation=node.dilation, groups=node.groups,
                          bias=_np(node.bias))
 
 
 @nir_rule(ir.Conv2d)
-def _conv2d(node, fed, name):
-    shape = node.input_shape if node.input_shape is not None else tuple(fed.shape[1:])
+def _conv2d(ctx, name, node, values):
+    shape = (node.input_shape if node.input_shape is not None
+             else tuple(values["input"].shape[1:]))
     return _nir().Conv2d(input_shape=tuple(shape), weight=_np(node.weight), stride=node.stride,
                          padding=node.padding, dilation=node.dilation, groups=node.groups,
                          bias=_np(node.bias))
 
 
 @nir_rule(ir.SumPool2d, ir.AvgPool2d)
-def _pool(node, fed, name):
+def _pool(ctx, name, node, values):
     cls = _nir().SumPool2d if isinstance(node, ir.SumPool2d) else _nir().AvgPool2d
     return cls(kernel_size=np.array(node.kernel_size), stride=np.array(node.stride),
                padding=np.array(node.padding))
 
 
 @nir_rule(ir.Delay)
-def _delay(node, fed, name):
+def _delay(ctx, name, node, values):
     return _nir().Delay(delay=_np(node.delay))
 
 
 def _fields(*names):
-    def rule(node, fed, name):
+    def rule(ctx, name, node, values):
         cls = getattr(_nir(), type(node).__name__)
         return cls(**{f: _np(getattr(node, f)) for f in names})
     return rule
@@ -157,10 +159,10 @@ def _graph(graph: ir.Graph, prefix: str):
         if isinstance(node, ir.Graph):
             nodes[name] = _graph(node, prefix + name + ".")
             continue
-        rule = nir_rule.lookup(prefix + name, node)
-        out = rule(node, fed.get(name), prefix + name)
+        values = {"input": fed[name]} if name in fed else {}
+        out = nir_rule.apply(graph, prefix + name, node, values)
         out.metadata = _metadata(node.metadata)
-        inferred = node.file_inferred({"input": fed[name]} if name in fed else {})
+        inferred = node.file_inferred(values)
         if inferred:  # written for NIR; from_nir and polyir.load give them back as None
             out.metadata[INFERRED_KEY] = ",".join(inferred)
         nodes[name] = out
@@ -179,7 +181,7 @@ def to_nir(graph: ir.Graph):
         name, node = missing[0]
         others = ", ".join(f"{n.kind_name} {m!r}" for m, n in missing[1:6])
         more = f" (also {others}{', ...' if len(missing) > 6 else ''})" if others else ""
-        supported = sorted(k.__name__ for k in nir_rule.rules)
+        supported = nir_rule.supported()
         raise GraphError(f"{node.kind_name} {name!r} has no NIR form{more}", node=name,
                          field="type", fix=f"NIR has {supported} and nested graphs; keep such "
                                            "nodes in polyir files, or replace them")

@@ -1,7 +1,8 @@
 """Graph -> trainable torch.nn.Module.
 
 `to_torch(graph)` builds one torch module per node with the rules in `torch_rule` (one per kind,
-`@torch_rule(ir.Kind)`, each `rule(node, ctx) -> nn.Module`), and a `GraphModule` that evaluates
+`@torch_rule(ir.Kind)`, each `rule(ctx, name, node, values) -> nn.Module` with ctx a
+`BuildContext` and values the input ports' types), and a `GraphModule` that evaluates
 them in the GraphWalker's topological order: several edges into a port are summed, recurrent edges
 read the previous step's value (nothing at the first step).
 
@@ -82,27 +83,27 @@ def _linear(weight, bias, ctx):
 
 
 @torch_rule(ir.Affine)
-def _affine(node, ctx):
+def _affine(ctx, name, node, values):
     return _linear(node.weight, node.bias, ctx)
 
 
 @torch_rule(ir.Linear)
-def _linear_rule(node, ctx):
+def _linear_rule(ctx, name, node, values):
     return _linear(node.weight, None, ctx)
 
 
 @torch_rule(ir.Scale)
-def _scale(node, ctx):
+def _scale(ctx, name, node, values):
     return pnn.Scale(ctx.tensor(node.scale))
 
 
 @torch_rule(ir.Threshold)
-def _threshold(node, ctx):
+def _threshold(ctx, name, node, values):
     return pnn.Threshold(ctx.tensor(node.threshold))
 
 
 @torch_rule(ir.Flatten)
-def _flatten(node, ctx):
+def _flatten(ctx, name, node, values):
     # polyir counts dims without the batch dim, torch with it.
     def shift(d):
         return d + 1 if d >= 0 else d
@@ -131,7 +132,7 @@ def _conv_padding(node, ctx, spatial):
 
 
 @torch_rule(ir.Conv1d, ir.Conv2d)
-def _conv(node, ctx):
+def _conv(ctx, name, node, values):
     cls = nn.Conv1d if isinstance(node, ir.Conv1d) else nn.Conv2d
     c_out, c_in_g = node.weight.shape[:2]
     spatial = ctx.in_shape()[1:]
@@ -145,17 +146,17 @@ def _conv(node, ctx):
 
 
 @torch_rule(ir.SumPool2d)
-def _sumpool(node, ctx):
+def _sumpool(ctx, name, node, values):
     return pnn.SumPool2d(node.kernel_size, node.stride, node.padding)
 
 
 @torch_rule(ir.AvgPool2d)
-def _avgpool(node, ctx):
+def _avgpool(ctx, name, node, values):
     return nn.AvgPool2d(node.kernel_size, node.stride, node.padding, count_include_pad=True)
 
 
 @torch_rule(ir.Delay)
-def _delay(node, ctx):
+def _delay(ctx, name, node, values):
     dt = ctx.need_dt()
     steps = np.asarray(node.delay, np.float64) / dt
     if np.any(np.abs(steps - np.rint(steps)) > 1e-6 * np.maximum(1.0, np.abs(steps))):
@@ -165,7 +166,7 @@ def _delay(node, ctx):
 
 
 def _neuron(cls, fields):
-    def rule(node, ctx):
+    def rule(ctx, name, node, values):
         params = {f: ctx.tensor(getattr(node, f)) for f in fields}
         return cls(**params, dt=ctx.need_dt(), discretization=ctx.discretization)
     return rule
@@ -181,7 +182,7 @@ torch_rule(ir.CubaLIF)(_neuron(pnn.CubaLIF, ("tau_syn", "tau_mem", "r", "v_leak"
 
 
 @torch_rule(ir.Activation)
-def _activation(node, ctx):
+def _activation(ctx, name, node, values):
     return pnn.Activation(node.fn, node.alpha)
 
 
@@ -192,14 +193,14 @@ def _logits(node_logits, gates, ctx):
 
 
 @torch_rule(ir.LogicLayer)
-def _logic_layer(node, ctx):
+def _logic_layer(ctx, name, node, values):
     m = pnn.LogicLayer(ctx.in_shape()[0], len(node.gate), connections=(node.a, node.b))
     m.logits = nn.Parameter(_logits(node.logits, node.gate, ctx))
     return m
 
 
 @torch_rule(ir.LogicTree2d)
-def _logic_tree(node, ctx):
+def _logic_tree(ctx, name, node, values):
     k = node.leaves.shape[0]
     m = pnn.LogicTree2d(ctx.in_shape()[0], k, node.depth, node.kernel_size, node.stride,
                         node.padding)
@@ -209,22 +210,22 @@ def _logic_tree(node, ctx):
 
 
 @torch_rule(ir.OrPool2d)
-def _orpool(node, ctx):
+def _orpool(ctx, name, node, values):
     return pnn.OrPool2d(node.kernel_size, node.stride, node.padding)
 
 
 @torch_rule(ir.Binarize)
-def _binarize(node, ctx):
+def _binarize(ctx, name, node, values):
     return pnn.Binarize(ctx.tensor(node.thresholds), node.axis)
 
 
 @torch_rule(ir.GroupSum)
-def _groupsum(node, ctx):
+def _groupsum(ctx, name, node, values):
     return pnn.GroupSum(node.k, node.tau, node.beta)
 
 
 @torch_rule(ir.RuleSet)
-def _ruleset(node, ctx):
+def _ruleset(ctx, name, node, values):
     try:
         from ..nn.rules import RuleLayer
     except ImportError as exc:
@@ -236,7 +237,7 @@ def _ruleset(node, ctx):
 
 
 @torch_rule(ir.Output)
-def _output(node, ctx):
+def _output(ctx, name, node, values):
     return nn.Identity()
 
 
@@ -309,7 +310,7 @@ class GraphModule(nn.Module):
                    {**walker.recurrent[name], **walker.inputs[name]}.items()}
             ctx = BuildContext(name, ins, walker.types.get(name), dt, discretization, dtype)
             try:
-                module = rule(node, ctx)
+                module = rule(ctx, name, node, ins)
             except GraphError:
                 raise
             except Exception as exc:

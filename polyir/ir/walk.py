@@ -1,9 +1,17 @@
 """One walk for every direction (torch, heyoka, NIR, backend lowering), and the rule tables.
 
-Each direction owns a `RuleTable` keyed by kind class, filled by a decorator in the module that
-implements that direction (`@torch_rule(ir.LogicLayer)`). A missing rule is a GraphError naming the
-node, its kind and the direction; the tables' keys are the coverage that `polyir info --kinds`
-prints.
+Each direction owns a `RuleTable` keyed by kind class (or, for a direction that reads another
+format, by that format's class name), filled by a decorator in the module that implements that
+direction (`@torch_rule(ir.LogicLayer)`). Every rule of every table has one signature,
+
+    rule(ctx, name, node, values)
+
+ctx: the direction's walker or builder state; name: the node's name in the graph; node: the kind
+instance (or the foreign node being read); values: port name -> what the direction has for that
+port (its type, heyoka expressions, a buffer, an example tensor; {} where nothing flows in).
+
+A missing rule is a GraphError naming the node, its kind and the direction; the tables' keys are
+the coverage that `polyir info --kinds` prints.
 """
 from __future__ import annotations
 
@@ -17,32 +25,48 @@ TABLES: dict[str, "RuleTable"] = {}
 
 
 class RuleTable:
-    """kind class -> rule, for one direction."""
+    """kind -> rule(ctx, name, node, values), for one direction.
 
-    def __init__(self, direction: str, label: str | None = None):
+    by_name=True keys the table by class name instead of class: for a direction that reads
+    another library's nodes (from NIR), whose classes polyir never imports by name.
+    """
+
+    def __init__(self, direction: str, label: str | None = None, by_name: bool = False):
         self.direction = direction
         self.label = label or direction  # how messages spell it ("NIR" for "nir")
-        self.rules: dict[type, Callable] = {}
+        self.by_name = by_name
+        self.rules: dict[Any, Callable] = {}
         TABLES[direction] = self
+
+    def _key(self, cls) -> Any:
+        return cls.__name__ if self.by_name and isinstance(cls, type) else cls
 
     def __call__(self, *kinds):
         def register(fn):
             for k in kinds:
-                self.rules[k] = fn
+                self.rules[self._key(k)] = fn
             return fn
         return register
 
     def __contains__(self, kind_cls) -> bool:
-        return kind_cls in self.rules
+        return self._key(kind_cls) in self.rules
+
+    def supported(self) -> list[str]:
+        """The names of the kinds this direction has a rule for, sorted."""
+        return sorted(k if isinstance(k, str) else k.__name__ for k in self.rules)
 
     def lookup(self, name: str, node) -> Callable:
-        rule = self.rules.get(type(node))
+        rule = self.rules.get(self._key(type(node)))
         if rule is None:
-            supported = sorted(k.__name__ for k in self.rules)
             raise GraphError(f"{type(node).__name__} {name!r} has no {self.label} form",
                              node=name, field="type",
-                             fix=f"{self.label} supports {supported}; remove or replace the node")
+                             fix=f"{self.label} supports {self.supported()}; remove or replace "
+                                 "the node")
         return rule
+
+    def apply(self, ctx, name: str, node, values: dict[str, Any]) -> Any:
+        """Look up the node's rule and call it: rule(ctx, name, node, values)."""
+        return self.lookup(name, node)(ctx, name, node, values)
 
 
 class GraphWalker:

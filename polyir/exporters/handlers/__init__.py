@@ -1,11 +1,15 @@
-"""The export handler registry: module class -> handler(module, ctx).
+"""The export handler registry: module class -> handler(ctx, name, module, values).
+
+A handler has the signature of every rule table's rule (polyir.ir.walk): ctx is the
+`ExportContext` (shapes, element kind, dtype, errors, graph metadata), name the polyir node name
+the module becomes, module the torch module, values {"input": the example input tensor}.
 
 A handler turns one torch module (an fx leaf) into polyir: it returns an IR node, a small Graph
 fragment (one Input, one Output; inlined), a list of nodes (a chain), or None (the module is an
 identity and is skipped). Registering a class makes it an fx leaf.
 
     @polyir.exporters.handler(MyGate)
-    def _my_gate(module, ctx):
+    def _my_gate(ctx, name, module, values):
         return polyir.Activation("sigmoid")
 
     polyir.exporters.register(MyNoise, None)      # skip MyNoise (identity)
@@ -28,16 +32,16 @@ __all__ = ["Handler", "HANDLERS", "RECOGNISERS", "handler", "register", "recogni
            "load_builtin", "SKIP"]
 
 
-def SKIP(module, ctx):  # noqa: N802 - a named constant that is a handler
+def SKIP(ctx, name, module, values):  # noqa: N802 - a named constant that is a handler
     """The handler of skipped (identity) classes: the value passes through unchanged."""
     return None
 
 
 @dataclasses.dataclass(frozen=True)
 class Handler:
-    """fn(module, ctx) -> node | Graph | list | None; `returns_state` says whether the module
-    returns (out, state) (None: decided by the kind fn returns, or by how the model uses the
-    result); `source` names where it came from (for messages)."""
+    """fn(ctx, name, module, values) -> node | Graph | list | None; `returns_state` says whether
+    the module returns (out, state) (None: decided by the kind fn returns, or by how the model
+    uses the result); `source` names where it came from (for messages)."""
 
     fn: Callable
     returns_state: bool | None = None
@@ -68,7 +72,8 @@ def register(cls: type, fn: Callable | None, *, returns_state: bool | None = Non
 
 
 def handler(*classes: type, returns_state: bool | None = None, builtin: bool = False):
-    """Decorator: `@handler(SomeModule)` registers `fn(module, ctx)` for each class given."""
+    """Decorator: `@handler(SomeModule)` registers `fn(ctx, name, module, values)` for each class
+    given."""
     if not classes:
         raise TypeError("handler() needs at least one module class")
 

@@ -51,7 +51,7 @@ def _is_difflogic_layer(m) -> bool:
 
 
 @recogniser("difflogic.LogicLayer", _is_difflogic_layer)
-def _difflogic_layer(m, ctx):
+def _difflogic_layer(ctx, name, m, values):
     logits = ctx.array(m.weights)
     a, b = (ctx.array(i, np.int64).reshape(-1) for i in m.indices)
     if not (a.shape == b.shape == (int(m.out_dim),) == logits.shape[:1]):
@@ -65,7 +65,7 @@ def _is_group_sum(m) -> bool:
 
 
 @recogniser("GroupSum (difflogic/torchlogix)", _is_group_sum)
-def _group_sum(m, ctx):
+def _group_sum(ctx, name, m, values):
     beta = getattr(m, "beta", 0.0)
     beta = float(beta.item() if _is_tensor(beta) else beta)
     return ir.GroupSum(int(m.k), float(m.tau), beta)
@@ -103,7 +103,7 @@ def _is_logic_dense(m) -> bool:
 
 
 @recogniser("torchlogix.LogicDense", _is_logic_dense)
-def _logic_dense(m, ctx):
+def _logic_dense(ctx, name, m, values):
     conn = m.connections
     if type(conn).__name__ != "FixedDenseConnections":
         raise ctx.error(f"LogicDense uses {type(conn).__name__}; polyir exports fixed "
@@ -132,7 +132,7 @@ def _int(v, ctx, field):
 
 
 @recogniser("torchlogix.LogicConv2d", _is_logic_conv2d)
-def _logic_conv2d(m, ctx):
+def _logic_conv2d(ctx, name, m, values):
     conn = m.connections
     if type(conn).__name__ != "FixedConvConnections":
         raise ctx.error(f"LogicConv2d uses {type(conn).__name__}; polyir exports fixed "
@@ -194,13 +194,13 @@ def _pair(v):
 
 
 @recogniser("torchlogix.OrPooling2d", _is_or_pooling2d)
-def _or_pooling2d(m, ctx):
+def _or_pooling2d(ctx, name, m, values):
     k = _pair(m.kernel_size)
     return ir.OrPool2d(k, _pair(m.stride if m.stride is not None else k), _pair(m.padding))
 
 
 def _no_kind(what, fix):
-    def h(m, ctx):
+    def h(ctx, name, m, values):
         raise ctx.error(f"{what} has no polyir kind", field="type", fix=fix)
     return h
 
@@ -220,15 +220,15 @@ def _is_binarization(m) -> bool:
 
 
 @recogniser("torchlogix binarization", _is_binarization)
-def _binarization(m, ctx):
-    name = type(m).__name__
-    th = m.get_thresholds() if name == "LearnableBinarization" else m.thresholds
+def _binarization(ctx, name, m, values):
+    cls_name = type(m).__name__
+    th = m.get_thresholds() if cls_name == "LearnableBinarization" else m.thresholds
     if th is None:
-        raise ctx.error(f"{name} has no thresholds yet", field="thresholds",
+        raise ctx.error(f"{cls_name} has no thresholds yet", field="thresholds",
                         fix="fit the thresholds before exporting")
-    if name != "FixedBinarization":
-        warnings.warn(f"{ctx.name}: {name} is exported with its eval-mode (hard) thresholds; its "
-                      "train-mode relaxation is not part of polyir's Binarize", PolyirWarning,
+    if cls_name != "FixedBinarization":
+        warnings.warn(f"{name}: {cls_name} is exported with its eval-mode (hard) thresholds; "
+                      "its train-mode relaxation is not part of polyir's Binarize", PolyirWarning,
                       stacklevel=2)
     th = ctx.array(th)
     shape = tuple(int(s) for s in ctx.input_shape)
@@ -262,5 +262,5 @@ def _binarization(m, ctx):
 
 
 @recogniser("torchlogix.DummyBinarization", lambda m: type(m).__name__ == "DummyBinarization")
-def _dummy_binarization(m, ctx):
+def _dummy_binarization(ctx, name, m, values):
     return None

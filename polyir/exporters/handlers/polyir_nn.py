@@ -15,36 +15,36 @@ def gates_of(logits: np.ndarray) -> np.ndarray:
 
 
 @handler(pnn.LogicLayer, builtin=True)
-def _logic_layer(m, ctx):
+def _logic_layer(ctx, name, m, values):
     logits = ctx.array(m.logits)
     return ir.LogicLayer(ctx.array(m.a, np.int64), ctx.array(m.b, np.int64), gates_of(logits),
                          logits)
 
 
 @handler(pnn.LogicTree2d, builtin=True)
-def _logic_tree(m, ctx):
+def _logic_tree(ctx, name, m, values):
     logits = ctx.array(m.logits)
     return ir.LogicTree2d(ctx.array(m.leaves, np.int64), gates_of(logits), tuple(m.kernel_size),
                           tuple(m.stride), tuple(m.padding), logits)
 
 
 @handler(pnn.OrPool2d, builtin=True)
-def _or_pool(m, ctx):
+def _or_pool(ctx, name, m, values):
     return ir.OrPool2d(tuple(m.kernel_size), tuple(m.stride), tuple(m.padding))
 
 
 @handler(pnn.Binarize, builtin=True)
-def _binarize(m, ctx):
+def _binarize(ctx, name, m, values):
     return ir.Binarize(ctx.array(m.thresholds), int(m.axis))
 
 
 @handler(pnn.GroupSum, builtin=True)
-def _group_sum(m, ctx):
+def _group_sum(ctx, name, m, values):
     return ir.GroupSum(int(m.k), float(m.tau), float(m.beta))
 
 
 @handler(pnn.Activation, builtin=True)
-def _activation(m, ctx):
+def _activation(ctx, name, m, values):
     return ir.Activation(m.fn, float(m.alpha))
 
 
@@ -60,17 +60,17 @@ def _full(ctx, param):
 
 
 @handler(pnn.Scale, builtin=True)
-def _scale(m, ctx):
+def _scale(ctx, name, m, values):
     return ir.Scale(_full(ctx, m.scale))
 
 
 @handler(pnn.Threshold, builtin=True)
-def _threshold(m, ctx):
+def _threshold(ctx, name, m, values):
     return ir.Threshold(_full(ctx, m.threshold))
 
 
 @handler(pnn.SumPool2d, builtin=True)
-def _sum_pool(m, ctx):
+def _sum_pool(ctx, name, m, values):
     return ir.SumPool2d(tuple(m.kernel_size), tuple(m.stride), tuple(m.padding))
 
 
@@ -80,7 +80,7 @@ def _neuron_time(m, ctx):
 
 
 def _neuron(kind, fields):
-    def h(m, ctx):
+    def h(ctx, name, m, values):
         _neuron_time(m, ctx)
         return kind(**{f: _full(ctx, getattr(m, f)) for f in fields})
     return h
@@ -92,7 +92,7 @@ for _cls, _kind in ((pnn.I, ir.I), (pnn.IF, ir.IF), (pnn.LI, ir.LI), (pnn.LIF, i
 
 
 @handler(pnn.Delay, returns_state=True, builtin=True)
-def _delay(m, ctx):
+def _delay(ctx, name, m, values):
     ctx.set_metadata("dt", float(m.dt))
     steps = ctx.array(m.steps, np.int64)
     delay = (steps * m.dt).astype(ctx.float_dtype)

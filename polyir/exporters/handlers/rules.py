@@ -11,7 +11,7 @@ from . import handler
 
 
 @handler(RuleLayer, builtin=True)
-def _rule_layer(m, ctx):
+def _rule_layer(ctx, name, m, values):
     rs = m.to_ir()
     inputs = [p for p in rs.predicates if p.input]
     if len(inputs) != 1 or inputs[0].arity != 0:

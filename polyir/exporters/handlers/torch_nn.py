@@ -14,7 +14,7 @@ for _cls in (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, 
 
 
 @handler(nn.Linear, builtin=True)
-def _linear(m, ctx):
+def _linear(ctx, name, m, values):
     w = ctx.array(m.weight)
     if m.bias is None:
         return ir.Linear(w)
@@ -31,7 +31,7 @@ def _conv_common(m, ctx):
 
 
 @handler(nn.Conv1d, builtin=True)
-def _conv1d(m, ctx):
+def _conv1d(ctx, name, m, values):
     w, b = _conv_common(m, ctx)
     pad = m.padding if isinstance(m.padding, str) else int(m.padding[0])
     return ir.Conv1d(input_shape=int(ctx.input_shape[1]), weight=w, stride=int(m.stride[0]),
@@ -39,7 +39,7 @@ def _conv1d(m, ctx):
 
 
 @handler(nn.Conv2d, builtin=True)
-def _conv2d(m, ctx):
+def _conv2d(ctx, name, m, values):
     w, b = _conv_common(m, ctx)
     pad = m.padding if isinstance(m.padding, str) else tuple(int(p) for p in m.padding)
     return ir.Conv2d(input_shape=tuple(int(s) for s in ctx.input_shape[1:]), weight=w,
@@ -59,12 +59,12 @@ def torch_dims_to_ir(ctx, start: int, end: int, ndim: int) -> ir.Flatten:
 
 
 @handler(nn.Flatten, builtin=True)
-def _flatten(m, ctx):
+def _flatten(ctx, name, m, values):
     return torch_dims_to_ir(ctx, int(m.start_dim), int(m.end_dim), len(ctx.input_shape) + 1)
 
 
 def _act(fn, alpha=None):
-    def h(m, ctx):
+    def h(ctx, name, m, values):
         return ir.Activation(fn, None if alpha is None else float(alpha(m, ctx)))
     return h
 
@@ -84,7 +84,7 @@ def check_softplus_threshold(ctx, threshold):
 
 
 @handler(nn.Softplus, builtin=True)
-def _softplus(m, ctx):
+def _softplus(ctx, name, m, values):
     check_softplus_threshold(ctx, m.threshold)
     return ir.Activation("softplus", float(m.beta))
 
@@ -96,7 +96,7 @@ def check_gelu(ctx, approximate):
 
 
 @handler(nn.GELU, builtin=True)
-def _gelu(m, ctx):
+def _gelu(ctx, name, m, values):
     check_gelu(ctx, m.approximate)
     return ir.Activation("gelu")
 
@@ -109,7 +109,7 @@ def hardtanh_node(ctx, lo, hi):
 
 
 @handler(nn.Hardtanh, builtin=True)
-def _hardtanh(m, ctx):
+def _hardtanh(ctx, name, m, values):
     return hardtanh_node(ctx, m.min_val, m.max_val)
 
 
@@ -118,7 +118,7 @@ def _pair(v):
 
 
 @handler(nn.AvgPool2d, builtin=True)
-def _avgpool(m, ctx):
+def _avgpool(ctx, name, m, values):
     k = _pair(m.kernel_size)
     s = _pair(m.stride if m.stride is not None else m.kernel_size)
     p = _pair(m.padding)
@@ -136,7 +136,7 @@ def _avgpool(m, ctx):
 
 
 @handler(nn.MaxPool2d, builtin=True)
-def _maxpool(m, ctx):
+def _maxpool(ctx, name, m, values):
     if ctx.input_elem != "bit":
         raise ctx.error("MaxPool2d on real values has no polyir kind (only OR pooling on bits)",
                         field="type", fix="use AvgPool2d, or binarize before pooling (on bits "
