@@ -24,19 +24,20 @@ from .lower import (ACT_EXPR, GATE_EXPR, NEURON_PARAMS, NEURON_STATE, NEURON_STE
                     plan_memory, relayout_logic)
 
 
-def c_ident(name: str, taken: set) -> str:
-    base = re.sub(r"\W", "_", name)
-    if not base or base[0].isdigit():
-        base = "_" + base
-    ident, k = base, 1
-    while ident in taken:
-        ident, k = f"{base}_{k}", k + 1
-    taken.add(ident)
-    return ident
-
-
 def c_comment(text: str) -> str:
-    return text.replace("*/", "* /").replace("\n", " ")
+    """`text` (a node name, any string) as printable ASCII that cannot end or nest a C comment,
+    splice a line or form a trigraph: generated code shows names only inside comments."""
+    out = []
+    for ch in str(text):
+        if ch == "\\":
+            out.append("\\\\")
+        elif " " <= ch <= "~":
+            out.append(ch)
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return "".join(out).replace("*/", "*\\/").replace("/*", "/\\*").replace("??", "?\\?")
 
 
 def c_float(v, double: bool = False) -> str:
@@ -130,7 +131,8 @@ class CStyleRenderer:
         real_bytes = 8 if self.real == "double" else 4
         self.ws_bytes = plan_memory(program, real_bytes * self.tile, self.tile // 8)
         self.consts: list[str] = []
-        self.taken: set[str] = set()
+        self.taken: set[str] = set()  # every generated symbol: made from indices and op keys,
+        self.node_index: dict[str, int] = {}  # never from names (those go into comments only)
         self.node_fns: list[tuple[str, str]] = []  # (function name, IR node)
         bodies = []
         for k, op in enumerate(program.ops):
@@ -141,7 +143,7 @@ class CStyleRenderer:
         io_fns = [n for n, _ in self.node_fns]
         self.node_fns = []
         for node, kind, ops in program.node_ops():
-            fn = "node_" + c_ident(node, self.taken)
+            fn = self.symbol(f"node_{self.index_of(node)}")
             lines = []
             for op in ops:
                 try:
@@ -164,8 +166,20 @@ class CStyleRenderer:
                  "\n".join(bodies), self.epilogue(program)]
         return "\n".join(p for p in parts if p) + "\n"
 
+    def symbol(self, base: str) -> str:
+        """A new C identifier from `base` (built from indices and fixed words only)."""
+        ident, k = base, 1
+        while ident in self.taken:
+            ident, k = f"{base}_{k}", k + 1
+        self.taken.add(ident)
+        return ident
+
+    def index_of(self, node: str) -> int:
+        """The node's number in execution order (what its generated symbols are named by)."""
+        return self.node_index.setdefault(node, len(self.node_index))
+
     def io_function(self, op: Op, fn: str, body: list[str]) -> str:
-        self.taken.add(fn)
+        fn = self.symbol(fn)
         self.node_fns.append((fn, op.node))
         what = "input" if op.op == "load" else "output"
         return (f"/* {what} {op.attrs['index']}: node '{c_comment(op.node)}' */\n"
@@ -205,7 +219,7 @@ class CStyleRenderer:
     def const(self, op: Op, key: str, arr: np.ndarray | None = None, ctype: str | None = None) -> str:
         """Emit a constant table once; returns its symbol."""
         arr = op.consts[key] if arr is None else arr
-        sym = c_ident(f"{op.node}_{key}", self.taken)
+        sym = self.symbol(f"node_{self.index_of(op.node)}_{key}")
         arr = np.asarray(arr).reshape(-1)
         if ctype is None:
             ctype = self.real if arr.dtype.kind == "f" else self.index_type(arr)

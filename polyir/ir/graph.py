@@ -8,6 +8,7 @@ NIR's `NIRGraph`.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from typing import Iterable
 
 import numpy as np
@@ -220,36 +221,44 @@ class Graph:
             self._check_edges(prefix)
         out: dict[str, Port] = {}
         incoming: dict[str, dict[str, list[str]]] = {n: {} for n in self.nodes}
+        succs: dict[str, list[str]] = {n: [] for n in self.nodes}
         for e in self.edges:
             if e[1] in incoming and e[0] in self.nodes:
                 incoming[e[1]].setdefault(edge_port(e), []).append(e[0])
-        pending = list(self.nodes)
-        while pending:
-            progress = False
-            for n in list(pending):
-                node = self.nodes[n]
-                ins = {}
-                for p, srcs in incoming[n].items():
-                    known = [out[s] for s in srcs if s in out]
-                    ins[p] = known[0] if known else None
-                try:
-                    res = node.out_port(ins)
-                except GraphError as exc:
-                    if not strict:
-                        pending.remove(n)
-                        continue
-                    raise GraphError(exc.reason, node=prefix + n, field=exc.field,
-                                     fix=exc.fix) from None
-                if res is not None and res.shape is not None:
-                    out[n] = res
-                    pending.remove(n)
-                    progress = True
-            if not progress:
-                break
+                succs[e[0]].append(e[1])
+        # Visit in topological order, so that every node sees the types of everything that
+        # feeds it (a node that guessed from a partial view could take a wrong element kind);
+        # a node whose type waits on a recurrent source is retried when that source resolves.
+        # Each node is tried once plus once per resolved predecessor: linear in the graph.
+        try:
+            queue = deque(self.order(prefix)[0])
+        except GraphError:  # a cycle without a stateful node: check() reports it after typing
+            queue = deque(self.nodes)
+        pending = set(self.nodes)
+        while queue:
+            n = queue.popleft()
+            if n not in pending:
+                continue
+            node = self.nodes[n]
+            ins = {}
+            for p, srcs in incoming[n].items():
+                ins[p] = next((out[s] for s in srcs if s in out), None)
+            try:
+                res = node.out_port(ins)
+            except GraphError as exc:
+                if not strict:
+                    pending.discard(n)
+                    continue
+                raise GraphError(exc.reason, node=prefix + n, field=exc.field,
+                                 fix=exc.fix) from None
+            if res is not None and res.shape is not None:
+                out[n] = res
+                pending.discard(n)
+                queue.extend(s for s in succs[n] if s in pending)
         if not strict:
             return out
         if pending:
-            n = pending[0]
+            n = next(m for m in self.nodes if m in pending)
             raise GraphError("its type cannot be inferred: nothing of known shape feeds it",
                              node=prefix + n, field="edges",
                              fix="connect it to an Input, or give the kind its input shape")
