@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import polyir
-import polyir.demo
+from families import family_graphs
 from polyir import ir
 from polyir.backends import c as c_backend
 from polyir.backends import cuda as cuda_backend
@@ -78,7 +78,7 @@ def test_nodes_named_node_and_weight_do_not_collide(tmp_path):
 def test_evaluation_order_never_follows_names_or_insertion(family, tmp_path):
     """The same graph with its nodes stored in reverse order (as renaming a node in a file
     does to its position) computes the same on C as the numpy reference."""
-    g = polyir.demo.family_graphs()[family]
+    g = family_graphs()[family]
     rev = ir.Graph(metadata=g.metadata)
     for n in reversed(list(g.nodes)):
         rev.add(n, g.nodes[n])
