@@ -45,8 +45,9 @@ def main():
     exprs, variables = polyir.to_heyoka(g)
     print(f"\nheyoka expressions over {variables}: {len(exprs)} outputs, one heyoka.model.ffnn; "
           f"output 0 starts {str(exprs[0])[:90]}...")
-    _, _, values = polyir.to_heyoka(g, params=True)
-    print(f"params=True: {len(values)} weights as heyoka par[i] (nn_wb order), ready for "
+    _, _, values, par_map = polyir.to_heyoka(g, params=True)
+    print(f"params=True: {len(values)} weights as heyoka par[i] (torch order, par_map[i] = "
+          f"{par_map[0]}, ...), ready for "
           "neural-ODE training")
 
     from polyir.backends.heyoka import compile as heyoka_compile

@@ -109,18 +109,59 @@ def test_mlp_is_exactly_heyoka_ffnn():
     exprs_in, vars_in = to_heyoka(g, inputs=mine)
     assert vars_in == mine
     assert exprs_in == hy.model.ffnn(mine, [32, 32], 1, [hy.tanh, hy.tanh, hy.sigmoid], wb)
-    # params: par[i] in heyoka's order, values beside
-    pexprs, pvars, values = to_heyoka(g, params=True)
-    np.testing.assert_array_equal(values, np.array(wb))
+    # params: par[i] in torch's parameters() order (per layer: weight rows, then bias), whatever
+    # the ffnn flag; heyoka's ffnn receives them in its own nn_wb order
+    pexprs, pvars, values, par_map = to_heyoka(g, params=True)
+    torch_order = np.concatenate([p.detach().numpy().ravel() for lay in layers
+                                  for p in lay.parameters()])
+    np.testing.assert_array_equal(values, torch_order)
+    names = [n for n, k in g.nodes.items() if isinstance(k, ir.Affine)]
+    starts = np.cumsum([0] + [p.numel() for lay in layers for p in lay.parameters()])
+    for layer_no, name in enumerate(names):
+        w0, b0 = starts[2 * layer_no], starts[2 * layer_no + 1]
+        assert par_map[w0] == (name, "weight", 0) and par_map[b0] == (name, "bias", 0)
+    w_idx = [i for lay_no in range(3) for i in range(starts[2 * lay_no], starts[2 * lay_no + 1])]
+    b_idx = [i for lay_no in range(3) for i in range(starts[2 * lay_no + 1],
+                                                      starts[2 * lay_no + 2])]
     assert pexprs == hy.model.ffnn(pvars, [32, 32], 1, [hy.tanh, hy.tanh, hy.sigmoid],
-                                   [hy.par[i] for i in range(len(wb))])
-    # node-by-node with params: same values through the pars
-    nexprs, nvars, nvalues = to_heyoka(g, params=True, ffnn=False)
+                                   [hy.par[i] for i in w_idx + b_idx])
+    # node-by-node with params: the same order and map, the same values through the pars
+    nexprs, nvars, nvalues, nmap = to_heyoka(g, params=True, ffnn=False)
+    np.testing.assert_array_equal(nvalues, values)
+    assert nmap == par_map
     pts = np.random.default_rng(4).normal(size=(4, 100))
     a = hy.cfunc(pexprs, pvars)(pts, pars=np.repeat(values[:, None], 100, 1))
     b = hy.cfunc(nexprs, nvars, compact_mode=True)(pts, pars=np.repeat(nvalues[:, None], 100, 1))
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
     np.testing.assert_allclose(a.T, torch_forward(layers, acts, pts.T.copy()), rtol=0, atol=1e-13)
+
+
+def test_params_without_bias_and_write_back():
+    """Linear layers (no bias) get no parameters: as many pars as torch has; trained values
+    written back reach the Graph and the to_torch module (checked against heyoka's own cfunc
+    evaluated with those pars)."""
+    torch.manual_seed(12)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5, bias=False), torch.nn.Tanh(),
+                                torch.nn.Linear(5, 2)).double()
+    g = polyir.export(model, torch.zeros(1, 3, dtype=torch.float64))
+    exprs, xs, values, par_map = to_heyoka(g, params=True)
+    assert len(values) == sum(p.numel() for p in model.parameters()) == 15 + 12
+    assert {f for _, f, _ in par_map.values()} == {"weight", "bias"}
+    trained = values + np.random.default_rng(13).normal(scale=0.1, size=values.shape)
+    pts = np.random.default_rng(14).normal(size=(3, 20))
+    ref = hy.cfunc(exprs, xs)(pts, pars=np.repeat(trained[:, None], 20, 1)).T
+    from polyir.importers.heyoka import write_params
+    g2 = write_params(g, trained, par_map)
+    assert g2 is not g and np.array_equal(to_heyoka(g, params=True)[2], values)  # g unchanged
+    np.testing.assert_array_equal(to_heyoka(g2, params=True)[2], trained)
+    m = polyir.to_torch(g)
+    assert write_params(m, trained, par_map) is m
+    with torch.no_grad():
+        np.testing.assert_allclose(m(torch.from_numpy(pts.T.copy())).numpy(), ref, atol=1e-13)
+        np.testing.assert_allclose(polyir.to_torch(g2)(torch.from_numpy(pts.T.copy())).numpy(),
+                                   ref, atol=1e-13)
+    with pytest.raises(polyir.GraphError, match="par_map reaches"):
+        write_params(g, trained[:5], par_map)
 
 
 def test_chain_finder_stops_at_fan_out():
@@ -160,7 +201,7 @@ def test_activations_equal_torch():
         g.connect("x", f)
         g.connect(f, "y_" + f)
     x = np.concatenate([np.linspace(-30, 30, 2001), [0.0, -1e-300, 1e-300, 2.0, -2.0]])[:, None]
-    outs = heyoka_compile(g)(x)
+    outs = heyoka_compile(g, dtype="float64")(x)
     xt = torch.from_numpy(x)
     for f, y in zip(fns, outs):
         if f == "softplus":  # torch cuts over to x above beta x > 20; the IR's formula does not
@@ -511,3 +552,96 @@ def test_cli_prints_expressions(tmp_path, capsys, nir_data):
     out = capsys.readouterr().out
     assert "crosses v_threshold" in out and "par[0..0]" in out
     assert main(["heyoka", str(nir_data / "lif_norse.nir")]) == 1
+
+
+def lif_graph(tau, thr, reset=0.0, self_weight=None, dtype=np.float64):
+    """x -> LIF (one neuron) -> y; with self_weight, a recurrent Linear lif -> lif."""
+    g = ir.Graph()
+    g.add("x", ir.Input((1,)))
+    g.add("lif", ir.LIF(tau=np.array([tau], dtype), r=np.ones(1, dtype),
+                        v_leak=np.zeros(1, dtype), v_threshold=np.array([thr], dtype),
+                        v_reset=np.array([reset], dtype)))
+    g.add("y", ir.Output((1,)))
+    g.connect("x", "lif")
+    g.connect("lif", "y")
+    if self_weight is not None:
+        g.add("w", ir.Linear(np.array([[self_weight]], dtype)))
+        g.connect("lif", "w")
+        g.connect("w", "lif")
+    return g
+
+
+def test_batch_mode_spike_times_per_sequence():
+    """Five input sequences side by side in heyoka's batch mode (chunks of 2 lanes, the last one
+    padded): each one's spikes are the hand-solved exact times of its own input."""
+    tau, thr, dt = 2e-3, 0.5, 1e-3
+    g = lif_graph(tau, thr)
+    u = np.random.default_rng(15).uniform(0.0, 2.0, size=(40, 5))
+    prog = heyoka_compile(g, dt=dt, batch_size=2)
+    assert prog.integrator is not None and prog.compile_seconds > 0  # compiled before any run
+    out = prog.run(u[:, :, None])
+    for b in range(5):
+        ref = lif_spike_times(u[:, b], dt, tau, 1.0, thr, 0.0)
+        got = prog.last_run.spike_times(batch=b)
+        assert len(got) == len(ref) > 0
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+        counts = np.array([np.sum((ref > k * dt) & (ref <= (k + 1) * dt)) for k in range(40)])
+        np.testing.assert_array_equal(out[:, b, 0], counts)
+
+
+def test_float32_graph_runs_in_float32():
+    tau, thr, dt = 2e-3, 0.5, 1e-3
+    prog = heyoka_compile(lif_graph(tau, thr, dtype=np.float32), dt=dt)
+    assert prog.dtype == np.float32 and type(prog.integrator).__name__.endswith("_flt")
+    u = np.random.default_rng(16).uniform(0.0, 2.0, size=(30, 3, 1)).astype(np.float32)
+    prog.run(u)
+    for b in range(3):
+        ref = lif_spike_times(u[:, b, 0].astype(np.float64), dt, tau, 1.0, thr, 0.0)
+        np.testing.assert_allclose(prog.last_run.spike_times(batch=b), ref, rtol=0, atol=1e-8)
+    mlp = ir.Graph.sequential(ir.Affine(np.ones((2, 3), np.float32), np.zeros(2, np.float32)))
+    p = heyoka_compile(mlp)
+    assert type(p.cfunc).__name__.endswith("_flt") and p(np.ones((4, 3))).dtype == np.float32
+
+
+def test_threads_honoured_or_refused():
+    g = ir.Graph.sequential(ir.Affine(np.eye(3), np.ones(3)))
+    x = np.random.default_rng(17).normal(size=(1000, 3))
+    p = heyoka_compile(g)
+    before = hy.get_nthreads()
+    np.testing.assert_allclose(p(x, threads=2), x + 1, atol=1e-15)
+    assert hy.get_nthreads() == before  # heyoka's pool size is restored
+    with pytest.raises(polyir.GraphError, match="threads=0"):
+        p(x, threads=0)
+    ode = heyoka_compile(lif_graph(2e-3, 0.5), dt=1e-3)
+    with pytest.raises(polyir.GraphError, match="no effect on a heyoka ODE program"):
+        ode.run(np.ones((3, 1, 1)), threads=4)
+
+
+def test_self_exciting_neuron_and_reset_above_threshold():
+    """A spike that lifts its own neuron over the threshold again would repeat without end in
+    continuous time: a GraphError names the neuron and the way out, and that way out (discrete
+    time, where the recurrent spike arrives a step later) runs."""
+    g = lif_graph(2e-3, 0.5, self_weight=1000.0)
+    with pytest.raises(polyir.GraphError, match="spikes twice at the same instant") as info:
+        to_heyoka_ode(g).run(np.full(10, 2.0), 1e-3)
+    assert "polyir.to_torch(graph, dt=...)" in str(info.value)
+    m = polyir.to_torch(g, dt=1e-3)
+    assert m is not None
+    with pytest.raises(polyir.GraphError, match="v_reset"):
+        to_heyoka_ode(lif_graph(2e-3, 0.5, reset=0.7))
+
+
+def test_refusals_suggest_paths_that_work():
+    delay = ir.Graph.sequential(ir.Delay(np.array([1e-3])), input_shape=(1,))
+    for build in (polyir.to_heyoka, polyir.to_heyoka_ode):
+        with pytest.raises(polyir.GraphError) as info:
+            build(delay)
+        msg = str(info.value)
+        assert "to_heyoka_ode" not in msg.split("fix")[-1] and "polyir.to_torch" in msg
+    polyir.to_torch(delay, dt=1e-3)  # the suggested path builds
+    conv = ir.Graph.sequential(ir.Conv2d((4, 4), np.ones((1, 1, 2, 2)), bias=np.zeros(1)),
+                               input_shape=(1, 4, 4))
+    with pytest.raises(polyir.GraphError, match="polyir.to_torch") as info:
+        polyir.to_heyoka(conv)
+    assert "remove" not in str(info.value)
+    polyir.to_torch(conv)

@@ -11,6 +11,7 @@ neurons go to `polyir.importers.heyoka_ode`.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -28,8 +29,20 @@ NO_SMOOTH_FORM = {
     ir.Binarize: "is a hard threshold (thermometer encoding): it has no smooth heyoka expression",
     ir.RuleSet: "needs Datalog grounding over input facts: it has no fixed heyoka expression",
 }
-_FIX_SMOOTH = ("build expressions from the smooth part of the graph only, or run the whole graph "
-               "with polyir.to_torch / polyir.compile(g, 'c')")
+#: the fields that become heyoka par[] with params=True, per kind, in this order within a node.
+PAR_FIELDS = {ir.Affine: ("weight", "bias"), ir.Linear: ("weight",), ir.Scale: ("scale",)}
+
+
+#: the parameter count above which heyoka's compact mode pays off: measured by
+#: benchmarks/heyoka_compile.py (MLPs of 105 .. 13,256 parameters; numbers in docs/heyoka.md).
+COMPACT_ABOVE = 500
+
+
+def use_compact_mode(size: int) -> bool:
+    """Compact mode for a program built from `size` parameters: above COMPACT_ABOVE it compiles
+    faster (6x at 5.5k parameters) and evaluates as fast or faster; below, both modes compile in
+    about 0.1 s and the full mode evaluates a little faster."""
+    return int(size) > COMPACT_ABOVE
 
 
 def _hy():
@@ -87,38 +100,53 @@ def _compose(fns: Sequence[Callable]) -> Callable:
 # --- the expression walker ------------------------------------------------------------------
 class HeyokaBuilder(GraphWalker):
     """Walks a graph producing, for every node, a numpy object array (the node's port shape) of
-    heyoka expressions. Constants of Affine/Linear/Scale become `par[i]` when `params` is true
-    (values collected in `self.par_values`)."""
+    heyoka expressions. With `params`, the fields in PAR_FIELDS become `par[i]` blocks, laid out
+    before the walk in one order (see `to_heyoka`) starting at `par_base`; their values are
+    `self.par_values` and `self.par_map[i] = (node, field, flat index)`."""
 
     def __init__(self, graph: ir.Graph, *, params: bool = False, mode: str = "eval",
-                 ffnn: bool = True):
+                 ffnn: bool = True, par_base: int = 0):
         super().__init__(graph)
         if mode not in ("eval", "train"):
             raise ir.GraphError(f"mode {mode!r} is neither 'eval' nor 'train'", field="mode",
                                 fix="eval: hard gates; train: softmax of the logits")
         self.hy = _hy()
         self.params, self.mode = params, mode
-        self.par_values: list[float] = []
         self.chains: dict[str, FfnnChain] = {}
         self.members: set[str] = set()
         if ffnn:
             for c in find_ffnn_chains(self.graph):
                 self.chains[c.head] = c
                 self.members.update(c.nodes[1:])
+        self.blocks: dict[tuple[str, str], np.ndarray] = {}
+        values: list[np.ndarray] = []
+        self.par_map: dict[int, tuple[str, str, int]] = {}
+        if params:
+            k = par_base
+            for name in self.order:
+                node = self.graph.nodes[name]
+                for field in PAR_FIELDS.get(type(node), ()):
+                    v = getattr(node, field)
+                    if v is None:
+                        continue
+                    v = np.asarray(v, np.float64)
+                    self.blocks[name, field] = _obj([self.hy.par[i] for i in
+                                                     range(k, k + v.size)], v.shape)
+                    self.par_map.update({k + j: (name, field, j) for j in range(v.size)})
+                    values.append(v.ravel())
+                    k += v.size
+        self.par_values = np.concatenate(values) if values else np.zeros(0)
 
-    # constants: numbers, or fresh par[i] holding them
-    def const(self, values) -> np.ndarray:
-        values = np.asarray(values, dtype=np.float64)
-        if not self.params:
-            return values
-        start = len(self.par_values)
-        self.par_values.extend(values.ravel().tolist())
-        pars = [self.hy.par[i] for i in range(start, start + values.size)]
-        return np.array(pars, dtype=object).reshape(values.shape)
+    def const(self, name: str, field: str) -> np.ndarray:
+        """Node `name`'s `field`: its par[] block with params, else its float64 values."""
+        if (name, field) in self.blocks:
+            return self.blocks[name, field]
+        return np.asarray(getattr(self.graph.nodes[name], field), dtype=np.float64)
 
     def dot(self, w_row, x) -> Any:
         hy = self.hy
-        terms = [(wi if self.params else float(wi)) * xi for wi, xi in zip(w_row, x)]
+        terms = [(wi if isinstance(wi, self.hy.expression) else float(wi)) * xi
+                 for wi, xi in zip(w_row, x)]
         return hy.sum(terms) if terms else hy.expression(0.0)
 
     def evaluate(self, feeds: dict[str, np.ndarray], env: dict | None = None) -> dict:
@@ -146,34 +174,34 @@ class HeyokaBuilder(GraphWalker):
         for cls, why in NO_SMOOTH_FORM.items():
             if isinstance(node, cls):
                 raise ir.GraphError(f"{type(node).__name__} {why}", node=name, field="type",
-                                    fix=_FIX_SMOOTH)
+                                    fix=f"build expressions from the smooth part of the graph "
+                                        f"only, or {discrete_paths(self.graph)}")
         if node.stateful:
             raise ir.GraphError(f"{type(node).__name__} is stateful: it has no expression form",
-                                node=name, field="type",
-                                fix="use polyir.to_heyoka_ode(graph) for leaky-integrator graphs")
+                                node=name, field="type", fix=stateful_fix(self.graph))
+        if type(node) not in heyoka_rule:
+            raise ir.GraphError(f"{type(node).__name__} {name!r} has no heyoka form", node=name,
+                                field="type", fix=f"heyoka supports "
+                                f"{sorted(k.__name__ for k in heyoka_rule.rules)}; "
+                                f"{discrete_paths(self.graph)}")
         return heyoka_rule.apply(self, name, node, values)
 
     def ffnn(self, chain: FfnnChain, x: np.ndarray) -> np.ndarray:
         """One heyoka.model.ffnn for the chain: nn_wb = all weights (row-major (out, in), layer
-        by layer), then all biases (Linear layers: zeros that stay numbers even with params)."""
+        by layer), then all biases (Linear layers: zeros that stay numbers even with params;
+        no par[] is made for a bias the graph does not have)."""
         hy = self.hy
-        dense = [self.graph.nodes[layer.dense] for layer in chain.layers]
+        dense = [layer.dense for layer in chain.layers]
         acts = []
         for layer in chain.layers:
             acts.append(_compose([activation(self.graph.nodes[a].fn, self.graph.nodes[a].alpha, a)
                                   for a in layer.activations]))
-        sizes = [int(d.weight.shape[0]) for d in dense]
-        if not self.params:
-            wb = [float(v) for d in dense for v in np.asarray(d.weight, np.float64).ravel()]
-            wb += [float(v) for d in dense for v in
-                   (np.asarray(d.bias, np.float64) if isinstance(d, ir.Affine)
-                    else np.zeros(d.weight.shape[0]))]
-        else:
-            wb = [w for d in dense for w in self.const(d.weight).ravel()]
-            for d in dense:
-                wb += (list(self.const(d.bias)) if isinstance(d, ir.Affine)
-                       else [hy.expression(0.0)] * d.weight.shape[0])
-            wb = [w if isinstance(w, hy.expression) else hy.expression(float(w)) for w in wb]
+        sizes = [int(self.graph.nodes[d].weight.shape[0]) for d in dense]
+        wb = [w for d in dense for w in self.const(d, "weight").ravel()]
+        for d, size in zip(dense, sizes):
+            wb += (list(self.const(d, "bias")) if isinstance(self.graph.nodes[d], ir.Affine)
+                   else [0.0] * size)
+        wb = [w if isinstance(w, hy.expression) else hy.expression(float(w)) for w in wb]
         out = hy.model.ffnn(list(x.ravel()), sizes[:-1], sizes[-1], acts, wb)
         return np.array(out, dtype=object)
 
@@ -197,20 +225,21 @@ def _input(b, name, node, values):  # Inputs are fed, never visited
 @heyoka_rule(ir.Affine, ir.Linear)
 def _dense(b, name, node, values):
     x = values["input"]
-    w = b.const(node.weight)
+    w = b.const(name, "weight")
     rows = [b.dot(w[i], x) for i in range(w.shape[0])]
     if isinstance(node, ir.Affine):
-        bias = b.const(node.bias)
-        rows = [r + (bi if b.params else float(bi)) for r, bi in zip(rows, bias)]
+        bias = b.const(name, "bias")
+        rows = [r + (bi if isinstance(bi, b.hy.expression) else float(bi))
+                for r, bi in zip(rows, bias)]
     return _obj(rows)
 
 
 @heyoka_rule(ir.Scale)
 def _scale(b, name, node, values):
     x = values["input"]
-    s = b.const(node.scale)
-    return _obj([(si if b.params else float(si)) * xi for si, xi in zip(s.ravel(), x.ravel())],
-                x.shape)
+    s = b.const(name, "scale")
+    return _obj([(si if isinstance(si, b.hy.expression) else float(si)) * xi
+                 for si, xi in zip(s.ravel(), x.ravel())], x.shape)
 
 
 @heyoka_rule(ir.Activation)
@@ -350,15 +379,19 @@ def _input_vars(walker: GraphWalker, inputs) -> tuple[dict, list]:
 
 def to_heyoka(graph: ir.Graph, inputs: Sequence | None = None, params: bool = False,
               mode: str = "eval", ffnn: bool = True):
-    """Graph -> (expressions, input variables), or (expressions, input variables, par values)
-    with `params=True`.
+    """Graph -> (expressions, input variables), or with `params=True` (expressions, input
+    variables, par values, par map).
 
     - `inputs`: heyoka expressions to use for the inputs' elements (all Input nodes in order,
       each flattened in C order); default fresh variables x0, x1, ... (one Input) or
       `<input>_<i>`.
-    - `params`: Affine/Linear weights and biases and Scale factors become `heyoka.par[i]`; the
-      third returned item is the float64 array of their values (par[i] = values[i]), in order of
-      appearance; inside an ffnn chain in heyoka's nn_wb order.
+    - `params`: the trainable fields (PAR_FIELDS: Affine weight and bias, Linear weight, Scale
+      scale) become `heyoka.par[i]`. The order is one and the same whatever the other flags:
+      nodes in the graph's evaluation order, within a node its fields in PAR_FIELDS order
+      (weight before bias, as torch lists them), each field flattened in C order (a weight row
+      by row, (out, in)). `values[i]` is par[i]'s value and `par_map[i] = (node, field, flat
+      index)`; `write_params` puts trained values back. A Linear layer (no bias) gets no bias
+      parameters: inside an MLP chain its bias slots in heyoka's ffnn are the constant 0.
     - `mode`: "eval" applies logic layers' hard gates, "train" their relaxed softmax mixture.
     - `ffnn`: map MLP chains to `heyoka.model.ffnn` (False: node by node, same values).
 
@@ -369,15 +402,94 @@ def to_heyoka(graph: ir.Graph, inputs: Sequence | None = None, params: bool = Fa
     if stateful:
         n = stateful[0]
         raise ir.GraphError(f"{type(b.graph.nodes[n]).__name__} is stateful: a graph with "
-                            "neurons has no expression form", node=n, field="type",
-                            fix="use polyir.to_heyoka_ode(graph)")
+                            "neurons or delays has no expression form", node=n, field="type",
+                            fix=stateful_fix(b.graph))
     feeds, flat = _input_vars(b, inputs)
     env = b.evaluate(feeds)
     exprs = [e for o in b.output_names for e in np.asarray(env[o]).ravel()]
     if params:
-        return exprs, flat, np.asarray(b.par_values, dtype=np.float64)
+        return exprs, flat, b.par_values, b.par_map
     return exprs, flat
 
 
-__all__ = ["heyoka_rule", "to_heyoka", "activation", "gate_coefficients", "HeyokaBuilder",
-           "NO_SMOOTH_FORM"]
+def stateful_fix(graph: ir.Graph) -> str:
+    """Where a stateful graph can go instead: the ODE importer when every node has an ODE form,
+    else the discrete-time paths (torch, C)."""
+    from .heyoka_ode import ode_form_missing
+    missing = ode_form_missing(graph)
+    if missing is None:
+        return "use polyir.to_heyoka_ode(graph) (continuous time, exact spike times)"
+    name, why = missing
+    return f"the ODE path cannot take it either ({name!r} {why}); {discrete_paths(graph)}"
+
+
+def discrete_paths(graph: ir.Graph) -> str:
+    """The other ways to run the whole graph, named only where every node kind has a rule there
+    (torch always is checked; the C backend when its rules are loaded)."""
+    from .torch import torch_rule
+    from ..ir.walk import TABLES
+    kinds = {type(k) for k in graph.flattened().nodes.values()} - {ir.Input, ir.Output}
+    ways = []
+    if kinds <= set(torch_rule.rules):
+        ways.append("polyir.to_torch(graph, dt=...)")
+    if "lower" in TABLES and kinds <= set(TABLES["lower"].rules):
+        ways.append("polyir.compile(graph, 'c')")
+    if not ways:
+        return "no polyir path runs every node of this graph; replace the unsupported node"
+    return "run the whole graph with " + " or ".join(ways)
+
+
+def write_params(target, values, par_map: dict):
+    """Put a par vector (trained values of `to_heyoka(..., params=True)` or
+    `to_heyoka_ode(..., params=True)`) back where `par_map` says each came from.
+
+    `target` is a Graph (a new Graph is returned, the given one is left as it was; nested
+    graphs are followed through their 'outer.inner' names) or a module from `polyir.to_torch`
+    (its parameters are overwritten in place under no_grad; returned). Values keep the target's
+    dtype."""
+    values = np.asarray(values, np.float64).ravel()
+    if len(values) < max(par_map, default=-1) + 1:
+        raise ir.GraphError(f"{len(values)} values, but par_map reaches par[{max(par_map)}]",
+                            field="values", fix="pass the whole par vector the map was made for")
+    fields: dict[tuple[str, str], list] = {}
+    for i, (node, field, j) in par_map.items():
+        fields.setdefault((node, field), []).append((j, values[i]))
+    if isinstance(target, ir.Graph):
+        return _graph_with(target, fields)
+    if hasattr(target, "layer"):  # a polyir.to_torch module
+        import torch
+        with torch.no_grad():
+            for (node, field), items in fields.items():
+                p = getattr(target.layer(node), field)
+                flat = p.view(-1)
+                idx, vals = zip(*items)
+                flat[list(idx)] = torch.tensor(vals, dtype=p.dtype, device=p.device)
+        return target
+    raise ir.GraphError(f"cannot write parameters into a {type(target).__name__}",
+                        field="target", fix="pass a polyir Graph or a module from polyir.to_torch")
+
+
+def _graph_with(graph: ir.Graph, fields: dict) -> ir.Graph:
+    nodes = dict(graph.nodes)
+    inner: dict[str, dict] = {}
+    for (node, field), items in fields.items():
+        if node not in nodes:
+            outer, _, rest = node.partition(".")
+            if not isinstance(nodes.get(outer), ir.Graph):
+                raise ir.GraphError("par_map names a node this graph does not have", node=node,
+                                    fix="write into the graph the map was made from")
+            inner.setdefault(outer, {})[rest, field] = items
+            continue
+        kind = nodes[node]
+        old = np.asarray(getattr(kind, field))
+        new = old.astype(old.dtype, copy=True).reshape(-1)
+        idx, vals = zip(*items)
+        new[list(idx)] = vals
+        nodes[node] = dataclasses.replace(kind, **{field: new.reshape(old.shape)})
+    for outer, sub in inner.items():
+        nodes[outer] = _graph_with(nodes[outer], sub)
+    return ir.Graph(nodes, graph.edges, graph.metadata)
+
+
+__all__ = ["heyoka_rule", "to_heyoka", "write_params", "activation", "gate_coefficients",
+           "HeyokaBuilder", "NO_SMOOTH_FORM", "PAR_FIELDS"]

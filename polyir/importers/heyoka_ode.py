@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import ir
-from .heyoka import HeyokaBuilder, _hy, _input_size, _input_vars, _obj
+from .heyoka import HeyokaBuilder, _hy, _input_size, _input_vars, _obj, use_compact_mode
 
 _NEURONS = (ir.I, ir.IF, ir.LI, ir.LIF, ir.CubaLI, ir.CubaLIF)
 _SPIKING = (ir.IF, ir.LIF, ir.CubaLIF)
@@ -56,31 +56,39 @@ _LINEAR_SPIKE_MAP = {
 
 
 class HeyokaODE:
-    """An ODE system built from a graph, ready for `heyoka.taylor_adaptive`.
+    """An ODE system built from a graph, ready for heyoka's Taylor integrators.
 
     Attributes: `sys` (list of (variable, right-hand side)), `state_vars`, `state0` (initial
     state, zeros), `n_inputs` (inputs are `par[0..n_inputs-1]`, all Input nodes flattened in
     order), `outputs` (expressions of the Output nodes' elements, in state and input), `neurons`
     (name -> state offsets), `spiking` (neurons with spike events), `spike_charge` (the charge
     one spike carries into the neurons it feeds; None: the step dt of `run`), `dt` (the graph's
-    metadata dt, if any).
+    metadata dt, if any), `size` (the graph's parameter count: what `compact_mode=None` decides
+    on), `par_values` / `par_map` (with `params=True`: see `to_heyoka_ode`).
 
-    `integrator(...)` builds a `taylor_adaptive` with the spike events; `run(inputs, dt)`
-    integrates a (T, n_in) input sequence held constant over each step and returns an
-    `OdeRun(t, states, outputs, spikes)`.
+    `integrator(...)` builds a scalar `taylor_adaptive` with the spike events,
+    `batch_integrator(batch_size, ...)` a `taylor_adaptive_batch` (one SIMD lane per sequence);
+    `run(inputs, dt)` integrates (T, n_in) or (T, batch, n_in) input sequences held constant over
+    each step and returns an `OdeRun(t, states, outputs, spikes)`.
     """
 
     def __init__(self, sys, state_vars, n_inputs, outputs, neurons, spiking, spike_maps,
-                 rhs_mode=False, spike_charge=None, dt=None):
+                 rhs_mode=False, spike_charge=None, dt=None, size=0, par_values=None,
+                 par_map=None):
         self.sys, self.state_vars, self.n_inputs = sys, state_vars, n_inputs
         self.outputs, self.neurons, self.spiking = outputs, neurons, spiking
         self.spike_maps = spike_maps          # source -> {target: (state offsets, jump matrix)}
         self.out_spike_maps: dict = {}        # source -> (n_out, n_source) spike-count map
         self.rhs_mode, self.spike_charge, self.dt = rhs_mode, spike_charge, dt
+        self.size = size
+        self.par_values = np.zeros(0) if par_values is None else par_values
+        self.par_map = {} if par_map is None else par_map
         self.state0 = np.zeros(len(state_vars))
-        self.record: list = []                # spikes of the current run: (time, neuron, index)
+        self.record: list = []                # per lane: spikes (time, neuron, index)
+        self.lane_base = self.lanes = 0       # the batch lanes being integrated
+
         self.charge = 1.0                     # charge delivered per spike in the current run
-        self._out_cf = None
+        self._out_cf: dict = {}
         self._ta: dict = {}
 
     def __repr__(self):
@@ -98,43 +106,87 @@ class HeyokaODE:
         lines += [f"output[{k}] = {e}" for k, e in enumerate(self.outputs)]
         if self.n_inputs:
             lines.append(f"inputs: par[0..{self.n_inputs - 1}] (constant over each step)")
+        if self.par_map:
+            first = min(self.par_map)
+            lines.append(f"weights: par[{first}..{first + len(self.par_map) - 1}] (par_map)")
         return "\n".join(lines)
 
     def _thresholds(self) -> dict:
         return {n.name: (n.offset, np.asarray(n.node.v_threshold, np.float64).ravel(),
                          np.asarray(n.node.v_reset, np.float64).ravel()) for n in self.spiking}
 
-    def integrator(self, state0=None, *, tol: float = 0.0, compact_mode: bool = False,
-                   **kwargs):
-        """A new `heyoka.taylor_adaptive` for the system (inputs as pars, initially 0). Spikes
-        are terminal events whose callback appends (time, neuron, index) to `self.record`,
-        resets v and adds `self.charge` times the weights to the neurons the spike feeds."""
+    def _pars(self, lanes: int | None = None) -> np.ndarray:
+        """Initial par vector: inputs 0, then the weights' values (params=True)."""
+        p = np.concatenate([np.zeros(self.n_inputs), self.par_values])
+        return p if lanes is None else np.repeat(p[:, None], lanes, axis=1)
+
+    def _options(self, compact_mode, fp_type, kwargs):
+        if compact_mode is None:
+            compact_mode = use_compact_mode(self.size)
+        return dict(kwargs, compact_mode=bool(compact_mode), fp_type=np.dtype(fp_type).type)
+
+    def integrator(self, state0=None, *, tol: float = 0.0, compact_mode: bool | None = None,
+                   fp_type=np.float64, **kwargs):
+        """A new scalar `heyoka.taylor_adaptive` for the system (inputs as pars, initially 0).
+        Spikes are terminal events whose callback records (time, neuron, index) in
+        `self.record[0]`, resets v and adds `self.charge` times the weights to the neurons the
+        spike feeds. compact_mode=None: chosen from the system's size (`use_compact_mode`)."""
         hy = _hy()
+        opts = self._options(compact_mode, fp_type, kwargs)
         state0 = self.state0 if state0 is None else np.asarray(state0, np.float64)
         thresholds = self._thresholds()
-        events = []
-        for n in self.spiking:
-            _, thr, _ = thresholds[n.name]
-            for k in range(len(n.v)):
-                events.append(hy.t_event(n.v[k] - float(thr[k]),
-                                         callback=_SpikeCallback(self, n.name, k, thresholds),
-                                         direction=hy.event_direction.positive))
-        return hy.taylor_adaptive(self.sys, [float(v) for v in state0],
-                                  pars=[0.0] * self.n_inputs, tol=tol, compact_mode=compact_mode,
-                                  t_events=events, **kwargs)
+        events = [hy.t_event(n.v[k] - float(thresholds[n.name][1][k]), fp_type=opts["fp_type"],
+                             callback=_SpikeCallback(self, n.name, k, thresholds),
+                             direction=hy.event_direction.positive)
+                  for n in self.spiking for k in range(len(n.v))]
+        if not self.record:
+            self.record = [[]]
+        return hy.taylor_adaptive(self.sys, np.asarray(state0, opts["fp_type"]),
+                                  pars=self._pars().astype(opts["fp_type"]),
+                                  tol=opts["fp_type"](tol),
+                                  t_events=events, **opts)
 
-    def output_function(self):
-        """cfunc: states (as variables), inputs (as pars) -> outputs."""
-        if self._out_cf is None:
-            self._out_cf = _hy().cfunc(self.outputs, self.state_vars)
-        return self._out_cf
+    def batch_integrator(self, batch_size: int, *, tol: float = 0.0,
+                         compact_mode: bool | None = None, fp_type=np.float64, **kwargs):
+        """A `heyoka.taylor_adaptive_batch` of `batch_size` lanes (SIMD), zero state, with the
+        spike events; lane b records its spikes in `self.record[self.lane_base + b]`."""
+        hy = _hy()
+        opts = self._options(compact_mode, fp_type, kwargs)
+        thresholds = self._thresholds()
+        events = [hy.t_event_batch(n.v[k] - float(thresholds[n.name][1][k]),
+                                   fp_type=opts["fp_type"],
+                                   callback=_SpikeCallback(self, n.name, k, thresholds),
+                                   direction=hy.event_direction.positive)
+                  for n in self.spiking for k in range(len(n.v))]
+        state = np.zeros((len(self.state_vars), int(batch_size)), opts["fp_type"])
+        return hy.taylor_adaptive_batch(self.sys, state,
+                                        pars=self._pars(batch_size).astype(opts["fp_type"]),
+                                        tol=opts["fp_type"](tol), t_events=events, **opts)
 
-    def run(self, inputs, dt: float | None = None, state0=None, **kwargs) -> "OdeRun":
-        """Integrate a (T, n_in) input sequence (or (T, batch, n_in): each batch element in
-        turn), row k held constant on [k dt, (k+1) dt]. Returns the states and outputs at the
-        end of each step ((T, [batch,] n_state), (T, [batch,] n_out)) and the exact spike times.
-        A spiking output element at step k counts the spikes in that step. The integrator is
-        compiled once per option set and reused."""
+    def compiled(self, batch_size: int = 1, **options):
+        """The batch integrator for these options, compiled once and kept."""
+        key = (int(batch_size),) + tuple(sorted((k, str(v)) for k, v in options.items()))
+        if key not in self._ta:
+            self._ta[key] = self.batch_integrator(batch_size, **options)
+        return self._ta[key]
+
+    def output_function(self, fp_type=np.float64):
+        """cfunc: states (as variables), inputs and weights (as pars) -> outputs."""
+        fp = np.dtype(fp_type).type
+        if fp not in self._out_cf:
+            self._out_cf[fp] = _hy().cfunc(self.outputs, self.state_vars, fp_type=fp)
+        return self._out_cf[fp]
+
+    def run(self, inputs, dt: float | None = None, state0=None, *, batch_size: int | None = None,
+            **options) -> "OdeRun":
+        """Integrate a (T, n_in) input sequence, or (T, batch, n_in) sequences side by side in
+        heyoka's batch mode (`batch_size` lanes at a time, default: as many as the batch up to
+        heyoka's recommended SIMD size), row k held constant on [k dt, (k+1) dt]. Returns the
+        states and outputs at the end of each step ((T, [batch,] n_state), (T, [batch,] n_out))
+        and the exact spike times. A spiking output element at step k counts the spikes in that
+        step. Options (compact_mode, fp_type, tol, ...) go to the integrator, which is compiled
+        once per option set and batch size and reused."""
+        hy = _hy()
         if self.rhs_mode:
             raise ir.GraphError("this system is dx/dt = graph(x): it takes no input sequence",
                                 field="inputs", fix="use integrator(state0).propagate_grid(times)")
@@ -144,67 +196,88 @@ class HeyokaODE:
                                 fix="pass dt=...")
         dt = float(dt)
         x = np.asarray(inputs, np.float64)
+        single = x.ndim < 3
         if x.ndim == 1 and self.n_inputs == 1:
             x = x[:, None]
-        if x.ndim == 3:
-            runs = [self.run(x[:, j], dt, state0, **kwargs) for j in range(x.shape[1])]
-            return OdeRun(runs[0].t, np.stack([r.states for r in runs], 1),
-                          np.stack([r.outputs for r in runs], 1), [r.spikes for r in runs])
-        x = x.reshape(x.shape[0], -1)
-        if x.shape[1] != self.n_inputs:
-            raise ir.GraphError(f"input sequence has {x.shape[1]} columns, the graph takes "
-                                f"{self.n_inputs}", field="inputs", fix="pass (T, n_in)")
-        key = tuple(sorted(kwargs.items()))
-        if key not in self._ta:
-            self._ta[key] = self.integrator(**kwargs)
-        ta = self._ta[key]
-        ta.time = 0.0
-        ta.state[:] = self.state0 if state0 is None else np.asarray(state0, np.float64)
-        if self.spiking:
-            ta.reset_cooldowns()
-        self.record = []
+        if single:
+            x = x.reshape(x.shape[0], 1, -1)
+        if x.ndim != 3 or x.shape[2] != self.n_inputs:
+            raise ir.GraphError(f"input sequence has shape {np.shape(inputs)}, the graph takes "
+                                f"{self.n_inputs} values per step", field="inputs",
+                                fix="pass (T, n_in) or (T, batch, n_in)")
+        T, B = x.shape[0], x.shape[1]
+        fp = np.dtype(options.get("fp_type", np.float64)).type
+        if batch_size is None:
+            batch_size = min(B, hy.recommended_simd_size(fp_type=fp)) or 1
+        ta = self.compiled(batch_size, **options)
+        self.record = [[] for _ in range(B)]
         self.charge = float(dt if self.spike_charge is None else self.spike_charge)
-        limit = _hy().taylor_outcome.time_limit
-        T = x.shape[0]
-        states = np.empty((T, len(self.state_vars)))
-        for k in range(T):
-            ta.pars[:] = x[k]
-            outcome = ta.propagate_until((k + 1) * dt)[0]
-            if outcome != limit:
-                raise RuntimeError(f"heyoka stopped at t={ta.time} with {outcome}")
-            states[k] = ta.state
-        outs = np.zeros((T, len(self.outputs)))
+        s0 = self.state0 if state0 is None else np.asarray(state0, np.float64)
+        states = np.empty((T, B, len(self.state_vars)))
+        weights = self.par_values[:, None]
+        limit = hy.taylor_outcome.time_limit
+        for base in range(0, B, batch_size):
+            lanes = min(batch_size, B - base)
+            self.lane_base, self.lanes = base, lanes
+            ta.set_time(np.zeros(batch_size, fp))
+            ta.state[:] = s0[:, None]
+            if self.spiking:
+                ta.reset_cooldowns()
+            # lanes past the batch's end copy real ones (a lane with no input integrates slowly)
+            copy = base + np.arange(batch_size) % lanes
+            for k in range(T):
+                pars = x[k, copy].T
+                ta.pars[:] = np.concatenate([pars, np.broadcast_to(weights, (len(weights),
+                                                                            batch_size))])
+                ta.propagate_until(np.full(batch_size, (k + 1) * dt, fp))
+                bad = [r[0] for r in ta.propagate_res[:lanes] if r[0] != limit]
+                if bad:
+                    raise RuntimeError(f"heyoka stopped at t={ta.time} with {bad[0]}")
+                states[k, base:base + lanes] = ta.state[:, :lanes].T
+        outs = np.zeros((T, B, len(self.outputs)))
         if self.outputs:
             cf = self.output_function()
-            pars = np.ascontiguousarray(x.T[:cf.nparams]) if cf.nparams else None
-            outs[:] = cf(np.ascontiguousarray(states.T), pars=pars).T
+            flat_x = x.reshape(T * B, -1)
+            pars = np.concatenate([flat_x.T, np.broadcast_to(weights, (len(weights), T * B))])
+            outs[:] = cf(np.ascontiguousarray(states.reshape(T * B, -1).T),
+                         pars=np.ascontiguousarray(pars[:cf.nparams]) if cf.nparams else None
+                         ).T.reshape(T, B, -1)
         for name, m in self.out_spike_maps.items():
-            counts = np.zeros((T, m.shape[1]))
-            for t, src, idx in self.record:
-                if src == name:
-                    counts[min(int(t / dt), T - 1), idx] += 1
-            outs += counts @ m.T
-        return OdeRun(np.arange(1, T + 1) * dt, states, outs, list(self.record))
+            for b, rec in enumerate(self.record):
+                hits = [(min(int(t / dt), T - 1), idx) for t, src, idx in rec if src == name]
+                if hits:
+                    counts = np.zeros((T, m.shape[1]))
+                    np.add.at(counts, tuple(np.array(hits).T), 1)
+                    outs[:, b] += counts @ m.T
+        t = np.arange(1, T + 1) * dt
+        if single:
+            return OdeRun(t, states[:, 0], outs[:, 0], list(self.record[0]))
+        return OdeRun(t, states, outs, [list(r) for r in self.record])
 
 
 @dataclasses.dataclass
 class OdeRun:
-    """Result of `HeyokaODE.run`: step end times (T,), states (T, n_state), outputs (T, n_out),
-    spikes [(time, neuron node, index)] in time order."""
+    """Result of `HeyokaODE.run`: step end times (T,), states (T, [batch,] n_state), outputs
+    (T, [batch,] n_out), spikes [(time, neuron node, index)] in time order (one such list per
+    sequence for a batch)."""
 
     t: np.ndarray
     states: np.ndarray
     outputs: np.ndarray
     spikes: list
 
-    def spike_times(self, neuron: str | None = None, index: int = 0) -> np.ndarray:
-        return np.array([t for t, n, i in self.spikes
+    def spike_times(self, neuron: str | None = None, index: int = 0, batch: int | None = None
+                    ) -> np.ndarray:
+        spikes = self.spikes if batch is None else self.spikes[batch]
+        return np.array([t for t, n, i in spikes
                          if (neuron is None or n == neuron) and i == index])
 
 
 class _SpikeCallback:
-    """Terminal-event callback: record the spike, reset v, deliver the charge to the neurons the
-    spiking one feeds; a neuron pushed over its threshold by that charge spikes at once."""
+    """Terminal-event callback (scalar or batch integrator): record the spike, reset v, deliver
+    the charge to the neurons the spiking one feeds; a neuron pushed over its threshold by that
+    charge spikes at once. A neuron fires at most once per instant: one pushed back over its
+    threshold by its own cascade would spike forever, and that is an error that says why."""
 
     def __init__(self, ode, name, index, thresholds):
         self.ode, self.name, self.index, self.thresholds = ode, name, index, thresholds
@@ -213,19 +286,27 @@ class _SpikeCallback:
         # heyoka deep-copies callbacks into the integrator; keep this one bound to its ODE.
         return self
 
-    def __call__(self, ta, d_sgn) -> bool:
-        st = ta.state
+    def __call__(self, ta, d_sgn, lane=None) -> bool:
         ode = self.ode
+        if lane is None:
+            st, now, record = ta.state, float(ta.time), ode.record[0]
+        elif lane >= ode.lanes:  # a padding lane (a copy of a real one): only keep it regular
+            off, _, reset = self.thresholds[self.name]
+            ta.state[off + self.index, lane] = reset[self.index]
+            return True
+        else:
+            st, now = ta.state[:, lane], float(ta.time[lane])
+            record = ode.record[ode.lane_base + lane]
         queue = [(self.name, self.index)]
-        fired = 0
+        fired = set()
         while queue:
             name, k = queue.pop(0)
             off, thr, reset = self.thresholds[name]
-            ode.record.append((float(ta.time), name, k))
+            if (name, k) in fired:
+                raise _cascade_error(ode, name, k, now)
+            fired.add((name, k))
+            record.append((now, name, k))
             st[off + k] = reset[k]
-            fired += 1
-            if fired > 100000:
-                raise RuntimeError(f"spike cascade from {self.name!r} does not end")
             for target, (offsets, jumps) in ode.spike_maps.get(name, {}).items():
                 st[offsets] += ode.charge * jumps[:, k]
                 if target in self.thresholds:
@@ -236,16 +317,38 @@ class _SpikeCallback:
         return True
 
 
-def _dt_free_check(graph):
-    for n, node in graph.nodes.items():
+def _cascade_error(ode, name, k, now) -> ir.GraphError:
+    return ir.GraphError(
+        f"{name}[{k}] spikes twice at the same instant t={now:.6g}: the charge its spike cascade "
+        "delivers back to it (through a recurrent edge) lifts it over v_threshold again right "
+        "after its reset, so in continuous time it would spike without end", node=name,
+        field="v_threshold",
+        fix="make the recurrent weight times the spike charge smaller than v_threshold - "
+            "v_reset, or pass a smaller spike_charge to to_heyoka_ode; or simulate in discrete "
+            "time, where a recurrent spike arrives one step later: polyir.to_torch(graph, dt=...) "
+            "or polyir.compile(graph, 'c')")
+
+
+def ode_form_missing(graph: ir.Graph):
+    """(node, why) for the first node with no ODE form here, or None when the whole graph has
+    one (neurons, static nodes with a heyoka expression)."""
+    from .heyoka import NO_SMOOTH_FORM, heyoka_rule
+    for name, node in graph.flattened().nodes.items():
+        if isinstance(node, _NEURONS):
+            continue
         if isinstance(node, ir.Delay):
-            raise ir.GraphError("Delay has no ODE form here (it would need a delay equation)",
-                                node=n, field="type", fix="remove the Delay")
+            return name, "is a Delay: a delay equation, which heyoka's Taylor integrators do not solve"
+        if node.stateful:
+            return name, f"is a stateful {type(node).__name__} with no continuous-time form"
+        if type(node) in NO_SMOOTH_FORM or type(node) not in heyoka_rule:
+            return name, f"is a {type(node).__name__}, which has no heyoka expression"
+    return None
 
 
 def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str = "eval",
-                  ffnn: bool = True) -> HeyokaODE:
-    """Leaky-integrator graph -> HeyokaODE (see its docstring).
+                  ffnn: bool = True, params: bool = False) -> HeyokaODE:
+    """Leaky-integrator graph -> HeyokaODE (see its docstring; docs/heyoka.md has the spiking
+    semantics).
 
     Neurons follow NIR's continuous-time equations (LI: tau dv/dt = v_leak - v + r I; CubaLI adds
     tau_syn dI/dt = -I + w_in S; I: dv/dt = r I), initial state 0. LIF / CubaLIF / IF spike when v
@@ -255,17 +358,49 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
     Linear / Scale / Flatten) to the neurons it feeds. A spike reaching a nonlinear node is an
     error. A graph with no neurons is read as dx/dt = graph(x) (inputs = state, needs
     n_in == n_out).
+
+    `params=True` makes the static nodes' weights heyoka pars, as `to_heyoka` does (same order,
+    same PAR_FIELDS), placed after the inputs: par[n_inputs + k]. The system then carries
+    `par_values` and `par_map` ({par index: (node, field, flat index)}) for `write_params` and
+    for sensitivities with `heyoka.var_ode_sys(sys, heyoka.var_args.params)`. Spike jumps are
+    applied by event callbacks, outside heyoka's expressions, so params=True is refused for
+    graphs with spiking neurons.
     """
     hy = _hy()
-    b = HeyokaBuilder(graph, mode=mode, ffnn=ffnn)
+    g = graph.flattened()
+    missing = ode_form_missing(g)
+    if missing is not None:
+        from .heyoka import discrete_paths
+        name, why = missing
+        raise ir.GraphError(f"{type(g.nodes[name]).__name__} {why}", node=name, field="type",
+                            fix=f"heyoka's ODE path takes neurons and "
+                                f"{sorted(k.__name__ for k in _static_kinds())}; "
+                                f"{discrete_paths(g)}")
+    neurons_present = any(isinstance(k, _NEURONS) for k in g.nodes.values())
+    spiking_present = [n for n, k in g.nodes.items() if isinstance(k, _SPIKING)]
+    if params and spiking_present:
+        raise ir.GraphError("params=True on a graph with spiking neurons: spike jumps are applied "
+                            "by event callbacks outside heyoka's expressions, so trained par[] "
+                            "values would not reach them", node=spiking_present[0],
+                            field="params", fix="use params=False, or train the spiking graph "
+                                                "with polyir.to_torch(graph, dt=...)")
+    for n in spiking_present:
+        node = g.nodes[n]
+        thr = np.broadcast_to(np.asarray(node.v_threshold, np.float64), np.shape(node.r))
+        reset = np.broadcast_to(np.asarray(node.v_reset if node.v_reset is not None else 0.0,
+                                           np.float64), np.shape(node.r))
+        if np.any(reset >= thr):
+            j = int(np.argmax((reset >= thr).ravel()))
+            raise ir.GraphError(f"v_reset[{j}] = {reset.ravel()[j]:g} is not below v_threshold"
+                                f"[{j}] = {thr.ravel()[j]:g}: after a spike the neuron would "
+                                "sit at or above its threshold, and in continuous time it "
+                                "would spike without end", node=n, field="v_reset",
+                                fix="set v_reset below v_threshold")
+    n_in = sum(_input_size(g, n) for n in g.inputs) if neurons_present else 0
+    b = HeyokaBuilder(g, mode=mode, ffnn=ffnn, params=params, par_base=n_in)
     g = b.graph
-    _dt_free_check(g)
     neurons = [n for n in b.order if isinstance(g.nodes[n], _NEURONS)]
-    other_state = [n for n in b.order if g.nodes[n].stateful and n not in neurons]
-    if other_state:
-        n = other_state[0]
-        raise ir.GraphError(f"{type(g.nodes[n]).__name__} has no ODE form", node=n, field="type",
-                            fix="use LI / CubaLI / I / LIF / CubaLIF / IF neurons")
+    extra = {"size": g.parameter_count(), "par_values": b.par_values, "par_map": b.par_map}
 
     if not neurons:  # right-hand side mode
         feeds, flat = _input_vars(b, None)
@@ -277,11 +412,11 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
             raise ir.GraphError(f"a graph with no neurons is read as dx/dt = graph(x), but it "
                                 f"maps {len(flat)} inputs to {len(rhs)} outputs", field="nodes",
                                 fix="give it as many outputs as inputs, or add neurons")
-        return HeyokaODE(list(zip(flat, rhs)), flat, 0, list(flat), {}, [], {}, rhs_mode=True)
+        return HeyokaODE(list(zip(flat, rhs)), flat, 0, list(flat), {}, [], {}, rhs_mode=True,
+                         **extra)
 
     # inputs are parameters
     sizes = [_input_size(g, n) for n in b.input_names]
-    n_in = sum(sizes)
     feeds, k = {}, 0
     for n, s in zip(b.input_names, sizes):
         feeds[n] = _Signal(_obj([hy.par[k + i] for i in range(s)], g.nodes[n].shape))
@@ -373,7 +508,7 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
     outputs = [e for o in b.output_names for e in np.asarray(env[o].ex).ravel()]
     ode = HeyokaODE(sys, state_vars, n_in, outputs, info,
                     [info[n] for n in neurons if isinstance(g.nodes[n], _SPIKING)], spike_maps,
-                    spike_charge=spike_charge, dt=g.metadata.get("dt"))
+                    spike_charge=spike_charge, dt=g.metadata.get("dt"), **extra)
     # Output spike maps: (n_out, n_src) per spiking source
     for o_start, o in zip(np.cumsum([0] + [np.asarray(env[o].ex).size for o in b.output_names]),
                           b.output_names):
@@ -381,6 +516,11 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
             full = ode.out_spike_maps.setdefault(src, np.zeros((len(outputs), m.shape[1])))
             full[o_start:o_start + m.shape[0]] += m
     return ode
+
+
+def _static_kinds():
+    from .heyoka import NO_SMOOTH_FORM, heyoka_rule
+    return [k for k in heyoka_rule.rules if k not in NO_SMOOTH_FORM and k not in (ir.Input,)]
 
 
 def _no_spikes(x, name):
@@ -392,4 +532,4 @@ def _no_spikes(x, name):
                                 "neurons or outputs")
 
 
-__all__ = ["to_heyoka_ode", "HeyokaODE", "OdeRun"]
+__all__ = ["to_heyoka_ode", "HeyokaODE", "OdeRun", "ode_form_missing"]
