@@ -38,6 +38,43 @@ def mlp_graph(sizes, seed=0):
     return ir.Graph.sequential(*nodes)
 
 
+def snn_graph(n, seed=0):
+    """Input(n) -> Affine(n, n) -> CubaLIF(n) -> Output: an ODE of 2n states."""
+    rng = np.random.default_rng(seed)
+    one = np.ones(n)
+    return ir.Graph.sequential(
+        ir.Affine(rng.normal(size=(n, n)), rng.normal(size=n)),
+        ir.CubaLIF(tau_syn=5e-3 * one, tau_mem=1e-2 * one, r=one, v_leak=0 * one,
+                   v_threshold=one, v_reset=0 * one, w_in=one), input_shape=(n,))
+
+
+def ode_rows(hy, ns, repeat):
+    """Taylor integrator (4 batch lanes) compile time, compact vs full, for SNNs of growing
+    size."""
+    from polyir.importers.heyoka import use_compact_mode
+    from polyir.importers.heyoka_ode import to_heyoka_ode
+    rows = []
+    for n in ns:
+        g = snn_graph(n)
+        ode = to_heyoka_ode(g)
+        res = {True: [], False: []}
+        for _ in range(repeat):
+            for compact in (True, False):
+                cold(hy)
+                _, wall, cpu = timed(lambda: ode.batch_integrator(4, compact_mode=compact))
+                res[compact].append((wall, cpu))
+        for compact, rs in res.items():
+            wall, cpu = min(rs)
+            rows.append({"snn": n, "parameters": g.parameter_count(), "compact": compact,
+                         "compile_wall_s": wall, "compile_cpu_s": cpu,
+                         "auto_compact": use_compact_mode(ode.size)})
+            print(f"SNN {n:>3} neurons {g.parameter_count():>6} params "
+                  f"{'compact' if compact else 'full':>8}: compile {wall:6.2f} s wall "
+                  f"{cpu:6.2f} s CPU  (polyir picks "
+                  f"{'compact' if rows[-1]['auto_compact'] else 'full'})", flush=True)
+    return rows
+
+
 def by_hand(hy, g, sizes, compact):
     """heyoka's ffnn as a user writes it from the graph's arrays."""
     dense = [n for n in g.nodes.values() if isinstance(n, ir.Affine)]
@@ -64,11 +101,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default=",".join(SIZES))
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--snn", default="4,8,16,38", help="SNN sizes for the integrator rows "
+                    "('' to skip)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     hy.llvm_state.set_diskcache_enabled(False)
     rows = []
-    for spec in args.sizes.split(","):
+    for spec in filter(None, args.sizes.split(",")):
         sizes = [int(s) for s in spec.split("-")]
         g = mlp_graph(sizes)
         x = np.random.default_rng(1).normal(size=(100_000, sizes[0]))
@@ -92,7 +131,9 @@ def main(argv=None):
             rows.append({"mlp": spec, "parameters": g.parameter_count(), "contender": name,
                          "compile_wall_s": best[0], "compile_cpu_s": best[1],
                          "eval_100k_s": min(r[2] for r in rs), "auto_compact": best[3]})
-        print_rows(rows[-3:], header=(spec == args.sizes.split(",")[0]) and not args.json)
+        print_rows(rows[-3:], header=(len(rows) == 3) and not args.json)
+    if args.snn:
+        rows += ode_rows(hy, [int(n) for n in args.snn.split(",")], args.repeat)
     if args.json:
         print(json.dumps(rows, indent=2))
     print(f"uptime: {os.popen('uptime').read().strip()}  (2 cores shared with 7 other engineers' "
