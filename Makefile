@@ -5,7 +5,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.polyir-installed
 
-.PHONY: setup demo test test-slow bench golden clean
+.PHONY: setup demo test test-slow bench golden clean graphviz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,7 +15,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps torchlogix==0.1.1  # test dep; its deps would replace torch
 	# optional: PyNeuraLogic (needs Java 17) for the rules comparison tests, which skip without it
 	$(BIN)/python -m pip install -q --no-deps neuralogic==0.9.2 jpype1==1.7.1 tqdm || echo 'PyNeuraLogic not installed: its comparison tests will skip'
+	@command -v dot >/dev/null 2>&1 || $(MAKE) --no-print-directory graphviz
 	touch $(STAMP)
+
+# graphviz's `dot` program draws `polyir draw` pictures (and their test); best effort: apt as root,
+# else sudo without a password, else a message (the draw test then skips, saying why).
+graphviz:
+	@{ command -v apt-get >/dev/null 2>&1 && \
+	   { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	     $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq graphviz; } >/dev/null 2>&1; } || \
+	 { command -v brew >/dev/null 2>&1 && brew install graphviz >/dev/null 2>&1; } || \
+	 echo "graphviz's 'dot' could not be installed (no root, no apt-get or brew): 'polyir draw' can still write .dot files; install graphviz for .svg/.png"
 
 setup: $(STAMP)
 

@@ -11,6 +11,7 @@ from ..ir.h5 import FORMAT_VERSION
 # importing a command module registers its subcommands, in this order in `polyir -h`
 from . import graph_commands  # noqa: F401  isort: skip
 from . import backend_commands  # noqa: F401  isort: skip
+from . import draw  # noqa: F401  isort: skip
 from . import demo  # noqa: F401  isort: skip
 from .registry import COMMANDS
 
