@@ -58,6 +58,13 @@ def nirtorch_maps(**options):
     return _maps(**options)
 
 
+def optimize(graph: Graph) -> Graph:
+    """Graph -> an equivalent graph with fewer logic gates, bit-identical outputs (constants,
+    pass-through and NOT folding, dead and duplicate gates; see polyir.ir.optimize)."""
+    from .ir.optimize import optimize as _optimize
+    return _optimize(graph)
+
+
 def compile(graph: Graph, backend: str = "c", **options):  # noqa: A001 - the public name
     """Graph -> callable running on a backend: 'c' (generated C), 'cuda' (CuPy), 'heyoka',
     'torch'."""
@@ -71,4 +78,4 @@ __all__ = ["ACTIVATIONS", "GATE_NAMES", "IF", "KINDS", "LI", "LIF", "Activation"
            "LogicLayer", "LogicTree2d", "OrPool2d", "Output", "PolyirError", "PolyirWarning",
            "Port", "Predicate", "Query", "Rule", "RuleSet", "Scale", "SumPool2d", "Threshold",
            "FORMAT_VERSION", "load", "save", "export", "to_torch", "to_heyoka", "to_heyoka_ode",
-           "to_nir", "from_nir", "nirtorch_maps", "compile", "__version__"]
+           "to_nir", "from_nir", "nirtorch_maps", "optimize", "compile", "__version__"]

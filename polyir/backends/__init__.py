@@ -175,16 +175,23 @@ class TorchCompiled(Compiled):
         return [o.reshape(lead + o.shape[(2 if self.stateful else 1):]) for o in outs]
 
 
-def compile(graph, backend: str = "c", **options) -> Compiled:  # noqa: A001 - the public name
+#: backends that run logic in eval (hard) semantics, where polyir.optimize is exact
+OPTIMIZED = ("c", "cuda")
+
+
+def compile(graph, backend: str = "c", optimize: bool = True,  # noqa: A001 - the public name
+            **options) -> Compiled:
     """Graph -> compiled callable on `backend` ('c', 'cuda', 'heyoka', 'torch'); options go to
-    the backend (see each module's compile)."""
+    the backend (see each module's compile). The C and CUDA backends first run polyir.optimize
+    (bit-identical outputs, fewer gates); optimize=False compiles the graph as it is."""
     if backend not in BACKENDS:
         raise GraphError(f"unknown backend {backend!r}", field="backend",
                          fix=f"use one of {sorted(BACKENDS)}")
     if backend == "torch":
         return TorchCompiled(graph, **options)
-    module = importlib.import_module(BACKENDS[backend])
-    return module.compile(graph, **options)
+    if backend in OPTIMIZED:
+        options["optimize"] = optimize
+    return importlib.import_module(BACKENDS[backend]).compile(graph, **options)
 
 
 __all__ = ["compile", "Compiled", "CompileError", "TorchCompiled", "BACKENDS"]

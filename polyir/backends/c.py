@@ -26,6 +26,7 @@ import numpy as np
 from .. import ir
 from ..ir.errors import GraphError
 from . import CompileError, Compiled
+from ..ir.optimize import optimize as optimize_graph
 from .lower import Op, Program, lower, lower_rule
 from .render import CStyleRenderer, c_comment, sort_gates
 
@@ -398,19 +399,31 @@ int polyir_run(const void* const* in, void* const* out, int64_t steps, int64_t b
         table, runs, positional = sort_gates(op)
         sym = self.const(op, "idx", table)
         itype = self.index_type(table)
-        # an opaque pointer: gcc would otherwise try to fold loads from the big constant table
-        # at compile time (slow for 100k-entry tables, and no faster at run time)
-        lines.append(f"const {itype}* restrict idx = (const {itype}*)polyir_opaque({sym});")
-        idx = "idx"
+        # Run bounds come from a table behind an opaque pointer, like the indices: with literal
+        # bounds gcc unrolls every short run into one huge block, and its combiner then takes
+        # minutes on AVX-512 hosts; one loop per gate id keeps the code O(16) per op.
+        by_gate: dict[int, list[tuple[int, int]]] = {}
         for g, lo, hi in runs:
+            by_gate.setdefault(g, []).append((lo, hi))
+        bounds = np.array([x for g in sorted(by_gate) for r in by_gate[g] for x in r], np.int64)
+        bsym = self.const(op, "runs", bounds)
+        btype = self.index_type(bounds)
+        lines.append(f"const {itype}* restrict idx = (const {itype}*)polyir_opaque({sym});")
+        lines.append(f"const {btype}* restrict runs = (const {btype}*)polyir_opaque({bsym});")
+        r0 = 0
+        for g in sorted(by_gate):
+            r1 = r0 + len(by_gate[g])
+            n = sum(hi - lo for lo, hi in by_gate[g])
+            lines.append(f"for (int r = {r0}; r < {r1}; r++) {{  /* {n} x gate {g} */")
             if positional:
-                lines += [f"for (int64_t j = {lo}; j < {hi}; j++) {{  /* {hi - lo} x gate {g} */",
-                          f"  const word_t a = x[{idx}[2 * j]], b = x[{idx}[2 * j + 1]];",
-                          f"  y[j] = {self.gate(g)};", "}"]
+                lines += ["  for (int64_t j = runs[2 * r]; j < runs[2 * r + 1]; j++) {",
+                          "    const word_t a = x[idx[2 * j]], b = x[idx[2 * j + 1]];",
+                          f"    y[j] = {self.gate(g)};", "  }", "}"]
             else:
-                lines += [f"for (int64_t q = {3 * lo}; q < {3 * hi}; q += 3) {{  /* {hi - lo} x gate {g} */",
-                          f"  const word_t a = x[{idx}[q + 1]], b = x[{idx}[q + 2]];",
-                          f"  y[{idx}[q]] = {self.gate(g)};", "}"]
+                lines += ["  for (int64_t q = 3 * (int64_t)runs[2 * r]; q < 3 * (int64_t)runs[2 * r + 1]; q += 3) {",
+                          "    const word_t a = x[idx[q + 1]], b = x[idx[q + 2]];",
+                          f"    y[idx[q]] = {self.gate(g)};", "  }", "}"]
+            r0 = r1
         return lines
 
     def op_groupsum(self, op: Op) -> list[str]:
@@ -593,7 +606,9 @@ C_SUPPORTED = {ir.Input, ir.Output, ir.Affine, ir.Linear, ir.Scale, ir.Threshold
 
 
 def render(graph: ir.Graph, dt: float | None = None, word_bits: int = 256,
-           logic: str = "table") -> tuple[Program, CRenderer, str]:
+           logic: str = "table", optimize: bool = True) -> tuple[Program, CRenderer, str]:
+    if optimize:
+        graph = optimize_graph(graph)
     program = lower(graph, "C", dt=dt, supported=C_SUPPORTED & set(lower_rule.rules))
     renderer = CRenderer(word_bits=word_bits, logic_mode=logic)
     return program, renderer, renderer.render(program)
@@ -607,14 +622,15 @@ def codegen(graph: ir.Graph, **options) -> str:
 
 def compile(graph: ir.Graph, threads: int | None = 1, word_bits: int = 256, portable: bool = False,
             logic: str = "table", dt: float | None = None, cc: str | None = None,
-            cache_dir: str | os.PathLike | None = None, extra_flags=()) -> CCompiled:  # noqa: A001
+            cache_dir: str | os.PathLike | None = None, extra_flags=(),
+            optimize: bool = True) -> CCompiled:  # noqa: A001
     """Compile `graph` to C. Options: threads (0/None = all cores), word_bits (64..512: samples per
     word), portable (drop -march=native), logic ('table' or 'unrolled'), dt (else the graph's
     metadata), cc (compiler; default $CC or cc), cache_dir (default $POLYIR_CACHE or
     ~/.cache/polyir), extra_flags."""
     if not threads:
         threads = os.cpu_count() or 1
-    program, renderer, source = render(graph, dt, word_bits, logic)
+    program, renderer, source = render(graph, dt, word_bits, logic, optimize)
     with _build_lock:
         so, seconds, hit = build(source, cc, portable, extra_flags, cache_dir)
     return CCompiled(program, source, so, threads, renderer, seconds, hit)
