@@ -157,3 +157,27 @@ def test_other_kinds_pass_untouched():
     g = ir.Graph.sequential(ir.Affine(np.eye(3, dtype=np.float32), np.zeros(3, np.float32)))
     h = polyir.optimize(g)
     assert set(h.nodes) == set(g.nodes) and h.nodes["affine"] is g.nodes["affine"]
+
+
+def test_cli_optimize_writes_a_smaller_equal_graph(tmp_path, capsys):
+    from polyir.cli.main import main
+    g = random_net(7)
+    polyir.save(g, tmp_path / "g.h5")
+    assert main(["optimize", str(tmp_path / "g.h5"), str(tmp_path / "o.h5"), "--json"]) == 0
+    import json
+    data = json.loads(capsys.readouterr().out)
+    h = polyir.load(tmp_path / "o.h5")
+    assert data["gates"] == {"before": gates(g), "after": gates(h)} and gates(h) < gates(g)
+    assert_same(g, h, 64)
+    assert main(["optimize", str(tmp_path / "g.h5"), str(tmp_path / "o.h5")]) == 0
+    assert "total" in capsys.readouterr().out
+
+
+def test_compile_applies_it_unless_told_not_to():
+    g = random_net(3)
+    x = np.random.default_rng(4).integers(0, 2, (300, 64)).astype(np.uint8)
+    expected = evaluate(g, x.astype(bool))[0]
+    on, off = polyir.compile(g, "c"), polyir.compile(g, "c", optimize=False)
+    assert on.program.gate_count() < off.program.gate_count() == gates(g)
+    np.testing.assert_array_equal(on(x), expected.astype(np.float32))
+    np.testing.assert_array_equal(off(x), expected.astype(np.float32))

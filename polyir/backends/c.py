@@ -26,8 +26,7 @@ import numpy as np
 from .. import ir
 from ..ir.errors import GraphError
 from . import CompileError, Compiled
-from ..ir.optimize import optimize as optimize_graph
-from .lower import Op, Program, lower, lower_rule
+from .lower import Op, Program, lower_rule, prepare
 from .render import CStyleRenderer, c_comment, sort_gates
 
 WORD_BITS = (64, 128, 256, 512)
@@ -607,10 +606,9 @@ C_SUPPORTED = {ir.Input, ir.Output, ir.Affine, ir.Linear, ir.Scale, ir.Threshold
 
 def render(graph: ir.Graph, dt: float | None = None, word_bits: int = 256,
            logic: str = "table", optimize: bool = True) -> tuple[Program, CRenderer, str]:
-    if optimize:
-        graph = optimize_graph(graph)
-    program = lower(graph, "C", dt=dt, supported=C_SUPPORTED & set(lower_rule.rules))
     renderer = CRenderer(word_bits=word_bits, logic_mode=logic)
+    program = prepare(graph, "C", renderer.tile, dt=dt, supported=C_SUPPORTED & set(lower_rule.rules),
+                      optimize=optimize)
     return program, renderer, renderer.render(program)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from .. import ir
 from ..ir.errors import GraphError
 from . import CompileError, Compiled
-from .lower import Op, Program, lower, lower_rule
+from .lower import Op, Program, lower_rule, prepare
 from .render import CStyleRenderer, c_comment
 
 WORD_BITS = (32, 64)
@@ -163,9 +163,10 @@ CUDA_SUPPORTED = {ir.Input, ir.Output, ir.Affine, ir.Linear, ir.Scale, ir.Thresh
 
 
 def render(graph: ir.Graph, dt: float | None = None, word_bits: int = 64, tile: int = 256,
-           smem_bytes: int = 48 * 1024) -> tuple[Program, CudaRenderer, str]:
-    program = lower(graph, "CUDA", dt=dt, supported=CUDA_SUPPORTED & set(lower_rule.rules))
+           smem_bytes: int = 48 * 1024, optimize: bool = True) -> tuple[Program, CudaRenderer, str]:
     renderer = CudaRenderer(word_bits=word_bits, tile=tile, smem_bytes=smem_bytes)
+    program = prepare(graph, "CUDA", renderer.tile, dt=dt,
+                      supported=CUDA_SUPPORTED & set(lower_rule.rules), optimize=optimize)
     return program, renderer, renderer.render(program)
 
 
@@ -284,7 +285,8 @@ class CudaCompiled(Compiled):
 
 def compile(graph: ir.Graph, dt: float | None = None, word_bits: int = 64, tile: int = 256,
             threads_per_block: int = 256, blocks: int | None = None,
-            smem_bytes: int = 48 * 1024, **unused) -> CudaCompiled:  # noqa: A001
+            smem_bytes: int = 48 * 1024, optimize: bool = True,
+            **unused) -> CudaCompiled:  # noqa: A001
     """Compile `graph` to a CUDA kernel run with CuPy. Options: dt, word_bits (32 or 64),
     tile (samples per block pass), threads_per_block, blocks (default 8 per SM), smem_bytes
     (the most shared memory a block's workspace may take)."""
@@ -293,7 +295,7 @@ def compile(graph: ir.Graph, dt: float | None = None, word_bits: int = 64, tile:
         if bad:
             raise GraphError(f"unknown cuda option(s) {bad}", field="options",
                              fix="see polyir.backends.cuda.compile")
-    program, renderer, source = render(graph, dt, word_bits, tile, smem_bytes)
+    program, renderer, source = render(graph, dt, word_bits, tile, smem_bytes, optimize)
     return CudaCompiled(program, source, renderer, threads_per_block, blocks)
 
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from .. import ir
 from ..ir.errors import GraphError
+from ..ir.optimize import optimize as optimize_graph
 from ..ir.walk import GraphWalker, RuleTable
 
 lower_rule = RuleTable("lower")
@@ -111,7 +112,7 @@ NEURON_PARAMS = {"I": ("r",), "IF": ("r", "v_threshold", "v_reset"), "LI": ("tau
                  "CubaLIF": ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset", "w_in")}
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Buffer:
     """One value of the tile: `size` features of `elem` ('real' or 'bit')."""
 
@@ -123,7 +124,7 @@ class Buffer:
     offset: int = -1          # byte offset in the workspace (plan_memory fills it)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Op:
     op: str
     node: str
@@ -138,7 +139,7 @@ class Op:
             raise ValueError(f"unknown op {self.op!r}")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class IOSpec:
     name: str
     buffer: int
@@ -146,16 +147,30 @@ class IOSpec:
     elem: str
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Program:
-    buffers: list[Buffer]
-    ops: list[Op]
-    inputs: list[IOSpec]
-    outputs: list[IOSpec]
+    """What renderers read. `prepare` returns it planned (every buffer has its offset, `tile` and
+    `workspace_bytes` are set) and immutable: renderers only read it, and a compiled object can
+    keep it without a renderer changing what it describes."""
+
+    buffers: tuple[Buffer, ...]
+    ops: tuple[Op, ...]
+    inputs: tuple[IOSpec, ...]
+    outputs: tuple[IOSpec, ...]
     stateful: bool
     dt: float | None
-    nodes: list[tuple[str, str]]  # (name, kind) in execution order, for headers
-    dtype: str = "float32"        # real values: 'float32' or 'float64'
+    nodes: tuple[tuple[str, str], ...]  # (name, kind) in execution order, for headers
+    dtype: str = "float32"              # real values: 'float32' or 'float64'
+    tile: int = 0                       # samples per tile the memory plan is for (0: unplanned)
+    workspace_bytes: int = 0
+
+    def __post_init__(self):
+        for f in ("buffers", "ops", "inputs", "outputs", "nodes"):
+            object.__setattr__(self, f, tuple(getattr(self, f)))
+        for op in self.ops:
+            for arr in op.consts.values():
+                if isinstance(arr, np.ndarray):
+                    arr.flags.writeable = False
 
     def node_ops(self):
         """[(node name, kind, [ops])] in execution order: one generated function per node."""
@@ -297,20 +312,21 @@ def relayout_logic(program: Program) -> Program:
     indices. The op is then `positional`: runs of one gate id write consecutive outputs, so a
     target's tight loop per run streams its stores and reads its `a` inputs in order. Values are
     unchanged: only the order of bits inside the buffer moves."""
-    readers: dict[int, list[Op]] = {}
-    for op in program.ops:
+    readers: dict[int, list[int]] = {}
+    for k, op in enumerate(program.ops):
         for b in op.ins:
-            readers.setdefault(b, []).append(op)
+            readers.setdefault(b, []).append(k)
     fixed = {o.buffer for o in program.outputs} | {b.id for b in program.buffers if b.persistent}
-    for op in program.ops:
+    ops = list(program.ops)
+    for k, op in enumerate(ops):
         if op.op != "logic" or op.out in fixed:
             continue
         rs = readers.get(op.out, [])
-        if not rs or any(r.op not in ("logic", "groupsum") for r in rs):
+        if not rs or any(ops[r].op not in ("logic", "groupsum") for r in rs):
             continue
         a, b, gate = op.consts["a"], op.consts["b"], op.consts["gate"]
         keys = [a, gate]
-        groups = {r.attrs["m"] for r in rs if r.op == "groupsum"}
+        groups = {ops[r].attrs["m"] for r in rs if ops[r].op == "groupsum"}
         if len(groups) > 1:
             continue
         if groups:
@@ -318,18 +334,21 @@ def relayout_logic(program: Program) -> Program:
         perm = np.lexsort(keys)
         inv = np.empty_like(perm)
         inv[perm] = np.arange(perm.size)
-        op.consts = {"a": a[perm], "b": b[perm], "gate": gate[perm]}
-        op.attrs["positional"] = True
+        ops[k] = dataclasses.replace(op, consts={"a": a[perm], "b": b[perm], "gate": gate[perm]},
+                                     attrs=dict(op.attrs, positional=True))
         for r in rs:
-            if r.op == "logic":
-                r.consts = dict(r.consts, a=inv[r.consts["a"]].astype(np.int32),
-                                b=inv[r.consts["b"]].astype(np.int32))
-    return program
+            if ops[r].op == "logic":
+                c = ops[r].consts
+                ops[r] = dataclasses.replace(ops[r], consts=dict(
+                    c, a=inv[c["a"]].astype(np.int32), b=inv[c["b"]].astype(np.int32)))
+    return dataclasses.replace(program, ops=tuple(ops))
 
 
-def plan_memory(program: Program, real_bytes: int, bit_bytes: int, align: int = 64) -> int:
-    """Assign workspace offsets (first fit over freed holes, by liveness). A real feature takes
-    `real_bytes`, a bit feature `bit_bytes` per tile. Returns the workspace size in bytes."""
+def plan_memory(program: Program, tile: int, align: int = 64) -> Program:
+    """Assign workspace offsets for tiles of `tile` samples (first fit over freed holes, by
+    liveness): a real feature takes tile x 4 (float64: 8) bytes, a bit feature tile / 8."""
+    real_bytes = (8 if program.dtype == "float64" else 4) * tile
+    bit_bytes = tile // 8
     last_use: dict[int, int] = {}
     for i, op in enumerate(program.ops):
         for b in op.ins:
@@ -340,6 +359,7 @@ def plan_memory(program: Program, real_bytes: int, bit_bytes: int, align: int = 
         last_use[o.buffer] = max(last_use.get(o.buffer, 0), len(program.ops) - 1)
     free: list[tuple[int, int]] = []  # (offset, size) holes
     top = 0
+    offset: dict[int, int] = {}
 
     def nbytes(b: Buffer) -> int:
         n = b.size * (real_bytes if b.elem == "real" else bit_bytes)
@@ -350,17 +370,17 @@ def plan_memory(program: Program, real_bytes: int, bit_bytes: int, align: int = 
         need = nbytes(b)
         for k, (off, size) in enumerate(free):
             if size >= need:
-                b.offset = off
+                offset[b.id] = off
                 if size > need:
                     free[k] = (off + need, size - need)
                 else:
                     free.pop(k)
                 return
-        b.offset = top
+        offset[b.id] = top
         top += need
 
     def release(b: Buffer):
-        free.append((b.offset, nbytes(b)))
+        free.append((offset[b.id], nbytes(b)))
         free.sort()
         merged: list[tuple[int, int]] = []
         for off, size in free:
@@ -370,17 +390,14 @@ def plan_memory(program: Program, real_bytes: int, bit_bytes: int, align: int = 
                 merged.append((off, size))
         free[:] = merged
 
-    for b in program.buffers:
-        b.offset = -1
     for b in program.buffers:  # persistent buffers live for the whole tile
         if b.persistent:
             alloc(b)
     for i, op in enumerate(program.ops):
         outs = [op.out] if op.out is not None else []
         for b in outs:
-            buf = program.buffers[b]
-            if buf.offset < 0:
-                alloc(buf)
+            if b not in offset:
+                alloc(program.buffers[b])
         for b in set(op.ins):
             buf = program.buffers[b]
             if not buf.persistent and last_use.get(b) == i and b not in outs:
@@ -389,7 +406,20 @@ def plan_memory(program: Program, real_bytes: int, bit_bytes: int, align: int = 
             buf = program.buffers[b]
             if not buf.persistent and b not in last_use:
                 release(buf)
-    return max(top, align)
+    buffers = tuple(dataclasses.replace(b, offset=offset.get(b.id, -1)) for b in program.buffers)
+    return dataclasses.replace(program, buffers=buffers, tile=int(tile),
+                               workspace_bytes=max(top, align))
+
+
+def prepare(graph: ir.Graph, backend: str, tile: int, dt: float | None = None,
+            supported: set | None = None, optimize: bool = True) -> Program:
+    """The lowering pipeline every renderer starts from: polyir.optimize (unless told not to),
+    lower, relayout the logic ops, plan the workspace for `tile` samples. The Program it returns
+    is complete and immutable."""
+    if optimize:
+        graph = optimize_graph(graph)
+    program = relayout_logic(lower(graph, backend, dt=dt, supported=supported))
+    return plan_memory(program, tile)
 
 
 # ---------------------------------------------------------------------------------------------

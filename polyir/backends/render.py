@@ -20,8 +20,7 @@ import re
 
 import numpy as np
 
-from .lower import (ACT_EXPR, GATE_EXPR, NEURON_PARAMS, NEURON_STATE, NEURON_STEPS, Op, Program,
-                    plan_memory, relayout_logic)
+from .lower import ACT_EXPR, GATE_EXPR, NEURON_PARAMS, NEURON_STATE, NEURON_STEPS, Op, Program
 
 
 def c_comment(text: str) -> str:
@@ -126,10 +125,13 @@ class CStyleRenderer:
 
     # --- the walk -------------------------------------------------------------------------------
     def render(self, program: Program) -> str:
-        self.program = relayout_logic(program)
+        if program.tile != self.tile:
+            raise ValueError(f"the program is planned for tiles of {program.tile} samples, the "
+                             f"{self.name} renderer writes {self.tile}: lower.prepare(..., "
+                             f"tile={self.tile})")
+        self.program = program
         self.real = "double" if program.dtype == "float64" else "float"
-        real_bytes = 8 if self.real == "double" else 4
-        self.ws_bytes = plan_memory(program, real_bytes * self.tile, self.tile // 8)
+        self.ws_bytes = program.workspace_bytes
         self.consts: list[str] = []
         self.taken: set[str] = set()  # every generated symbol: made from indices and op keys,
         self.node_index: dict[str, int] = {}  # never from names (those go into comments only)

@@ -113,3 +113,34 @@ def cmd_convert(args) -> int:
     emit(args, data, lambda: print(f"{args.input} -> {args.output} ({out_format}, "
                                    f"{data['nodes']} nodes, {data['bytes']:,} bytes)"))
     return 0
+
+
+@command("optimize", "write an equivalent graph with fewer logic gates (bit-identical outputs)")
+@arguments(lambda p: (p.add_argument("input", help="a .h5 or .nir file"),
+                      p.add_argument("output", help="the .h5 file to write"),
+                      p.add_argument("--json", action="store_true",
+                                     help="machine-readable output")))
+def cmd_optimize(args) -> int:
+    from rich.table import Table
+
+    from ..ir.optimize import gate_count, optimize
+    g = load(args.input)
+    h = optimize(g)
+    save(h, args.output)
+    before, after = gate_count(g), gate_count(h)
+    rows = [{"node": n, "kind": h.nodes[n].kind_name, "before": before[n], "after": after[n]}
+            for n in before]
+    total = {"before": sum(before.values()), "after": sum(after.values())}
+    data = {"input": args.input, "output": args.output, "nodes": rows, "gates": total}
+
+    def render():
+        t = Table(title=f"{args.input} -> {args.output}")
+        for col in ("node", "kind", "gates before", "gates after", "kept"):
+            t.add_column(col, justify="left" if col in ("node", "kind") else "right")
+        for r in rows + [{"node": "total", "kind": "", **total}]:
+            kept = f"{100 * r['after'] / r['before']:.1f}%" if r["before"] else "-"
+            t.add_row(r["node"], r["kind"], f"{r['before']:,}", f"{r['after']:,}", kept)
+        console().print(t)
+
+    emit(args, data, render)
+    return 0
