@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import polyir
+from heyoka_compile import timed  # benchmarks/ is the script's folder
 from polyir.importers.heyoka_ode import to_heyoka_ode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,12 +74,6 @@ def compare(ref, got):
         if a:
             worst = max(worst, max(abs(s[0] - t[0]) for s, t in zip(a, b)))
     return same, worst
-
-
-def timed(fn):
-    w0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - w0, time.process_time() - c0
 
 
 def main(argv=None):

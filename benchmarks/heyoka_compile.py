@@ -67,7 +67,7 @@ def ode_rows(hy, ns, repeat):
             wall, cpu = min(rs)
             rows.append({"snn": n, "parameters": g.parameter_count(), "compact": compact,
                          "compile_wall_s": wall, "compile_cpu_s": cpu,
-                         "auto_compact": use_compact_mode(ode.size)})
+                         "auto_compact": use_compact_mode(ode.size, "integrator")})
             print(f"SNN {n:>3} neurons {g.parameter_count():>6} params "
                   f"{'compact' if compact else 'full':>8}: compile {wall:6.2f} s wall "
                   f"{cpu:6.2f} s CPU  (polyir picks "

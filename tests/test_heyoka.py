@@ -577,8 +577,9 @@ def test_batch_mode_spike_times_per_sequence():
     tau, thr, dt = 2e-3, 0.5, 1e-3
     g = lif_graph(tau, thr)
     u = np.random.default_rng(15).uniform(0.0, 2.0, size=(40, 5))
-    prog = heyoka_compile(g, dt=dt, batch_size=2)
+    prog = heyoka_compile(g, dt=dt, batch_size=2, compact_mode=True)
     assert prog.integrator is not None and prog.compile_seconds > 0  # compiled before any run
+    assert prog.integrator.compact_mode and prog.integrator.batch_size == 2
     out = prog.run(u[:, :, None])
     for b in range(5):
         ref = lif_spike_times(u[:, b], dt, tau, 1.0, thr, 0.0)

@@ -69,7 +69,8 @@ class HeyokaProgram(Compiled):
         self.cfunc = self.ode = self.integrator = self.last_run = None
         hy = _hy()
         if compact_mode is None:
-            compact_mode = use_compact_mode(graph.parameter_count())
+            compact_mode = use_compact_mode(graph.parameter_count(),
+                                            "integrator" if self.stateful else "cfunc")
         self.compact_mode = bool(compact_mode)
         size = int(batch_size or hy.recommended_simd_size(fp_type=self.dtype))
         t0 = time.perf_counter()

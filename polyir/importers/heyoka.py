@@ -33,16 +33,19 @@ NO_SMOOTH_FORM = {
 PAR_FIELDS = {ir.Affine: ("weight", "bias"), ir.Linear: ("weight",), ir.Scale: ("scale",)}
 
 
-#: the parameter count above which heyoka's compact mode pays off: measured by
-#: benchmarks/heyoka_compile.py (MLPs of 105 .. 13,256 parameters; numbers in docs/heyoka.md).
-COMPACT_ABOVE = 500
+#: the parameter counts above which heyoka's compact mode pays off, for a cfunc and for a Taylor
+#: integrator (whose code is the expression's Taylor coefficients, many times larger): measured by
+#: benchmarks/heyoka_compile.py (MLPs of 105 .. 13,256 parameters, SNNs of 48 .. 1,748; numbers
+#: in docs/heyoka.md).
+COMPACT_ABOVE = {"cfunc": 500, "integrator": 100}
 
 
-def use_compact_mode(size: int) -> bool:
-    """Compact mode for a program built from `size` parameters: above COMPACT_ABOVE it compiles
-    faster (6x at 5.5k parameters) and evaluates as fast or faster; below, both modes compile in
-    about 0.1 s and the full mode evaluates a little faster."""
-    return int(size) > COMPACT_ABOVE
+def use_compact_mode(size: int, program: str = "cfunc") -> bool:
+    """Compact mode for a `program` ("cfunc" | "integrator") built from `size` parameters: above
+    COMPACT_ABOVE[program] it compiles faster (a 5.5k-parameter MLP 6x, a 384-parameter SNN
+    integrator 10x) and evaluates as fast or faster; below, both modes compile in well under a
+    second and the full mode evaluates a little faster."""
+    return int(size) > COMPACT_ABOVE[program]
 
 
 def _hy():

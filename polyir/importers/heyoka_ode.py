@@ -122,7 +122,7 @@ class HeyokaODE:
 
     def _options(self, compact_mode, fp_type, kwargs):
         if compact_mode is None:
-            compact_mode = use_compact_mode(self.size)
+            compact_mode = use_compact_mode(self.size, "integrator")
         return dict(kwargs, compact_mode=bool(compact_mode), fp_type=np.dtype(fp_type).type)
 
     def integrator(self, state0=None, *, tol: float = 0.0, compact_mode: bool | None = None,
