@@ -29,6 +29,9 @@ NO_SMOOTH_FORM = {
     ir.Binarize: "is a hard threshold (thermometer encoding): it has no smooth heyoka expression",
     ir.RuleSet: "needs Datalog grounding over input facts: it has no fixed heyoka expression",
 }
+#: the neuron kinds: the ODE importer (polyir.importers.heyoka_ode) gives them state variables.
+NEURONS = (ir.I, ir.IF, ir.LI, ir.LIF, ir.CubaLI, ir.CubaLIF)
+
 #: the fields that become heyoka par[] with params=True, per kind, in this order within a node.
 PAR_FIELDS = {ir.Affine: ("weight", "bias"), ir.Linear: ("weight",), ir.Scale: ("scale",)}
 
@@ -415,10 +418,30 @@ def to_heyoka(graph: ir.Graph, inputs: Sequence | None = None, params: bool = Fa
     return exprs, flat
 
 
+def ode_form_missing(graph: ir.Graph):
+    """(node, why) for the first node with no ODE form here, or None when the whole graph has
+    one (neurons, static nodes with a heyoka expression)."""
+    for name, node in graph.flattened().nodes.items():
+        if isinstance(node, NEURONS):
+            continue
+        if isinstance(node, ir.Delay):
+            return name, ("is a Delay: a delay equation, which heyoka's Taylor integrators do "
+                          "not solve")
+        if node.stateful:
+            return name, f"is a stateful {type(node).__name__} with no continuous-time form"
+        if type(node) in NO_SMOOTH_FORM or type(node) not in heyoka_rule:
+            return name, f"is a {type(node).__name__}, which has no heyoka expression"
+    return None
+
+
+def static_kinds() -> list:
+    """The kinds an ODE system takes besides neurons: those with a smooth heyoka expression."""
+    return [k for k in heyoka_rule.rules if k not in NO_SMOOTH_FORM and k is not ir.Input]
+
+
 def stateful_fix(graph: ir.Graph) -> str:
     """Where a stateful graph can go instead: the ODE importer when every node has an ODE form,
     else the discrete-time paths (torch, C)."""
-    from .heyoka_ode import ode_form_missing
     missing = ode_form_missing(graph)
     if missing is None:
         return "use polyir.to_heyoka_ode(graph) (continuous time, exact spike times)"

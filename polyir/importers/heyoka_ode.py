@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from .. import ir
-from .heyoka import HeyokaBuilder, _hy, _input_size, _input_vars, _obj, use_compact_mode
+from .heyoka import (NEURONS, HeyokaBuilder, _hy, _input_size, _input_vars, _obj, discrete_paths,
+                     ode_form_missing, static_kinds, use_compact_mode)
 
-_NEURONS = (ir.I, ir.IF, ir.LI, ir.LIF, ir.CubaLI, ir.CubaLIF)
 _SPIKING = (ir.IF, ir.LIF, ir.CubaLIF)
 
 @dataclasses.dataclass
@@ -329,22 +329,6 @@ def _cascade_error(ode, name, k, now) -> ir.GraphError:
             "or polyir.compile(graph, 'c')")
 
 
-def ode_form_missing(graph: ir.Graph):
-    """(node, why) for the first node with no ODE form here, or None when the whole graph has
-    one (neurons, static nodes with a heyoka expression)."""
-    from .heyoka import NO_SMOOTH_FORM, heyoka_rule
-    for name, node in graph.flattened().nodes.items():
-        if isinstance(node, _NEURONS):
-            continue
-        if isinstance(node, ir.Delay):
-            return name, "is a Delay: a delay equation, which heyoka's Taylor integrators do not solve"
-        if node.stateful:
-            return name, f"is a stateful {type(node).__name__} with no continuous-time form"
-        if type(node) in NO_SMOOTH_FORM or type(node) not in heyoka_rule:
-            return name, f"is a {type(node).__name__}, which has no heyoka expression"
-    return None
-
-
 def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str = "eval",
                   ffnn: bool = True, params: bool = False) -> HeyokaODE:
     """Leaky-integrator graph -> HeyokaODE (see its docstring; docs/heyoka.md has the spiking
@@ -370,13 +354,12 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
     g = graph.flattened()
     missing = ode_form_missing(g)
     if missing is not None:
-        from .heyoka import discrete_paths
         name, why = missing
         raise ir.GraphError(f"{type(g.nodes[name]).__name__} {why}", node=name, field="type",
                             fix=f"heyoka's ODE path takes neurons and "
-                                f"{sorted(k.__name__ for k in _static_kinds())}; "
+                                f"{sorted(k.__name__ for k in static_kinds())}; "
                                 f"{discrete_paths(g)}")
-    neurons_present = any(isinstance(k, _NEURONS) for k in g.nodes.values())
+    neurons_present = any(isinstance(k, NEURONS) for k in g.nodes.values())
     spiking_present = [n for n, k in g.nodes.items() if isinstance(k, _SPIKING)]
     if params and spiking_present:
         raise ir.GraphError("params=True on a graph with spiking neurons: spike jumps are applied "
@@ -399,7 +382,7 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
     n_in = sum(_input_size(g, n) for n in g.inputs) if neurons_present else 0
     b = HeyokaBuilder(g, mode=mode, ffnn=ffnn, params=params, par_base=n_in)
     g = b.graph
-    neurons = [n for n in b.order if isinstance(g.nodes[n], _NEURONS)]
+    neurons = [n for n in b.order if isinstance(g.nodes[n], NEURONS)]
     extra = {"size": g.parameter_count(), "par_values": b.par_values, "par_map": b.par_map}
 
     if not neurons:  # right-hand side mode
@@ -518,11 +501,6 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
     return ode
 
 
-def _static_kinds():
-    from .heyoka import NO_SMOOTH_FORM, heyoka_rule
-    return [k for k in heyoka_rule.rules if k not in NO_SMOOTH_FORM and k not in (ir.Input,)]
-
-
 def _no_spikes(x, name):
     if x is not None and x.spk:
         src = sorted(x.spk)[0]
@@ -532,4 +510,4 @@ def _no_spikes(x, name):
                                 "neurons or outputs")
 
 
-__all__ = ["to_heyoka_ode", "HeyokaODE", "OdeRun", "ode_form_missing"]
+__all__ = ["to_heyoka_ode", "HeyokaODE", "OdeRun"]
