@@ -10,6 +10,8 @@ from .ir import (ACTIVATIONS, GATE_NAMES, IF, KINDS, LI, LIF, Activation, Affine
                  GraphError, GroupSum, I, Input, Linear, Literal, LogicLayer, LogicTree2d, OrPool2d,
                  Output, PolyirError, PolyirWarning, Port, Predicate, Query, Rule, RuleSet, Scale,
                  SumPool2d, Threshold)
+from .ir import (AdaptiveAvgPool2d, Binary, ChannelAffine, Clamp, Concat, LayerNorm, MaxPool1d,
+                 MaxPool2d, Softmax)
 from .ir.h5 import FORMAT_VERSION, load, save
 
 __version__ = "0.1.0"
@@ -78,4 +80,6 @@ __all__ = ["ACTIVATIONS", "GATE_NAMES", "IF", "KINDS", "LI", "LIF", "Activation"
            "LogicLayer", "LogicTree2d", "OrPool2d", "Output", "PolyirError", "PolyirWarning",
            "Port", "Predicate", "Query", "Rule", "RuleSet", "Scale", "SumPool2d", "Threshold",
            "FORMAT_VERSION", "load", "save", "export", "to_torch", "to_heyoka", "to_heyoka_ode",
-           "to_nir", "from_nir", "nirtorch_maps", "optimize", "compile", "__version__"]
+           "to_nir", "from_nir", "nirtorch_maps", "optimize", "compile", "__version__",
+           "AdaptiveAvgPool2d", "Binary", "ChannelAffine", "Clamp", "Concat", "LayerNorm",
+           "MaxPool1d", "MaxPool2d", "Softmax"]

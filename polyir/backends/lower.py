@@ -556,7 +556,7 @@ def _conv(ctx, name, node, values):
                 vals.append(np.full(int(ok.sum()), w[(co, ci_local) + tap], np.float32))
     n_out = c_out * n_sp_out
     ptr, col, val = _csr(rows, cols, vals, n_out)
-    bias = np.repeat(_f32(node.bias), n_sp_out)
+    bias = np.repeat(_f32(node.bias), n_sp_out) if node.bias is not None else np.zeros(n_out)
     out = ctx.result(name, "real", n_out)
     return ctx.emit("spmv", name, out, (x,), n_out=n_out,
                     consts={"ptr": ptr, "col": col, "val": val, "bias": bias})

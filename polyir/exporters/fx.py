@@ -13,25 +13,10 @@ How it works:
    NIR's rule); `x * c`, `x / c`, `-x` with a number c -> Scale. Anything else fails with a
    GraphError naming the fx node and saying how to register a handler.
 
-Stateful models. Modules that return `(out, state)` (polyir.nn's neurons, Delay) are stateful
-nodes: `out, s = self.lif(x, s)` takes `[0]` as the node's value; the state is the node's own.
-A model with a parameter whose name contains "state" is a one-step model:
-
-    def forward(self, x, state=None):
-        if state is None:
-            state = (None, None)
-        z_prev, s_lif = state
-        h = self.fc(x)
-        if z_prev is not None:            # a proxy while tracing: the recurrent term is kept
-            h = h + self.rec(z_prev)
-        z, s_lif = self.lif(h, s_lif)
-        return self.out(z), (z, s_lif)
-
-It must return `(outputs, new_state)`, with new_state laid out like state. A state entry that is
-a module's own state (`s_lif`) needs nothing; an entry holding a value (`z`) read back as
-`z_prev` becomes a recurrent edge: whatever the model computes from `z_prev` is read one step
-late, as the polyir walkers read recurrent edges. The exporter checks that the graph's recurrent
-edges are exactly those, and says so otherwise.
+Stateful models (modules returning `(out, state)`, and one-step models `forward(x, state) ->
+(y, new_state)`) follow the protocol in polyir.exporters.state. torch functions and Tensor
+methods map through the table in polyir.exporters.functions; docs/export.md lists everything
+that exports and everything refused.
 
 The graph records the input shape and dtype (`metadata['input_shape']`, `['input_dtype']`), and
 `dt` (and the discretisation) of its neurons. An Input that feeds a logic kind directly is
@@ -39,90 +24,23 @@ declared elem='bit' (the example input must then be 0/1).
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import numbers
-import operator
-import warnings
 from typing import Any
 
 import numpy as np
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
 from .. import ir
-from ..ir.errors import GraphError, PolyirWarning
+from ..ir.errors import GraphError
+from .functions import lookup_function, target_name
 from .handlers import Handler, load_builtin, lookup
-from .handlers.torch_nn import check_gelu, check_softplus_threshold, hardtanh_node, torch_dims_to_ir
+from .refusals import EXPORT_DOC, is_refused_leaf, module_refusal, trace_refusal
+from .state import (MISSING, Meta, META, Pair, Pending, StateProtocol, StateRef, StateView, Token,
+                    Value, has_missing, leaves, signature, stateful_result)
 
 __all__ = ["export", "ExportContext", "PolyirTracer"]
-
-REGISTER_FIX = ("register a handler, @polyir.exporters.handler({cls}) on a function "
-                "(ctx, name, module, values) -> polyir.<Kind>(...), or "
-                "polyir.exporters.register({cls}, None) to skip an identity")
-
-
-# --- values flowing through the conversion -------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class _Pending:
-    """A state entry read back one step late; resolved to its producer at the end."""
-    path: tuple
-
-
-@dataclasses.dataclass(frozen=True)
-class _Value:
-    """A tensor value: the sum of its terms (source, delay); delay 1 = read one step late."""
-    terms: tuple
-
-
-@dataclasses.dataclass(frozen=True)
-class _Token:
-    """The state a stateful module call returns (owned by that node)."""
-    fx_node: str
-
-
-@dataclasses.dataclass(frozen=True)
-class _Pair:
-    value: _Value
-    token: _Token
-
-
-@dataclasses.dataclass(frozen=True)
-class _StateRef:
-    path: tuple
-
-
-class _Meta:
-    """Shapes and sizes (x.shape, x.size(0)): usable only as arguments of view/reshape."""
-
-
-_META = _Meta()
-
-
-class _Missing:
-    """A value that depends on a state entry not known yet (first shape pass)."""
-
-    def __repr__(self):
-        return "<missing>"
-
-
-_MISSING = _Missing()
-
-
-class _StateView:
-    """The example state fed to the traced model: leaves by path."""
-
-    def __init__(self, leaves: dict, path: tuple = ()):
-        self._leaves, self._path = leaves, path
-
-    def __getitem__(self, key):
-        p = self._path + (key,)
-        if p in self._leaves:
-            return self._leaves[p]
-        return _StateView(self._leaves, p)
-
 
 # --- the tracer ----------------------------------------------------------------------------------
 class PolyirTracer(fx.Tracer):
@@ -141,7 +59,7 @@ class PolyirTracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         known = id(m) in self.known if self.known is not None else lookup(m) is not None
-        return known or super().is_leaf_module(m, module_qualified_name)
+        return known or is_refused_leaf(m) or super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m, forward, args, kwargs):
         name = self.path_of_module(m)
@@ -170,23 +88,11 @@ def _leaf_root(model: nn.Module, n_inputs: int) -> tuple[nn.Module, fx.Graph]:
 
 
 # --- the example run -----------------------------------------------------------------------------
-_ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
-_ADD_METHODS = ("add", "add_", "__add__", "__radd__", "__iadd__")
-
-
-def _has_missing(obj) -> bool:
-    if obj is _MISSING:
-        return True
-    if isinstance(obj, (tuple, list)):
-        return any(_has_missing(o) for o in obj)
-    if isinstance(obj, dict):
-        return any(_has_missing(o) for o in obj.values())
-    return False
-
+_SUMS = {"add", "iadd", "add_", "__add__", "__radd__", "__iadd__"}
 
 class _Recorder(fx.Interpreter):
-    """Runs the traced module and keeps every node's value. Nodes fed by a _MISSING value give
-    _MISSING (a sum gives its known operand)."""
+    """Runs the traced module and keeps every node's value. Nodes fed by a MISSING value give
+    MISSING (a sum gives its known operand)."""
 
     def __init__(self, gm):
         super().__init__(gm, garbage_collect_values=False)
@@ -197,18 +103,18 @@ class _Recorder(fx.Interpreter):
         with self._set_current_node(n):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             if n.op in ("call_module", "call_function", "call_method") and (
-                    _has_missing(args) or _has_missing(kwargs)):
-                is_add = (n.op == "call_function" and n.target in _ADD_FUNCTIONS) or (
-                    n.op == "call_method" and n.target in _ADD_METHODS)
-                known = [a for a in args[:2] if a is not _MISSING]
-                result = known[0] if is_add and known else _MISSING
+                    has_missing(args) or has_missing(kwargs)):
+                is_add = (n.target if isinstance(n.target, str)
+                          else getattr(n.target, "__name__", "")) in _SUMS
+                known = [a for a in args[:2] if a is not MISSING]
+                result = known[0] if is_add and known else MISSING
             else:
                 try:
                     result = getattr(self, n.op)(n.target, args, kwargs)
                 except GraphError:
                     raise
                 except Exception as exc:
-                    what = f"{n.op} {_target_name(n)}"
+                    what = f"{n.op} {target_name(n)}"
                     shapes = ", ".join(str(tuple(a.shape)) for a in args
                                        if isinstance(a, torch.Tensor))
                     raise GraphError(f"running the model on the example input failed at fx node "
@@ -218,14 +124,6 @@ class _Recorder(fx.Interpreter):
                                          "batch dim first") from exc
         self.values[n.name] = result
         return result
-
-
-def _target_name(n) -> str:
-    t = n.target
-    if isinstance(t, str):
-        return t
-    mod = getattr(t, "__module__", None) or ""
-    return (mod + "." if mod and not mod.startswith("_") else "") + getattr(t, "__name__", repr(t))
 
 
 # --- the handler's view --------------------------------------------------------------------------
@@ -278,9 +176,21 @@ class ExportContext:
         """Set a graph metadata entry; a different value from another node is an error."""
         self._exporter.set_metadata(key, value, self)
 
+    def producer(self) -> tuple[str, Any] | None:
+        """(name, node) of the polyir node that alone computes this module's input and feeds
+        nothing else, or None (see `replace_producer`)."""
+        name = self._exporter.sole_producer(self._node)
+        return None if name is None else (name, self._exporter.graph.nodes[name])
+
+    def replace_producer(self, node) -> None:
+        """Replace the node `producer()` named (folding this module into it); the handler then
+        returns None, so this module's value is the producer's."""
+        name, _ = self.producer()
+        self._exporter.graph.nodes[name] = node
+
 
 # --- the converter -------------------------------------------------------------------------------
-class _Exporter:
+class _Exporter(StateProtocol):
     def __init__(self, model: nn.Module, inputs: tuple, input_names, input_elem):
         self.model = model
         self.inputs = inputs
@@ -316,7 +226,7 @@ class _Exporter:
         self.metadata_from[key] = ctx.name
 
     def elem_of(self, value) -> str | None:
-        if not isinstance(value, _Value):
+        if not isinstance(value, Value):
             return None
         types = self.graph.infer_types(strict=False)
         for ref, _ in value.terms:
@@ -328,7 +238,7 @@ class _Exporter:
                 return types[ref].elem
         return None
 
-    def add_node(self, name: str, node, value: _Value, n: fx.Node) -> _Value:
+    def add_node(self, name: str, node, value: Value, n: fx.Node) -> Value:
         """Add `node` fed by `value`; returns the node's value."""
         if isinstance(node, ir.Graph):
             return self.add_fragment(name, node, value, n)
@@ -349,7 +259,35 @@ class _Exporter:
         self.node_delay[name] = delay
         for ref, d in value.terms:
             self.edge(ref, d, name, "input")
-        return _Value(((name, delay),))
+        return Value(((name, delay),))
+
+    def add_operands(self, name: str, node, values: list, n: fx.Node) -> Value:
+        """Add a multi-operand `node` (Concat, Binary): values[i] feeds port input_i."""
+        name = self.unique(name)
+        self.graph.add(name, node)
+        terms = [t for v in values for t in v.terms]
+        delay = 1 if {d for _, d in terms} == {1} else 0
+        self.node_delay[name] = delay
+        for port, v in zip(node.in_ports(), values):
+            for ref, d in v.terms:
+                self.edge(ref, d, name, port)
+        return Value(((name, delay),))
+
+    def sole_producer(self, n: fx.Node) -> str | None:
+        """The polyir node that alone computes the input of call `n`, when nothing else reads
+        it (so that a following BatchNorm may be folded into it); else None."""
+        src = n.args[0] if n.args else None
+        if not isinstance(src, fx.Node) or len(src.users) != 1:
+            return None
+        v = self.env.get(src.name)
+        if not isinstance(v, Value) or len(v.terms) != 1:
+            return None
+        ref, delay = v.terms[0]
+        if delay or not isinstance(ref, str) or ref not in self.graph.nodes:
+            return None
+        if any(e[0] == ref for e in self.graph.edges) or ref in self.graph.inputs:
+            return None
+        return ref
 
     def edge(self, ref, delay: int, dst: str, port: str = "input") -> None:
         """Record an edge; pending ones (state read back) are connected at the end."""
@@ -357,7 +295,7 @@ class _Exporter:
         if isinstance(ref, str):
             self.graph.connect(ref, dst, None if port == "input" else port)
 
-    def add_fragment(self, name: str, frag: ir.Graph, value: _Value, n: fx.Node) -> _Value:
+    def add_fragment(self, name: str, frag: ir.Graph, value: Value, n: fx.Node) -> Value:
         if len(frag.inputs) != 1 or len(frag.outputs) != 1:
             raise GraphError(f"fx node {n.name!r}: a handler's Graph fragment needs one Input and "
                              f"one Output, has {len(frag.inputs)} and {len(frag.outputs)}",
@@ -390,23 +328,23 @@ class _Exporter:
                     self.edge(ref, d, names[e[1]], port)
             else:
                 self.edge(names[e[0]], delay, names[e[1]], port)
-        return _Value(tuple(out_terms))
+        return Value(tuple(out_terms))
 
     # --- argument conversion -------------------------------------------------------------------
-    def value_of(self, arg, n: fx.Node, what: str = "input") -> _Value:
+    def value_of(self, arg, n: fx.Node, what: str = "input") -> Value:
         if not isinstance(arg, fx.Node):
-            raise GraphError(f"fx node {n.name!r} ({_target_name(n)}) takes the constant {arg!r} "
+            raise GraphError(f"fx node {n.name!r} ({target_name(n)}) takes the constant {arg!r} "
                              f"as its {what}; polyir graphs carry only values computed from the "
                              "inputs", node=n.name, field="input",
                              fix="compute it in a module with a handler, or fold it into a layer")
         v = self.env[arg.name]
-        if isinstance(v, _Value):
+        if isinstance(v, Value):
             return v
-        if isinstance(v, _Pair):
+        if isinstance(v, Pair):
             raise GraphError(f"fx node {n.name!r} uses the (out, state) pair of {arg.name!r} as "
                              "a tensor", node=n.name, field="input",
                              fix="unpack it first: out, state = module(x, state)")
-        if isinstance(v, _StateRef):
+        if isinstance(v, StateRef):
             leaf = self.state_leaves.get(v.path)
             if leaf is None:
                 raise GraphError(f"fx node {n.name!r} reads state{list(v.path)}, which the model "
@@ -417,14 +355,14 @@ class _Exporter:
                 raise GraphError(f"fx node {n.name!r} uses state{list(v.path)}, the internal state "
                                  f"of {leaf[1]!r}, as a tensor", node=n.name, field="state",
                                  fix="pass a module's own state back only to that module")
-            return _Value(((_Pending(v.path), 1),))
-        if isinstance(v, _Token):
+            return Value(((Pending(v.path), 1),))
+        if isinstance(v, Token):
             raise GraphError(f"fx node {n.name!r} uses the internal state of {v.fx_node!r} as a "
                              "tensor", node=n.name, field="state",
                              fix="use the module's output ([0]), not its state ([1])")
         kind = "a tensor constant or parameter" if self.node_ops.get(arg.name) == "get_attr" \
             else "a shape or size"
-        raise GraphError(f"fx node {n.name!r} ({_target_name(n)}) takes {kind} ({arg.name!r}) as "
+        raise GraphError(f"fx node {n.name!r} ({target_name(n)}) takes {kind} ({arg.name!r}) as "
                          f"its {what}; polyir graphs carry only values computed from the inputs",
                          node=n.name, field="input",
                          fix="wrap that computation in a module and register a handler for it")
@@ -437,29 +375,7 @@ class _Exporter:
         out_node = nodes[-1]
         out_struct = out_node.args[0]
         self.pair_nodes = self._pair_nodes(nodes)
-        whole_pair = isinstance(out_struct, fx.Node) and out_struct.name in self.pair_nodes
-        if state_name is not None and whole_pair:  # return module(x, state): (out, its state)
-            y_struct, s_struct = out_struct, None
-        elif state_name is not None:
-            if not (isinstance(out_struct, (tuple, list)) and len(out_struct) == 2):
-                raise GraphError(f"the model takes a state ({state_name!r}) but does not return "
-                                 "(outputs, new_state)", node="output", field="state",
-                                 fix="return outputs, new_state")
-            y_struct, s_struct = out_struct
-        else:
-            y_struct, s_struct = out_struct, None
-        # state leaves: path -> ("token", call node) | ("value", fx node)
-        self.state_leaves: dict[tuple, tuple] = {}
-        if state_name is not None and whole_pair:
-            self.state_leaves[()] = ("token", out_struct.name)
-        for path, leaf in _leaves(s_struct, ()):
-            if isinstance(leaf, fx.Node):
-                src = leaf.args[0] if (leaf.op == "call_function" and leaf.target is
-                                       operator.getitem and leaf.args[1] in (1, -1)) else None
-                if isinstance(src, fx.Node) and src.name in self.pair_nodes:
-                    self.state_leaves[path] = ("token", src.name)
-                else:
-                    self.state_leaves[path] = ("value", leaf.name)
+        y_struct = self.split_outputs(out_struct, state_name)
         example = self._example_run(gm, state_name, n_inputs, nodes)
         self.example = example
         placeholders = [n for n in nodes if n.op == "placeholder"]
@@ -470,33 +386,19 @@ class _Exporter:
         self._check_state_tokens(state_name)
         return self._finish()
 
-    def _pair_nodes(self, nodes) -> set[str]:
-        pairs = set()
-        for n in nodes:
-            if n.op != "call_module":
-                continue
-            h = lookup(self.model.get_submodule(n.target)) if n.target else None
-            if h is None:
-                continue
-            if h.returns_state or (h.returns_state is None and n.users and all(
-                    u.op == "call_function" and u.target is operator.getitem
-                    for u in n.users)):
-                pairs.add(n.name)
-        return pairs
-
     def _example_run(self, gm, state_name, n_inputs, nodes) -> dict:
         modes = {m: m.training for m in gm.modules()}
         gm.eval()
         try:
             with torch.no_grad():
-                leaves = {p: (None if kind == "token" else _MISSING)
+                leaves = {p: (None if kind == "token" else MISSING)
                           for p, (kind, _) in self.state_leaves.items()}
                 args = []
                 for i, p in enumerate(n for n in nodes if n.op == "placeholder"):
                     if i < n_inputs:
                         args.append(self.inputs[i])
                     elif p.target == state_name:  # the whole state may be one leaf
-                        args.append(leaves[()] if () in leaves else _StateView(leaves))
+                        args.append(leaves[()] if () in leaves else StateView(leaves))
                     else:
                         args.append(p.args[0] if p.args else None)
                 rec = _Recorder(gm)
@@ -512,7 +414,7 @@ class _Exporter:
                                              field="state", fix="return values computed in this "
                                                                 "step as the new state")
                         leaves[p] = torch.zeros_like(v)
-                    args = [leaves[()] if isinstance(a, type(_MISSING)) and () in leaves else a
+                    args = [leaves[()] if isinstance(a, type(MISSING)) and () in leaves else a
                             for a in args]
                     rec = _Recorder(gm)
                     rec.run(*args)
@@ -543,14 +445,14 @@ class _Exporter:
                 name = self.unique(names[i])
                 self.graph.add(name, ir.Input(tuple(int(s) for s in x.shape[1:])))
                 self.node_delay[name] = 0
-                self.env[n.name] = _Value(((name, 0),))
+                self.env[n.name] = Value(((name, 0),))
             elif n.target == state_name:
-                self.env[n.name] = _StateRef(())
+                self.env[n.name] = StateRef(())
             else:  # a parameter fixed by concrete_args
-                self.env[n.name] = _META
+                self.env[n.name] = META
             return
         if op == "get_attr":
-            self.env[n.name] = _META
+            self.env[n.name] = META
             return
         if op == "output":
             return
@@ -558,7 +460,16 @@ class _Exporter:
             self.env[n.name] = self._call_module(n, example)
             return
         if op in ("call_function", "call_method"):
-            self.env[n.name] = self._call_function(n, example)
+            rule = lookup_function(n)
+            if rule is None:
+                what = f"method Tensor.{n.target}" if n.op == "call_method" else \
+                    f"function {target_name(n)}"
+                raise GraphError(f"fx node {n.name!r} calls the {what}, which has no polyir form",
+                                 node=n.name, field="type",
+                                 fix=f"{EXPORT_DOC} lists the torch functions and modules polyir "
+                                     "exports; wrap this computation in an nn.Module and register "
+                                     "a handler for it (@polyir.exporters.handler(MyModule))")
+            self.env[n.name] = rule(self, n)
             return
         raise GraphError(f"fx node {n.name!r} has op {op!r}, which polyir cannot export",
                          node=n.name, field="type", fix="simplify the model")
@@ -573,10 +484,9 @@ class _Exporter:
             base = f"{cls.lower()}_{base}"
         name = self.unique(base)
         if h is None:
-            where = f"{type(module).__module__}.{cls}"
-            raise GraphError(f"fx node {n.name!r} calls module {target!r} ({where}), which has no "
-                             "export handler", node=name, field="type",
-                             fix=REGISTER_FIX.format(cls=cls))
+            raise module_refusal(module, target, n.name, name, example.get(n.args[0].name)
+                                 if n.args and isinstance(n.args[0], fx.Node) else None,
+                                 example.get(n.name))
         if not n.args:
             raise GraphError(f"fx node {n.name!r} calls {n.target!r} without an input", node=n.name,
                              field="input", fix="pass the input positionally")
@@ -604,167 +514,29 @@ class _Exporter:
         else:
             new = self.add_node(name, result, value, n)
         if is_pair:
-            return _Pair(new, _Token(n.name))
-        if result is not None and _stateful(result):
+            return Pair(new, Token(n.name))
+        if result is not None and stateful_result(result):
             raise GraphError(f"fx node {n.name!r}: {cls} is stateful but its result is used "
                              "directly", node=n.name, field="state",
                              fix="unpack it: out, state = module(x, state)")
         return new
 
-    def _check_state_tokens(self, state_name):
-        for call, arg in self.token_inputs.items():
-            if not isinstance(arg, fx.Node):
-                if state_name is not None:
-                    warnings.warn(f"fx node {call!r}: the model does not pass this module its "
-                                  "state from the previous step (it restarts every call); the "
-                                  "exported graph carries the state from step to step",
-                                  PolyirWarning, stacklevel=4)
-                continue
-            src = self.env.get(arg.name)
-            if isinstance(src, _StateRef):
-                leaf = self.state_leaves.get(src.path)
-                if leaf == ("token", call):
-                    continue
-                raise GraphError(f"fx node {call!r} receives state{list(src.path)}, but the model "
-                                 f"returns {'nothing' if leaf is None else repr(leaf[1])} there",
-                                 node=call, field="state",
-                                 fix="return each module's own new state at the place it reads it")
-            raise GraphError(f"fx node {call!r} receives a state that is not its own",
-                             node=call, field="state",
-                             fix="pass a module only the state it returned")
-
-    def _activation(self, n, fn, alpha=None):
-        value = self.value_of(n.args[0] if n.args else n.kwargs.get("input"), n)
-        return self.add_node(self.unique(n.name), ir.Activation(fn, alpha), value, n)
-
-    def _call_function(self, n, example):
-        t = n.target
-        is_fn = n.op == "call_function"
-        # structure: getitem on pairs, states, shapes
-        if is_fn and t is operator.getitem:
-            base = self.env.get(n.args[0].name) if isinstance(n.args[0], fx.Node) else None
-            key = n.args[1]
-            if isinstance(base, _Pair):
-                if key in (0, -2):
-                    return base.value
-                if key in (1, -1):
-                    return base.token
-            if isinstance(base, _StateRef):
-                return _StateRef(base.path + (key,))
-            if base is _META:
-                return _META
-            raise GraphError(f"fx node {n.name!r} indexes a tensor ({n.args[0]}[{key!r}]); "
-                             "polyir graphs have no indexing kind", node=n.name, field="type",
-                             fix="select features inside a module with a handler")
-        if (is_fn and t is getattr) or (not is_fn and t in ("size", "dim")):
-            return _META
-        if (is_fn and t in _ADD_FUNCTIONS) or (not is_fn and t in _ADD_METHODS):
-            a, b = (n.args + (n.kwargs.get("other"),))[:2] if len(n.args) < 2 else n.args[:2]
-            if n.kwargs.get("alpha", 1) != 1:
-                raise GraphError(f"fx node {n.name!r}: add with alpha={n.kwargs['alpha']} has no "
-                                 "polyir form", node=n.name, field="alpha", fix="use a + b")
-            for v in (a, b):
-                if not isinstance(v, fx.Node) or isinstance(self.env.get(v.name), _Meta):
-                    raise GraphError(f"fx node {n.name!r} adds the constant {v!r}: '+' becomes "
-                                     "fan-in edges, which need two traced values", node=n.name,
-                                     field="input",
-                                     fix="put the constant in a layer's bias (or a module with a "
-                                         "handler)")
-            va, vb = self.value_of(a, n), self.value_of(b, n)
-            return _Value(va.terms + vb.terms)
-        if (is_fn and t in (operator.mul, operator.imul, torch.mul, operator.truediv,
-                            operator.itruediv, torch.div)) or (
-                not is_fn and t in ("mul", "mul_", "div", "div_", "__mul__", "__rmul__",
-                                    "__truediv__")):
-            return self._scale(n, divide=getattr(t, "__name__", t) in (
-                "truediv", "itruediv", "div", "div_", "__truediv__"))
-        if (is_fn and t in (operator.neg, torch.neg)) or (not is_fn and t in ("neg", "__neg__")):
-            value = self.value_of(n.args[0], n)
-            shape = tuple(example[n.name].shape[1:])
-            return self.add_node(self.unique(n.name),
-                                 ir.Scale(np.full(shape, -1.0, self.float_dtype)), value, n)
-        if not is_fn and t in ("contiguous", "clone", "detach", "float"):
-            return self.value_of(n.args[0], n)
-        name = t if not is_fn else getattr(t, "__name__", "")
-        simple = {"tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "silu": "silu",
-                  "exp": "exp"}
-        known_fns = {torch.tanh, torch.sigmoid, torch.relu, torch.exp, F.relu, F.silu, F.tanh,
-                     F.sigmoid, torch.special.expit}
-        if (is_fn and t in known_fns) or (not is_fn and t in simple):
-            fn = "sigmoid" if name == "expit" else simple.get(name, name)
-            return self._activation(n, fn)
-        if is_fn and t is F.leaky_relu:
-            return self._activation(n, "leaky_relu", float(_arg(n, 1, "negative_slope", 0.01)))
-        if is_fn and t is F.elu:
-            return self._activation(n, "elu", float(_arg(n, 1, "alpha", 1.0)))
-        if is_fn and t is F.softplus:
-            check_softplus_threshold(_FnCtx(self, n), _arg(n, 2, "threshold", 20.0))
-            return self._activation(n, "softplus", float(_arg(n, 1, "beta", 1.0)))
-        if is_fn and t is F.gelu:
-            check_gelu(_FnCtx(self, n), _arg(n, 1, "approximate", "none"))
-            return self._activation(n, "gelu")
-        if is_fn and t is F.hardtanh:
-            node = hardtanh_node(_FnCtx(self, n), _arg(n, 1, "min_val", -1.0),
-                                 _arg(n, 2, "max_val", 1.0))
-            return self.add_node(self.unique(n.name), node, self.value_of(n.args[0], n), n)
-        if (is_fn and t is torch.flatten) or (not is_fn and t == "flatten"):
-            value = self.value_of(n.args[0], n)
-            ndim = example[n.args[0].name].ndim
-            start = int(_arg(n, 1, "start_dim", 0))
-            end = int(_arg(n, 2, "end_dim", -1))
-            node = torch_dims_to_ir(_FnCtx(self, n), start, end, ndim)
-            return self.add_node(self.unique(n.name), node, value, n)
-        if (is_fn and t is torch.reshape) or (not is_fn and t in ("view", "reshape")):
-            src = n.args[0]
-            x, y = example[src.name], example[n.name]
-            if y.ndim == 2 and x.ndim >= 2 and y.shape[0] == x.shape[0] and x.ndim > 2:
-                return self.add_node(self.unique(n.name), ir.Flatten(start_dim=0, end_dim=-1),
-                                     self.value_of(src, n), n)
-            if tuple(y.shape) == tuple(x.shape):
-                return self.value_of(src, n)
-            raise GraphError(f"fx node {n.name!r} reshapes {tuple(x.shape)} to {tuple(y.shape)}; "
-                             "polyir exports only flattening to (batch, -1)", node=n.name,
-                             field="shape", fix="use nn.Flatten() or x.flatten(1)")
-        what = f"method Tensor.{t}" if not is_fn else f"function {_target_name(n)}"
-        raise GraphError(f"fx node {n.name!r} calls the {what}, which polyir cannot export",
-                         node=n.name, field="type",
-                         fix="wrap it in an nn.Module and " + REGISTER_FIX.format(cls="MyModule"))
-
-    def _scale(self, n, divide: bool):
-        a, b = n.args[:2]
-        if isinstance(a, fx.Node) and isinstance(b, fx.Node):
-            raise GraphError(f"fx node {n.name!r} multiplies two traced values; polyir has no "
-                             "elementwise product kind", node=n.name, field="type",
-                             fix="wrap the product in a module with a handler")
-        if divide and not isinstance(a, fx.Node):
-            raise GraphError(f"fx node {n.name!r} divides a constant by a traced value",
-                             node=n.name, field="type", fix="wrap it in a module with a handler")
-        node_arg, c = (a, b) if isinstance(a, fx.Node) else (b, a)
-        if not isinstance(c, numbers.Real):
-            raise GraphError(f"fx node {n.name!r} multiplies by {c!r}; only numbers become a "
-                             "Scale", node=n.name, field="scale",
-                             fix="use a number, or a module with a handler")
-        c = 1.0 / float(c) if divide else float(c)
-        shape = tuple(self.example[n.name].shape[1:])
-        return self.add_node(self.unique(n.name), ir.Scale(np.full(shape, c, self.float_dtype)),
-                             self.value_of(node_arg, n), n)
-
     def _outputs(self, y_struct, example):
-        leaves = [(p, leaf) for p, leaf in _leaves(y_struct, ())]
+        found = list(leaves(y_struct, ()))
         outs = []
-        for path, leaf in leaves:
+        for path, leaf in found:
             if not isinstance(leaf, fx.Node):
                 raise GraphError(f"the model returns the constant {leaf!r} at {list(path)}",
                                  node="output", field="outputs", fix="return only tensors")
             v = self.env[leaf.name]
-            if isinstance(v, _Token):
+            if isinstance(v, Token):
                 continue  # a module's state: the node keeps it
             outs.append((leaf, v))
         if not outs:
             raise GraphError("the model returns no tensor", node="output", field="outputs",
                              fix="return the output tensor(s)")
         for i, (leaf, v) in enumerate(outs):
-            value = v.value if isinstance(v, _Pair) else self.value_of(leaf, leaf)
+            value = v.value if isinstance(v, Pair) else self.value_of(leaf, leaf)
             name = self.unique("output" if len(outs) == 1 else f"output_{i}")
             y = example[leaf.name]
             if isinstance(y, (tuple, list)):
@@ -780,41 +552,11 @@ class _Exporter:
 
     def _finish(self) -> ir.Graph:
         g = self.graph
-        required = set()
-        for ref, d, dst, port in self.edges:
-            srcs = [(ref, d)]
-            if isinstance(ref, _Pending):
-                kind, src = self.state_leaves[ref.path]
-                terms = self.env[src].terms if isinstance(self.env.get(src), _Value) else ()
-                if not terms:
-                    raise GraphError(f"state{list(ref.path)} is not a value computed by the graph",
-                                     node=dst, field="state", fix="return a layer's output")
-                srcs = []
-                for r, dd in terms:
-                    if dd or isinstance(r, _Pending):
-                        raise GraphError(f"state{list(ref.path)} is computed from state read "
-                                         "back (a delay of two steps or more)", node=dst,
-                                         field="state",
-                                         fix="return values computed in this step as new state")
-                    srcs.append((r, 1))
-            for r, dd in srcs:
-                if isinstance(g.nodes.get(r), ir.Input) and dd:
-                    raise GraphError(f"the input {r!r} is read one step late", node=dst,
-                                     field="state", fix="feed inputs of this step only")
-                if isinstance(ref, _Pending):
-                    g.connect(r, dst, None if port == "input" else port)
-                if dd and self.node_delay[dst] == 0:
-                    required.add((r, dst) if port == "input" else (r, dst, port))
+        required = self.resolve_recurrent()
         self._declare_bits()
         g.metadata = self._graph_metadata()
         g.check()
-        _, recurrent = g.order()
-        if set(map(tuple, recurrent)) != required:
-            raise GraphError(f"the recurrent edges polyir derives ({sorted(recurrent)}) differ "
-                             f"from the ones the model reads one step late ({sorted(required)})",
-                             node=sorted(required ^ set(recurrent))[0][1], field="edges",
-                             fix="feed the state read back (e.g. z_prev) into the stateful node "
-                                 "of its cycle, and compute it before that node")
+        self.check_recurrent(required)
         return g
 
     def _declare_bits(self):
@@ -861,72 +603,6 @@ class _Exporter:
         return md
 
 
-class _FnCtx:
-    """The error helper of ExportContext for function nodes."""
-
-    def __init__(self, exporter, n):
-        self.name, self.fx_node = n.name, n.name
-
-    def error(self, message, field=None, fix=None):
-        return GraphError(f"fx node {self.fx_node!r}: {message}", node=self.name, field=field,
-                          fix=fix)
-
-
-def _arg(n: fx.Node, i: int, name: str, default):
-    if len(n.args) > i:
-        return n.args[i]
-    return n.kwargs.get(name, default)
-
-
-def _stateful(result) -> bool:
-    if isinstance(result, (list, tuple)):
-        return any(_stateful(r) for r in result)
-    if isinstance(result, ir.Graph):  # Graph.stateful is a property: ask the instance
-        return result.stateful
-    return bool(getattr(type(result), "stateful", False))
-
-
-def _leaves(struct, path):
-    """(path, leaf) pairs of a nested tuple/list/dict structure."""
-    if isinstance(struct, (tuple, list)):
-        for i, s in enumerate(struct):
-            yield from _leaves(s, path + (i,))
-    elif isinstance(struct, dict):
-        for k, s in struct.items():
-            yield from _leaves(s, path + (k,))
-    elif struct is not None:
-        yield path, struct
-
-
-def _signature(model: nn.Module, n_inputs: int):
-    """(state parameter name or None, concrete_args for the other extra parameters)."""
-    try:
-        params = list(inspect.signature(model.forward).parameters.values())
-    except (TypeError, ValueError):
-        return None, None
-    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
-        return None, None
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(positional) < n_inputs:
-        raise GraphError(f"{type(model).__name__}.forward takes {len(positional)} positional "
-                         f"input(s), the example gives {n_inputs}", field="example_input",
-                         fix="pass one example tensor per input (a tuple for several)")
-    extra = [p for p in params if p not in positional[:n_inputs]]
-    states = [p for p in extra if "state" in p.name.lower()]
-    if len(states) > 1:
-        raise GraphError(f"forward has several state parameters {[p.name for p in states]}",
-                         field="state", fix="gather the state in one parameter (a tuple)")
-    concrete = {}
-    for p in extra:
-        if p in states:
-            continue
-        if p.default is p.empty:
-            raise GraphError(f"forward's parameter {p.name!r} has no default and is not an "
-                             "input", field="example_input",
-                             fix="pass it in the example input tuple, or give it a default")
-        concrete[p.name] = p.default
-    return (states[0].name if states else None), concrete or None
-
 
 def export(model: nn.Module, example_input, input_names=None, input_elem: str | None = None
            ) -> ir.Graph:
@@ -958,7 +634,7 @@ def export(model: nn.Module, example_input, input_names=None, input_elem: str | 
         state_name = None
     else:
         root = model
-        state_name, concrete = _signature(root, len(inputs))
+        state_name, concrete = signature(root, len(inputs))
         fx_graph = _trace(root, concrete)
     gm = fx.GraphModule(root, fx_graph)
     exporter = _Exporter(root, inputs, input_names, input_elem)
@@ -976,9 +652,4 @@ def _trace(root: nn.Module, concrete) -> fx.Graph:
     except Exception as exc:
         where = (f" inside {tracer.module_stack_names[-1]}" if tracer.module_stack_names else "")
         after = f", after fx node {tracer.last_node!r}" if tracer.last_node else ""
-        raise GraphError(f"torch.fx cannot trace {type(root).__name__}{where}{after}: "
-                         f"{type(exc).__name__}: {exc}", node=tracer.last_node, field="model",
-                         fix="remove data-dependent Python control flow from forward (if/for on "
-                             "tensor values), or make the offending submodule an fx leaf by "
-                             "registering a handler: @polyir.exporters.handler(ThatModule)") \
-            from exc
+        raise trace_refusal(root, exc, where, after, tracer.last_node) from exc

@@ -85,12 +85,17 @@ def _flatten(ctx, name, node, values):
                           start_dim=node.start_dim, end_dim=node.end_dim)
 
 
+def _conv_bias(node):
+    """NIR's Conv always has a bias: zeros for a bias-free conv (marked inferred)."""
+    return _np(node.bias if node.bias is not None else node.file_inferred({})["bias"])
+
+
 @nir_rule(ir.Conv1d)
 def _conv1d(ctx, name, node, values):
     shape = node.input_shape if node.input_shape is not None else int(values["input"].shape[1])
     return _nir().Conv1d(input_shape=shape, weight=_np(node.weight), stride=node.stride,
                          padding=node.padding, dilation=node.dilation, groups=node.groups,
-                         bias=_np(node.bias))
+                         bias=_conv_bias(node))
 
 
 @nir_rule(ir.Conv2d)
@@ -99,7 +104,7 @@ def _conv2d(ctx, name, node, values):
              else tuple(values["input"].shape[1:]))
     return _nir().Conv2d(input_shape=tuple(shape), weight=_np(node.weight), stride=node.stride,
                          padding=node.padding, dilation=node.dilation, groups=node.groups,
-                         bias=_np(node.bias))
+                         bias=_conv_bias(node))
 
 
 @nir_rule(ir.SumPool2d, ir.AvgPool2d)

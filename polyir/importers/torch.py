@@ -138,10 +138,11 @@ def _conv(ctx, name, node, values):
     spatial = ctx.in_shape()[1:]
     m = cls(c_in_g * node.groups, c_out, tuple(node.weight.shape[2:]), stride=node.stride,
             padding=_conv_padding(node, ctx, spatial), dilation=node.dilation,
-            groups=node.groups, bias=True, dtype=ctx.dtype)
+            groups=node.groups, bias=node.bias is not None, dtype=ctx.dtype)
     with torch.no_grad():
         m.weight.copy_(ctx.tensor(node.weight))
-        m.bias.copy_(ctx.tensor(node.bias))
+        if node.bias is not None:
+            m.bias.copy_(ctx.tensor(node.bias))
     return m
 
 
@@ -239,6 +240,59 @@ def _ruleset(ctx, name, node, values):
 @torch_rule(ir.Output)
 def _output(ctx, name, node, values):
     return nn.Identity()
+
+
+# --- everyday CNN / MLP kinds (ir/kinds/cnn.py) --------------------------------------------------
+@torch_rule(ir.ChannelAffine)
+def _channel_affine(ctx, name, node, values):
+    return pnn.ChannelAffine(ctx.tensor(node.weight), ctx.tensor(node.bias))
+
+
+@torch_rule(ir.MaxPool1d, ir.MaxPool2d)
+def _maxpool(ctx, name, node, values):
+    cls = nn.MaxPool1d if isinstance(node, ir.MaxPool1d) else nn.MaxPool2d
+    return cls(node.kernel_size, node.stride, node.padding)
+
+
+@torch_rule(ir.AdaptiveAvgPool2d)
+def _adaptive_avgpool(ctx, name, node, values):
+    return nn.AdaptiveAvgPool2d(node.output_size)
+
+
+@torch_rule(ir.Concat)
+def _concat(ctx, name, node, values):
+    return pnn.Concat(node.axis, node.stack)
+
+
+@torch_rule(ir.Binary)
+def _binary(ctx, name, node, values):
+    return pnn.Binary(node.fn)
+
+
+@torch_rule(ir.Clamp)
+def _clamp(ctx, name, node, values):
+    return pnn.Clamp(node.min, node.max)
+
+
+@torch_rule(ir.Softmax)
+def _softmax(ctx, name, node, values):
+    dim = node.axis + 1 if node.axis >= 0 else node.axis  # torch counts the batch dim
+    return nn.LogSoftmax(dim) if node.log else nn.Softmax(dim)
+
+
+@torch_rule(ir.LayerNorm)
+def _layer_norm(ctx, name, node, values):
+    affine = node.weight is not None or node.bias is not None
+    m = nn.LayerNorm(node.normalized_shape, eps=node.eps, elementwise_affine=affine,
+                     bias=node.bias is not None, dtype=ctx.dtype)
+    with torch.no_grad():
+        if node.weight is not None:
+            m.weight.copy_(ctx.tensor(node.weight))
+        elif affine:  # a bias without a weight: torch's weight, fixed at one
+            m.weight.requires_grad_(False)
+        if node.bias is not None:
+            m.bias.copy_(ctx.tensor(node.bias))
+    return m
 
 
 # --- the module ----------------------------------------------------------------------------------
@@ -413,6 +467,8 @@ class GraphModule(nn.Module):
                                                    device=self._dtype_marker.device)
                 if isinstance(node, ir.RuleSet):
                     env[name] = module(values)
+                elif "input" not in node.in_ports():  # operands on input_0, input_1, ...
+                    env[name] = module(*(values[p] for p in node.in_ports()))
                 elif type(node).stateful:
                     y, s = module(values["input"], node_states.get(name))
                     env[name] = y

@@ -3,15 +3,17 @@
 Logic layers (relaxed in train mode, hard gates in eval mode): LogicLayer, LogicTree2d, OrPool2d,
 Binarize, GroupSum. Neurons with an explicit dt, `forward(x, state=None) -> (y, state)`: I, IF, LI,
 LIF, CubaLI, CubaLIF. Elementwise and small layers: Activation, Scale, Threshold, SumPool2d, Delay.
+Everyday CNN / MLP layers torch.nn lacks: ChannelAffine, Concat, Binary, Clamp.
 RuleLayer (relational rules) lives in polyir.nn.rules and is imported on first use.
 """
+from .cnn import Binary, ChannelAffine, Clamp, Concat
 from .layers import Activation, Delay, Scale, SumPool2d, Threshold
 from .logic import Binarize, GroupSum, LogicLayer, LogicTree2d, OrPool2d
 from .neurons import IF, LI, LIF, CubaLI, CubaLIF, CubaState, I, VState
 
 __all__ = ["LogicLayer", "GroupSum", "Binarize", "LogicTree2d", "OrPool2d", "LI", "LIF", "CubaLI",
            "CubaLIF", "IF", "I", "Activation", "Scale", "Threshold", "SumPool2d", "Delay",
-           "VState", "CubaState", "RuleLayer"]
+           "VState", "CubaState", "RuleLayer", "ChannelAffine", "Concat", "Binary", "Clamp"]
 
 
 def __getattr__(name):

@@ -97,3 +97,13 @@ def _delay(ctx, name, m, values):
     steps = ctx.array(m.steps, np.int64)
     delay = (steps * m.dt).astype(ctx.float_dtype)
     return ir.Delay(np.ascontiguousarray(np.broadcast_to(delay, ctx.input_shape)))
+
+
+@handler(pnn.ChannelAffine, builtin=True)
+def _channel_affine(ctx, name, m, values):
+    return ir.ChannelAffine(ctx.array(m.weight), ctx.array(m.bias))
+
+
+@handler(pnn.Clamp, builtin=True)
+def _clamp(ctx, name, m, values):
+    return ir.Clamp(m.min, m.max)

@@ -1,5 +1,7 @@
 """Every node kind, one frozen dataclass each, entered in the closed registry `KINDS`."""
 from .base import KINDS, Kind, kind
+from .cnn import (BINARY_FNS, CNN_KINDS, AdaptiveAvgPool2d, Binary, ChannelAffine, Clamp, Concat,
+                  LayerNorm, MaxPool1d, MaxPool2d, Softmax)
 from .ffnn import ACTIVATIONS, Activation
 from .logic import (GATE_COEFFS, GATE_NAMES, GATE_TABLE, Binarize, GroupSum, LogicLayer,
                     LogicTree2d, OrPool2d)
@@ -11,4 +13,6 @@ __all__ = ["KINDS", "Kind", "kind", "ACTIVATIONS", "Activation", "GATE_COEFFS", 
            "GATE_TABLE", "Binarize", "GroupSum", "LogicLayer", "LogicTree2d", "OrPool2d", "IF",
            "LI", "LIF", "NIR_KINDS", "Affine", "AvgPool2d", "Conv1d", "Conv2d", "CubaLI", "CubaLIF",
            "Delay", "Flatten", "I", "Input", "Linear", "Output", "Scale", "SumPool2d", "Threshold",
-           "Literal", "Predicate", "Query", "Rule", "RuleSet"]
+           "Literal", "Predicate", "Query", "Rule", "RuleSet", "BINARY_FNS", "CNN_KINDS",
+           "AdaptiveAvgPool2d", "Binary", "ChannelAffine", "Clamp", "Concat", "LayerNorm",
+           "MaxPool1d", "MaxPool2d", "Softmax"]

@@ -176,7 +176,7 @@ def _conv_ports(self, spatial_in):
 
 class _Conv(Kind):
     def validate(self, name):
-        if self.bias.shape != self.weight.shape[:1]:
+        if self.bias is not None and self.bias.shape != self.weight.shape[:1]:
             raise GraphError(f"bias shape {self.bias.shape} does not match {self.weight.shape[0]} "
                              "output channels", node=name, field="bias", fix="bias is (C_out,)")
         if self.groups < 1 or self.weight.shape[0] % self.groups:
@@ -199,11 +199,16 @@ class _Conv(Kind):
         return None if sp is None else _conv_ports(self, sp)[1]
 
     def file_inferred(self, inputs):
+        # NIR's Conv always has a bias: a bias-free conv is written with zeros marked inferred,
+        # so that nir.read opens the file and polyir.load gives back bias=None.
+        out = {} if self.bias is not None else {"bias": np.zeros(self.weight.shape[0],
+                                                                 self.weight.dtype)}
         p = inputs.get("input")
         if self.input_shape is not None or p is None or p.shape is None:
-            return {}
+            return out
         spatial = tuple(p.shape[1:])
-        return {"input_shape": spatial[0] if isinstance(self, Conv1d) else spatial}
+        out["input_shape"] = spatial[0] if isinstance(self, Conv1d) else spatial
+        return out
 
     def check(self, name, inputs):
         p = inputs["input"]
@@ -217,7 +222,8 @@ class _Conv(Kind):
 @kind
 @dataclasses.dataclass(frozen=True, eq=False)
 class Conv1d(_Conv):
-    """1-D convolution; weight (C_out, C_in/groups, K). input_shape is the spatial length."""
+    """1-D convolution; weight (C_out, C_in/groups, K). input_shape is the spatial length; bias
+    (C_out,) or None (no bias)."""
 
     input_shape: int | None = param(Optional(Scalar(int)))
     weight: np.ndarray = param(Array("real", 3))
@@ -225,11 +231,9 @@ class Conv1d(_Conv):
     padding: int | str = param(Ints(1, ("same", "valid")), default=0)
     dilation: int = param(Scalar(int), default=1)
     groups: int = param(Scalar(int), default=1)
-    bias: np.ndarray | None = param(real, default=None)
+    bias: np.ndarray | None = param(Optional(real), default=None)
 
     def __post_init__(self):
-        if self.bias is None:
-            object.__setattr__(self, "bias", np.zeros(np.asarray(self.weight).shape[0], np.float32))
         if isinstance(self.padding, tuple) and len(self.padding) == 1:
             object.__setattr__(self, "padding", self.padding[0])
         super().__post_init__()
@@ -250,7 +254,8 @@ class Conv1d(_Conv):
 @kind
 @dataclasses.dataclass(frozen=True, eq=False)
 class Conv2d(_Conv):
-    """2-D convolution; weight (C_out, C_in/groups, KH, KW). input_shape is (H, W) or None."""
+    """2-D convolution; weight (C_out, C_in/groups, KH, KW). input_shape is (H, W) or None; bias
+    (C_out,) or None (no bias)."""
 
     input_shape: tuple | None = param(Optional(Ints(2)))
     weight: np.ndarray = param(Array("real", 4))
@@ -258,12 +263,7 @@ class Conv2d(_Conv):
     padding: tuple | str = param(Ints(2, ("same", "valid")), default=(0, 0))
     dilation: tuple = param(Ints(2), default=(1, 1))
     groups: int = param(Scalar(int), default=1)
-    bias: np.ndarray | None = param(real, default=None)
-
-    def __post_init__(self):
-        if self.bias is None:
-            object.__setattr__(self, "bias", np.zeros(np.asarray(self.weight).shape[0], np.float32))
-        super().__post_init__()
+    bias: np.ndarray | None = param(Optional(real), default=None)
 
 
 def pool_out(self, inputs):
