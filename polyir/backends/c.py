@@ -601,7 +601,9 @@ def pack_bits(x) -> np.ndarray:
 C_SUPPORTED = {ir.Input, ir.Output, ir.Affine, ir.Linear, ir.Scale, ir.Threshold, ir.Activation, ir.Flatten,
                ir.Conv1d, ir.Conv2d, ir.SumPool2d, ir.AvgPool2d, ir.Binarize, ir.LogicLayer,
                ir.LogicTree2d, ir.OrPool2d, ir.GroupSum, ir.I, ir.IF, ir.LI, ir.LIF, ir.CubaLI,
-               ir.CubaLIF}
+               ir.CubaLIF,
+               ir.ChannelAffine, ir.MaxPool1d, ir.MaxPool2d, ir.AdaptiveAvgPool2d, ir.Concat, ir.Binary,
+               ir.Clamp, ir.Softmax, ir.LayerNorm}
 
 
 def render(graph: ir.Graph, dt: float | None = None, word_bits: int = 256,

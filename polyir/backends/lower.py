@@ -29,6 +29,12 @@ Op set (out = the op's output buffer, ins = its input buffers):
   logic     out[j] = GATE_EXPR[gate[j]](x[a[j]], x[b[j]])            consts a, b, gate
   groupsum  out[c] = (popcount of bits c*m .. c*m+m-1 + beta) / tau   attrs k, m, tau, beta
   neuron    one forward-Euler step (NEURON_STEPS[kind]); state buffers in `attrs['state']`
+  spmax     out[o] = max of x[col[k]], k in ptr[o]..ptr[o+1]                   (max pooling)
+  place     out[dst[j]] = x[j] for every feature j of ins[0]                 (concatenation)
+  binary    out = BINARY_EXPR[fn](ins[0], ins[1]) elementwise
+  clamp     out[i] = min(max(x[i], lo), hi)                                  attrs lo, hi
+  softmax   over `n` features at stride `stride` in each of `groups` groups   attrs log
+  layernorm over each contiguous block of `m` features; consts weight, bias (m,) or absent
 """
 from __future__ import annotations
 
@@ -40,13 +46,14 @@ import numpy as np
 
 from .. import ir
 from ..ir.errors import GraphError
+from ..ir.kinds.cnn import adaptive_windows, operand_ports
 from ..ir.optimize import optimize as optimize_graph
 from ..ir.walk import GraphWalker, RuleTable
 
 lower_rule = RuleTable("lower")
 
 OPS = ("load", "store", "add", "copy", "matvec", "spmv", "scale", "threshold", "act", "binarize",
-       "logic", "groupsum", "neuron")
+       "logic", "groupsum", "neuron", "spmax", "place", "binary", "clamp", "softmax", "layernorm")
 
 # The 16 two-input gates in difflogic's order as word-wise bitwise expressions of `a` and `b`.
 # ZERO / ONES are the all-0 / all-1 word (each renderer spells them for its word type).
@@ -748,3 +755,124 @@ def _neuron(ctx, name, node, values):
     out = ctx.result(name, "real", n)
     return ctx.emit("neuron", name, out, (x,), n=n, neuron=kind, dt=dt, state=state,
                     consts=params)
+
+
+# --- everyday CNN / MLP kinds (ir/kinds/cnn.py) ----------------------------------------------------
+BINARY_EXPR = {"mul": "a * b", "div": "a / b"}
+assert set(BINARY_EXPR) == set(ir.BINARY_FNS), "every ir Binary fn needs a C expression"
+
+
+def _in_shape(ctx, name, port="input"):
+    return ctx.types[ctx.inputs[name][port][0]].shape
+
+
+@lower_rule(ir.ChannelAffine)
+def _channel_affine(ctx, name, node, values):
+    """y = w[c] x + b[c] as a diagonal sparse matrix (one entry per element)."""
+    x = _one(values, name)
+    shape = _in_shape(ctx, name)
+    per = int(np.prod(shape[1:], dtype=np.int64))
+    n = shape[0] * per
+    idx = np.arange(n)
+    ptr, col, val = _csr([idx], [idx], [np.repeat(_f32(node.weight), per)], n)
+    return ctx.emit("spmv", name, ctx.result(name, "real", n), (x,), n_out=n,
+                    consts={"ptr": ptr, "col": col, "val": val,
+                            "bias": np.repeat(_f32(node.bias), per)})
+
+
+def _pool_taps(in_shape, kernel, stride, padding):
+    """(taps (n_out, window), out_shape) of a max pooling on (C, L) or (C, H, W); -1 = padding."""
+    if len(in_shape) == 2:
+        taps, (c, _, ow) = _windows((in_shape[0], 1, in_shape[1]), (1,) + tuple(kernel),
+                                    (1,) + tuple(stride), (0,) + tuple(padding))
+        return taps, (c, ow)
+    return _windows(in_shape, kernel, stride, padding)
+
+
+@lower_rule(ir.MaxPool1d, ir.MaxPool2d)
+def _max_pool(ctx, name, node, values):
+    x = _one(values, name)
+    taps, _ = _pool_taps(_in_shape(ctx, name), node.kernel_size, node.stride, node.padding)
+    r, c = np.nonzero(taps >= 0)
+    n_out = taps.shape[0]
+    ptr, col, _ = _csr([r], [taps[r, c]], [np.zeros(r.size, np.float32)], n_out)
+    return ctx.emit("spmax", name, ctx.result(name, "real", n_out), (x,), n_out=n_out,
+                    consts={"ptr": ptr, "col": col})
+
+
+@lower_rule(ir.AdaptiveAvgPool2d)
+def _adaptive_avg_pool(ctx, name, node, values):
+    """torch's adaptive windows as a sparse matrix of 1 / window size."""
+    x = _one(values, name)
+    c, h, w = _in_shape(ctx, name)
+    oh, ow = node.output_size
+    rows, cols, vals = [], [], []
+    o = 0
+    for ch in range(c):
+        for y0, y1 in adaptive_windows(h, oh):
+            for x0, x1 in adaptive_windows(w, ow):
+                yy, xx = np.meshgrid(np.arange(y0, y1), np.arange(x0, x1), indexing="ij")
+                flat = (ch * h + yy.reshape(-1)) * w + xx.reshape(-1)
+                rows.append(np.full(flat.size, o))
+                cols.append(flat)
+                vals.append(np.full(flat.size, 1.0 / flat.size, np.float32))
+                o += 1
+    ptr, col, val = _csr(rows, cols, vals, o)
+    return ctx.emit("spmv", name, ctx.result(name, "real", o), (x,), n_out=o,
+                    consts={"ptr": ptr, "col": col, "val": val, "bias": np.zeros(o)})
+
+
+@lower_rule(ir.Concat)
+def _concat(ctx, name, node, values):
+    """Each operand's features placed at their flat positions in the joined value."""
+    out_shape = ctx.types[name].shape
+    n = int(np.prod(out_shape, dtype=np.int64))
+    out = ctx.result(name, "real", n)
+    positions = np.arange(n).reshape(out_shape)
+    axis = node.axis + len(out_shape) if node.axis < 0 else node.axis
+    start = 0
+    for port in operand_ports(node.n_inputs):
+        x = values[port]
+        shape = _in_shape(ctx, name, port)
+        width = 1 if node.stack else shape[axis]
+        dst = np.take(positions, np.arange(start, start + width), axis=axis)
+        start += width
+        ctx.emit("place", name, out, (x,), n=ctx.size(x),
+                 consts={"dst": np.ascontiguousarray(dst.reshape(-1), dtype=np.int32)})
+    return out
+
+
+@lower_rule(ir.Binary)
+def _binary(ctx, name, node, values):
+    a, b = (values[p] for p in operand_ports(2))
+    n = ctx.size(a)
+    return ctx.emit("binary", name, ctx.result(name, "real", n), (a, b), n=n, fn=node.fn)
+
+
+@lower_rule(ir.Clamp)
+def _clamp(ctx, name, node, values):
+    x = _one(values, name)
+    n = ctx.size(x)
+    return ctx.emit("clamp", name, ctx.result(name, "real", n), (x,), n=n, lo=float(node.min),
+                    hi=float(node.max))
+
+
+@lower_rule(ir.Softmax)
+def _softmax(ctx, name, node, values):
+    x = _one(values, name)
+    shape = _in_shape(ctx, name)
+    axis = node.axis + len(shape) if node.axis < 0 else node.axis
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    groups = int(np.prod(shape, dtype=np.int64)) // shape[axis]
+    return ctx.emit("softmax", name, ctx.result(name, "real", ctx.size(x)), (x,), groups=groups,
+                    n=int(shape[axis]), stride=inner, log=bool(node.log))
+
+
+@lower_rule(ir.LayerNorm)
+def _layer_norm(ctx, name, node, values):
+    x = _one(values, name)
+    m = int(np.prod(node.normalized_shape, dtype=np.int64))
+    consts = {k: _f32(getattr(node, k)).reshape(-1) for k in ("weight", "bias")
+              if getattr(node, k) is not None}
+    return ctx.emit("layernorm", name, ctx.result(name, "real", ctx.size(x)), (x,),
+                    groups=ctx.size(x) // m, m=m, eps=float(node.eps), consts=consts)

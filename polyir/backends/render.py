@@ -20,7 +20,8 @@ import re
 
 import numpy as np
 
-from .lower import ACT_EXPR, GATE_EXPR, NEURON_PARAMS, NEURON_STATE, NEURON_STEPS, Op, Program
+from .lower import (ACT_EXPR, BINARY_EXPR, GATE_EXPR, NEURON_PARAMS, NEURON_STATE, NEURON_STEPS,
+                    Op, Program)
 
 
 def c_comment(text: str) -> str:
@@ -55,7 +56,8 @@ def c_float(v, double: bool = False) -> str:
 #: float function -> double function, for programs in float64
 DOUBLE_NAMES = {"tanhf": "tanh", "expf": "exp", "expm1f": "expm1", "log1pf": "log1p",
                 "erff": "erf", "fmaf": "fma", "fabsf": "fabs", "floorf": "floor",
-                "copysignf": "copysign", "polyir_expf": "exp", "polyir_tanhf": "tanh"}
+                "copysignf": "copysign", "polyir_expf": "exp", "polyir_tanhf": "tanh",
+                "logf": "log", "sqrtf": "sqrt"}
 
 
 def sort_gates(op: Op):
@@ -406,3 +408,72 @@ class CStyleRenderer:
         body += list(NEURON_STEPS[kind])
         body += [f"S_{s}[e] = {s};" for s in state] + ["ys[e] = y;"]
         return lines + self.elementwise(op.attrs["n"], body)
+
+    # --- ops of the everyday CNN / MLP kinds ---------------------------------------------------------
+    def math(self, c99: str) -> str:
+        """A C99 float function's spelling on this target."""
+        return self.math_names.get(c99, c99)
+
+    def op_spmax(self, op: Op) -> list[str]:
+        ptr, col = self.const(op, "ptr"), self.const(op, "col")
+        open_, close = self.loop2("o", op.attrs["n_out"], "s", "TILE")
+        return ([f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"]
+                + open_ + ["    float acc = -INFINITY;",
+                           f"    for (int64_t k = {ptr}[o]; k < {ptr}[o + 1]; k++) {{",
+                           f"      const float v = x[(int64_t){col}[k] * TILE + s];",
+                           "      acc = (v > acc || v != v) ? v : acc;  /* NaN wins, as in torch */",
+                           "    }", "    y[o * TILE + s] = acc;"] + close)
+
+    def op_place(self, op: Op) -> list[str]:
+        dst = self.const(op, "dst")
+        return [f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"
+                ] + self.elementwise(op.attrs["n"], [f"y[(int64_t){dst}[i] * TILE + s] = x[e];"])
+
+    def op_binary(self, op: Op) -> list[str]:
+        a, b = op.ins
+        return [f"const float* A = {self.buf(a)};", f"const float* B = {self.buf(b)};",
+                f"float* y = {self.buf(op.out)};"] + self.elementwise(
+                    op.attrs["n"], ["const float a = A[e], b = B[e];",
+                                    f"y[e] = {BINARY_EXPR[op.attrs['fn']]};"])
+
+    def op_clamp(self, op: Op) -> list[str]:
+        lo, hi = self.num(op.attrs["lo"]), self.num(op.attrs["hi"])
+        return [f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"
+                ] + self.elementwise(op.attrs["n"], [
+                    "const float v = x[e];", f"y[e] = v < {lo} ? {lo} : (v > {hi} ? {hi} : v);"])
+
+    def op_softmax(self, op: Op) -> list[str]:
+        n, stride = op.attrs["n"], op.attrs["stride"]
+        exp, log = self.math("expf"), self.math("logf")
+        last = (f"y[PIDX(k)] = x[PIDX(k)] - mx - {log}(sum);" if op.attrs["log"]
+                else f"y[PIDX(k)] = {exp}(x[PIDX(k)] - mx) / sum;")
+        open_, close = self.loop2("g", op.attrs["groups"], "s", "TILE")
+        return ([f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};",
+                 "#define PIDX(k) (((g / STRIDE) * N * STRIDE + g % STRIDE + (k) * STRIDE) * TILE + s)",
+                 f"#define N {n}", f"#define STRIDE {stride}"]
+                + open_ + ["    float mx = -INFINITY, sum = 0.0f;",
+                           "    for (int64_t k = 0; k < N; k++) mx = x[PIDX(k)] > mx ? x[PIDX(k)] : mx;",
+                           f"    for (int64_t k = 0; k < N; k++) sum += {exp}(x[PIDX(k)] - mx);",
+                           f"    for (int64_t k = 0; k < N; k++) {last}"] + close
+                + ["#undef PIDX", "#undef N", "#undef STRIDE"])
+
+    def op_layernorm(self, op: Op) -> list[str]:
+        m = op.attrs["m"]
+        w = self.const(op, "weight") if "weight" in op.consts else None
+        b = self.const(op, "bias") if "bias" in op.consts else None
+        z = "(x[(g * M + k) * TILE + s] - mean) * inv"
+        z = f"{z} * {w}[k]" if w else z
+        z = f"{z} + {b}[k]" if b else z
+        open_, close = self.loop2("g", op.attrs["groups"], "s", "TILE")
+        return ([f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};",
+                 f"#define M {m}"]
+                + open_ + ["    float mean = 0.0f, var = 0.0f;",
+                           "    for (int64_t k = 0; k < M; k++) mean += x[(g * M + k) * TILE + s];",
+                           "    mean /= (float)M;",
+                           "    for (int64_t k = 0; k < M; k++) {",
+                           "      const float d = x[(g * M + k) * TILE + s] - mean;",
+                           "      var += d * d;", "    }",
+                           f"    const float inv = 1.0f / {self.math('sqrtf')}(var / (float)M + "
+                           f"{self.num(op.attrs['eps'])});",
+                           f"    for (int64_t k = 0; k < M; k++) y[(g * M + k) * TILE + s] = {z};"]
+                + close + ["#undef M"])

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import ir
+from ..ir.kinds.cnn import adaptive_windows, operand_ports
 from ..ir.kinds.logic import GATE_COEFFS
 from ..ir.patterns import FfnnChain, find_ffnn_chains
 from ..ir.walk import GraphWalker, RuleTable
@@ -350,6 +351,77 @@ def _groupsum(b, name, node, values):
     size = x.shape[0] // node.k
     return _obj([(b.hy.sum(list(x[c * size:(c + 1) * size])) + float(node.beta)) / float(node.tau)
                  for c in range(node.k)])
+
+
+# --- everyday CNN / MLP kinds (ir/kinds/cnn.py); Clamp and MaxPool are not smooth ------------------
+@heyoka_rule(ir.ChannelAffine)
+def _channel_affine(b, name, node, values):
+    x = values["input"]
+    w, c = b.const(node.weight), b.const(node.bias)
+    num = (lambda v: v) if b.params else float
+    return _obj([num(w[i]) * xi + num(c[i]) for i in range(x.shape[0]) for xi in x[i].ravel()],
+                x.shape)
+
+
+@heyoka_rule(ir.AdaptiveAvgPool2d)
+def _adaptive_avg_pool(b, name, node, values):
+    x = values["input"]
+    c, h, w = x.shape
+    oh, ow = node.output_size
+    out = []
+    for ch in range(c):
+        for y0, y1 in adaptive_windows(h, oh):
+            for x0, x1 in adaptive_windows(w, ow):
+                cells = list(x[ch, y0:y1, x0:x1].ravel())
+                out.append(b.hy.sum(cells) / float(len(cells)))
+    return _obj(out, (c, oh, ow))
+
+
+@heyoka_rule(ir.Concat)
+def _concat(b, name, node, values):
+    xs = [values[p] for p in operand_ports(node.n_inputs)]
+    return np.stack(xs, node.axis) if node.stack else np.concatenate(xs, node.axis)
+
+
+@heyoka_rule(ir.Binary)
+def _binary(b, name, node, values):
+    a, c = (values[p] for p in operand_ports(2))
+    return a * c if node.fn == "mul" else a / c
+
+
+@heyoka_rule(ir.Softmax)
+def _softmax(b, name, node, values):
+    x = values["input"]
+    """exp(x_i) / sum_j exp(x_j) (log: x_i - log sum_j exp(x_j)) along the axis."""
+    hy = b.hy
+    moved = np.moveaxis(x, node.axis, -1)
+    out = np.empty(moved.shape, dtype=object)
+    for idx in np.ndindex(*moved.shape[:-1]):
+        row = list(moved[idx])
+        total = hy.sum([hy.exp(v) for v in row])
+        out[idx] = [v - hy.log(total) if node.log else hy.exp(v) / total for v in row]
+    return np.moveaxis(out, -1, node.axis)
+
+
+@heyoka_rule(ir.LayerNorm)
+def _layer_norm(b, name, node, values):
+    x = values["input"]
+    hy = b.hy
+    m = int(np.prod(node.normalized_shape, dtype=np.int64))
+    rows = x.reshape(-1, m)
+    w = None if node.weight is None else b.const(node.weight).reshape(-1)
+    c = None if node.bias is None else b.const(node.bias).reshape(-1)
+    num = (lambda v: v) if b.params else float
+    out = []
+    for row in rows:
+        mean = hy.sum(list(row)) / float(m)
+        var = hy.sum([(v - mean) * (v - mean) for v in row]) / float(m)
+        inv = 1.0 / hy.sqrt(var + float(node.eps))
+        for k, v in enumerate(row):
+            y = (v - mean) * inv
+            y = y * num(w[k]) if w is not None else y
+            out.append(y + num(c[k]) if c is not None else y)
+    return _obj(out, x.shape)
 
 
 def _input_size(graph: ir.Graph, name: str) -> int:
