@@ -2,8 +2,10 @@
 `call_method` half of the fx exporter; modules go through the handler registry).
 
 `FUNCTIONS` maps a function object (torch.tanh, F.relu, operator.add, ...) and `METHODS` a Tensor
-method name ("relu", "view", ...) to `rule(exp, n)`, which returns the fx node's value: a traced
-value (`exp.add_node(...)`, `exp.value_of(...)`), or a marker for shapes / state. A function no
+method name ("relu", "view", ...) to `rule(ctx, name, n, values)` (the signature of every polyir
+rule table: ctx the exporter, name the fx node's name, n the fx node, values {"input": the example
+value of its first argument}), which returns the fx node's value: a traced value
+(`ctx.add_node(...)`, `ctx.value_of(...)`), or a marker for shapes / state. A function no
 table knows is refused naming it and pointing to docs/export.md.
 
 Shapes are batch-less in polyir: torch's `dim=1` is polyir's axis 0, and a dim that touches the
@@ -35,7 +37,7 @@ METHODS: dict[str, Callable] = {}
 
 
 def function_rule(*targets):
-    """Decorator: `rule(exp, n)` for each target (a function object, or a Tensor method name)."""
+    """Decorator: `rule(ctx, name, n, values)` for each target (a function object, or a Tensor method name)."""
     def register(fn):
         for t in targets:
             (METHODS if isinstance(t, str) else FUNCTIONS)[t] = fn
@@ -110,7 +112,7 @@ def _feature_axis(n, dim, ndim: int, what: str = "dim") -> int:
 
 # --- structure: indexing, shapes, state ----------------------------------------------------------
 @function_rule(operator.getitem)
-def _getitem(exp, n):
+def _getitem(exp, name, n, values):
     base = exp.env.get(n.args[0].name) if isinstance(n.args[0], fx.Node) else None
     key = n.args[1]
     if isinstance(base, Pair):
@@ -129,17 +131,17 @@ def _getitem(exp, n):
 
 
 @function_rule(getattr, "size", "dim")
-def _meta(exp, n):
+def _meta(exp, name, n, values):
     return META
 
 
 @function_rule("contiguous", "clone", "detach", "float")
-def _identity(exp, n):
+def _identity(exp, name, n, values):
     return exp.value_of(n.args[0], n)
 
 
 @function_rule(F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout)
-def _dropout(exp, n):  # the identity in eval mode, which is what polyir exports
+def _dropout(exp, name, n, values):  # the identity in eval mode, which is what polyir exports
     return _first(exp, n)
 
 
@@ -174,7 +176,7 @@ def _constant_operand(exp, n, v):
 
 @function_rule(operator.add, operator.iadd, torch.add, "add", "add_", "__add__", "__radd__",
                "__iadd__")
-def _add(exp, n):
+def _add(exp, name, n, values):
     a, b = _operands(n)
     alpha = n.kwargs.get("alpha", 1)
     if alpha != 1:
@@ -191,7 +193,7 @@ def _add(exp, n):
 
 @function_rule(operator.sub, operator.isub, torch.sub, "sub", "sub_", "__sub__", "__rsub__",
                "__isub__")
-def _sub(exp, n):
+def _sub(exp, name, n, values):
     a, b = _operands(n)
     if n.op == "call_method" and n.target == "__rsub__":
         a, b = b, a
@@ -225,7 +227,7 @@ _DIVIDES = (operator.truediv, operator.itruediv, torch.div, torch.true_divide, "
 
 @function_rule(operator.mul, operator.imul, torch.mul, "mul", "mul_", "__mul__", "__rmul__",
                "__imul__", *_DIVIDES, "__rtruediv__")
-def _mul_div(exp, n):
+def _mul_div(exp, name, n, values):
     a, b = _operands(n)
     divide = n.target in _DIVIDES or n.target == "__rtruediv__"
     if n.op == "call_method" and n.target == "__rtruediv__":
@@ -255,13 +257,13 @@ def _mul_div(exp, n):
 
 
 @function_rule(operator.neg, torch.neg, "neg", "__neg__")
-def _neg(exp, n):
+def _neg(exp, name, n, values):
     return _node(exp, n, ir.Scale(np.full(_shape(exp, n), -1.0, exp.float_dtype)))
 
 
 # --- activations -----------------------------------------------------------------------------------
 def _activation(fn, alpha=None):
-    def rule(exp, n):
+    def rule(exp, name, n, values):
         a = alpha(n) if alpha is not None else None
         return _node(exp, n, ir.Activation(fn, None if a is None else float(a)))
     return rule
@@ -278,30 +280,30 @@ function_rule(F.elu)(_activation("elu", lambda n: arg(n, 1, "alpha", 1.0)))
 
 
 @function_rule(F.softplus)
-def _softplus(exp, n):
+def _softplus(exp, name, n, values):
     check_softplus_threshold(FnCtx(n), arg(n, 2, "threshold", 20.0))
     return _node(exp, n, ir.Activation("softplus", float(arg(n, 1, "beta", 1.0))))
 
 
 @function_rule(F.gelu)
-def _gelu(exp, n):
+def _gelu(exp, name, n, values):
     check_gelu(FnCtx(n), arg(n, 1, "approximate", "none"))
     return _node(exp, n, ir.Activation("gelu"))
 
 
 @function_rule(F.hardtanh)
-def _hardtanh(exp, n):
+def _hardtanh(exp, name, n, values):
     return _node(exp, n, hardtanh_node(FnCtx(n), arg(n, 1, "min_val", -1.0),
                                        arg(n, 2, "max_val", 1.0)))
 
 
 @function_rule(F.relu6)
-def _relu6(exp, n):
+def _relu6(exp, name, n, values):
     return _node(exp, n, ir.Clamp(0.0, 6.0))
 
 
 @function_rule(torch.clamp, torch.clip, "clamp", "clip", "clamp_", "clip_")
-def _clamp(exp, n):
+def _clamp(exp, name, n, values):
     lo, hi = arg(n, 1, "min", None), arg(n, 2, "max", None)
     for b in (lo, hi):
         if b is not None and (isinstance(b, bool) or not isinstance(b, numbers.Real)):
@@ -314,7 +316,7 @@ def _clamp(exp, n):
 
 @function_rule(F.softmax, torch.softmax, "softmax", F.log_softmax, torch.log_softmax,
                "log_softmax")
-def _softmax(exp, n):
+def _softmax(exp, name, n, values):
     name = n.target if isinstance(n.target, str) else n.target.__name__
     functional = n.target in (F.softmax, F.log_softmax)  # (input, dim, _stacklevel, dtype)
     dtype = arg(n, 3, "dtype", None) if functional else arg(n, 2, "dtype", None)
@@ -327,14 +329,14 @@ def _softmax(exp, n):
 
 # --- shape: flatten, reshape, join, pool -------------------------------------------------------------
 @function_rule(torch.flatten, "flatten")
-def _flatten(exp, n):
+def _flatten(exp, name, n, values):
     ndim = exp.example[n.args[0].name].ndim
     start, end = int(arg(n, 1, "start_dim", 0)), int(arg(n, 2, "end_dim", -1))
     return _node(exp, n, torch_dims_to_ir(FnCtx(n), start, end, ndim))
 
 
 @function_rule(torch.reshape, "view", "reshape")
-def _reshape(exp, n):
+def _reshape(exp, name, n, values):
     src = n.args[0]
     x, y = exp.example[src.name], exp.example[n.name]
     if y.ndim == 2 and x.ndim > 2 and y.shape[0] == x.shape[0]:
@@ -347,7 +349,7 @@ def _reshape(exp, n):
 
 
 @function_rule(torch.cat, torch.concat, torch.concatenate, torch.stack)
-def _cat(exp, n):
+def _cat(exp, name, n, values):
     xs = n.args[0] if n.args else n.kwargs.get("tensors")
     stack = n.target is torch.stack
     if not isinstance(xs, (list, tuple)) or not xs or not all(_is_traced(exp, x) for x in xs):
@@ -361,7 +363,7 @@ def _cat(exp, n):
 
 
 @function_rule(torch.mean, "mean")
-def _mean(exp, n):
+def _mean(exp, name, n, values):
     dims = arg(n, 1, "dim", None)
     keep = bool(arg(n, 2, "keepdim", False))
     ndim = exp.example[n.args[0].name].ndim
@@ -381,7 +383,7 @@ def _mean(exp, n):
 
 
 @function_rule(F.adaptive_avg_pool2d)
-def _adaptive_avg_pool(exp, n):
+def _adaptive_avg_pool(exp, name, n, values):
     size = arg(n, 1, "output_size", None)
     size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
     if any(s is None for s in size):
@@ -390,7 +392,7 @@ def _adaptive_avg_pool(exp, n):
 
 
 @function_rule(F.max_pool1d, F.max_pool2d, torch.max_pool1d, torch.max_pool2d)
-def _max_pool(exp, n):
+def _max_pool(exp, name, n, values):
     two_d = n.target in (F.max_pool2d, torch.max_pool2d)
     names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
     given = {k: arg(n, i + 1, k, None) for i, k in enumerate(names)}
@@ -399,7 +401,7 @@ def _max_pool(exp, n):
 
 
 @function_rule(F.avg_pool2d)
-def _avg_pool(exp, n):
+def _avg_pool(exp, name, n, values):
     k = arg(n, 1, "kernel_size", None)
     s = arg(n, 2, "stride", None) or k
     p = arg(n, 3, "padding", 0)

@@ -469,7 +469,9 @@ class _Exporter(StateProtocol):
                                  fix=f"{EXPORT_DOC} lists the torch functions and modules polyir "
                                      "exports; wrap this computation in an nn.Module and register "
                                      "a handler for it (@polyir.exporters.handler(MyModule))")
-            self.env[n.name] = rule(self, n)
+            first = n.args[0] if n.args else None
+            values = {"input": example.get(first.name)} if isinstance(first, fx.Node) else {}
+            self.env[n.name] = rule(self, n.name, n, values)
             return
         raise GraphError(f"fx node {n.name!r} has op {op!r}, which polyir cannot export",
                          node=n.name, field="type", fix="simplify the model")
