@@ -13,6 +13,7 @@ import polyir
 import polyir.nn as pnn
 from polyir import ir
 from models import RecurrentSNN
+from torchlogix_layers import load as torchlogix_load
 from polyir.exporters import HANDLERS, handler, register
 
 
@@ -241,18 +242,35 @@ def relaxed_ops(a, b):
                         1 - b + a * b, 1 - a, 1 - a + a * b, 1 - a * b, torch.ones_like(a)], -1)
 
 
+class GradFactorFunction(torch.autograd.Function):
+    """difflogic's GradFactor as its documentation states it: identity forward, gradient times
+    the factor backward (written here, independent of polyir)."""
+
+    @staticmethod
+    def forward(ctx, x, f):
+        ctx.f = f
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.f, None
+
+
 class LogicLayer(nn.Module):
     """A module laid out like difflogic's LogicLayer (same class name and attributes)."""
 
-    def __init__(self, in_dim, out_dim, seed):
+    def __init__(self, in_dim, out_dim, seed, grad_factor=1.0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.in_dim, self.out_dim = in_dim, out_dim
+        self.grad_factor = grad_factor
         self.weights = nn.Parameter(torch.randn(out_dim, 16, generator=g))
         self.indices = (torch.randint(0, in_dim, (out_dim,), generator=g),
                         torch.randint(0, in_dim, (out_dim,), generator=g))
 
     def forward(self, x):
+        if self.grad_factor != 1.0:
+            x = GradFactorFunction.apply(x, self.grad_factor)
         a, b = x[..., self.indices[0]], x[..., self.indices[1]]
         if self.training:
             w = torch.softmax(self.weights, -1)
@@ -309,8 +327,8 @@ def test_maxpool_on_bits_is_or_pool_and_refused_on_reals():
 
 
 def torchlogix_layers():
-    """torchlogix 0.1.1 (a test dependency); these tests skip where it is not installed."""
-    return pytest.importorskip("torchlogix.layers")
+    """torchlogix (a test dependency); these tests skip where it is not installed."""
+    return torchlogix_load()
 
 
 def test_torchlogix_dense_and_binarization():
@@ -609,3 +627,266 @@ def test_whole_state_threaded_through_one_delay():
         got = polyir.to_torch(g).run(xs)
     assert torch.equal(got, torch.stack(ys))
     assert torch.equal(got[2:, :, 0], model.fc(xs[:-2])[:, :, 0].detach())  # two steps late
+
+
+# --- everyday CNN / MLP layers -------------------------------------------------------------------
+def random_batchnorm(bn, seed):
+    """Give a BatchNorm non-trivial running statistics and affine parameters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.rand(bn.num_features, generator=g) * 2 - 1)
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.weight.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.bias.copy_(torch.rand(bn.num_features, generator=g) - 0.5)
+    return bn
+
+
+def batchnorm_reference(x, bn):
+    """Eval-mode BatchNorm written out: (x - mean) / sqrt(var + eps) * weight + bias."""
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    mean, var = bn.running_mean.reshape(view), bn.running_var.reshape(view)
+    return (x - mean) / torch.sqrt(var + bn.eps) * bn.weight.reshape(view) + bn.bias.reshape(view)
+
+
+@pytest.mark.parametrize("layer, bn, x", [
+    (nn.Conv2d(2, 3, 3, bias=False), nn.BatchNorm2d(3), torch.randn(4, 2, 6, 6)),
+    (nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), torch.randn(4, 2, 6, 6)),
+    (nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3), torch.randn(4, 2, 7)),
+    (nn.Linear(5, 3, bias=False), nn.BatchNorm1d(3), torch.randn(4, 5)),
+    (nn.Linear(5, 3), nn.BatchNorm1d(3), torch.randn(4, 5)),
+])
+def test_batchnorm_folds_into_the_layer_before_it(layer, bn, x):
+    torch.manual_seed(0)
+    model = nn.Sequential(layer, random_batchnorm(bn, 1)).eval()
+    g = polyir.export(model, x)
+    assert kinds(g)[1:] == [{"Linear": "Affine"}.get(type(layer).__name__, type(layer).__name__),
+                            "Output"]
+    folded = g.nodes[next(iter(g.nodes)) if False else list(g.nodes)[1]]
+    assert folded.metadata["folded_batchnorm"] == f"{type(bn).__name__} 1"
+    with torch.no_grad():
+        want = batchnorm_reference(layer(x), bn)
+        got = polyir.to_torch(g)(x)
+    assert (got - want).abs().max() <= 1e-5
+
+
+def test_batchnorm_without_a_layer_before_it_is_a_channel_affine():
+    model = nn.Sequential(nn.ReLU(), random_batchnorm(nn.BatchNorm2d(3), 2)).eval()
+    x = torch.randn(4, 3, 5, 5)
+    g = polyir.export(model, x)
+    assert kinds(g)[1:] == ["Activation", "ChannelAffine", "Output"]
+    with torch.no_grad():
+        want = batchnorm_reference(torch.relu(x), model[1])
+    assert (polyir.to_torch(g)(x) - want).abs().max() <= 1e-5
+
+
+def test_batchnorm_after_a_layer_read_twice_is_not_folded():
+    class Both(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+            self.bn = random_batchnorm(nn.BatchNorm1d(3), 3)
+
+        def forward(self, x):
+            h = self.fc(x)
+            return self.bn(h) + h
+
+    model = Both().eval()
+    g = polyir.export(model, torch.randn(2, 3))
+    assert "ChannelAffine" in kinds(g) and "folded_batchnorm" not in g.nodes["fc"].metadata
+    eval_equal(model, g, torch.randn(6, 3), atol=1e-5)
+
+
+def test_batchnorm_without_running_statistics_is_refused():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2, track_running_stats=False))
+    with pytest.raises(polyir.GraphError, match="running statistics") as exc:
+        polyir.export(model, torch.randn(3, 2))
+    assert "track_running_stats=True" in exc.value.fix
+
+
+def test_layers_without_bias_stay_without_bias(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.Flatten(),
+                          nn.Linear(18, 4, bias=False))
+    g = polyir.export(model, torch.randn(1, 1, 5, 5))
+    assert g.nodes["conv2d_0"].bias is None and kinds(g)[3] == "Linear"
+    polyir.save(g, tmp_path / "m.h5")
+    m = polyir.to_torch(polyir.load(tmp_path / "m.h5"))
+    assert all(not name.endswith("bias") for name, _ in m.named_parameters())
+    eval_equal(model, g, torch.randn(3, 1, 5, 5))
+
+
+class Arithmetic(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.fc(x)
+        parts = [h - x, h * x, h / (x * x + 1.0), 2.0 - h, h + 0.5, h - 1.5, torch.clamp(h, max=0.2),
+                 F.relu6(h * 4), F.hardtanh(h, -0.1, 0.4), torch.softmax(h, 1), h.log_softmax(-1)]
+        return torch.cat(parts, dim=1), torch.stack([h, x], dim=1)
+
+
+def test_elementwise_arithmetic_clamp_softmax_cat_and_stack():
+    torch.manual_seed(1)
+    model = Arithmetic()
+    x = torch.randn(2, 4)
+    g = polyir.export(model, x)
+    assert {"Binary", "ChannelAffine", "Clamp", "Softmax", "Concat", "Scale"} <= set(kinds(g))
+    x = torch.randn(9, 4)
+    with torch.no_grad():
+        want, got = model(x), polyir.to_torch(g)(x)
+    for w, v in zip(want, got):
+        assert (w - v).abs().max() <= 1e-6
+    h = model.fc(x).detach()  # spot checks against the formulas
+    assert torch.allclose(got[0][:, 8:12], h / (x * x + 1.0), atol=1e-6)
+    assert torch.allclose(got[0][:, 32:36], h.clamp(-0.1, 0.4))
+
+
+class Pools(nn.Module):
+    def forward(self, x):
+        a = F.max_pool2d(x, 2)
+        b = F.adaptive_avg_pool2d(x, (2, 2))
+        return torch.cat([a, b], 1).mean((2, 3)), x.mean((-1, -2), keepdim=True)
+
+
+def test_pooling_functions_and_spatial_means():
+    model = Pools()
+    g = polyir.export(model, torch.randn(1, 2, 4, 4))
+    assert kinds(g).count("AdaptiveAvgPool2d") == 3 and "MaxPool2d" in kinds(g)
+    x = torch.randn(5, 2, 4, 4)
+    with torch.no_grad():
+        got = polyir.to_torch(g)(x)
+    assert torch.allclose(got[0][:, :2], F.max_pool2d(x, 2).mean((2, 3)), atol=1e-6)
+    assert torch.allclose(got[1], x.mean((2, 3), keepdim=True), atol=1e-6)
+
+
+def test_layer_norm_softmax_and_maxpool1d_modules():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.MaxPool1d(2), nn.Flatten(), nn.Linear(6, 5), nn.LayerNorm(5),
+                          nn.ReLU6(), nn.LayerNorm(5, elementwise_affine=False), nn.LogSoftmax(1))
+    g = polyir.export(model, torch.randn(1, 2, 6))
+    assert kinds(g)[1:-1] == ["MaxPool1d", "Flatten", "Affine", "LayerNorm", "Clamp", "LayerNorm",
+                              "Softmax"]
+    assert g.nodes["layernorm_5"].weight is None
+    eval_equal(model, g, torch.randn(7, 2, 6), atol=1e-6)
+
+
+# --- refusals: what is wrong and what to do --------------------------------------------------------
+@pytest.mark.parametrize("module, x", [
+    (nn.LSTM(3, 4), torch.randn(2, 5, 3)),
+    (nn.GRU(3, 4), torch.randn(2, 5, 3)),
+    (nn.Embedding(10, 3), torch.tensor([[1, 2]])),
+])
+def test_recurrent_and_embedding_layers_have_no_polyir_kind(module, x):
+    with pytest.raises(polyir.GraphError, match="no polyir kind") as exc:
+        polyir.export(nn.Sequential(module), x)
+    assert "docs/export.md" in exc.value.fix and "register" not in exc.value.fix
+
+
+def test_a_module_that_computes_is_never_offered_a_skip():
+    for module in (nn.PReLU(), nn.Upsample(scale_factor=2)):
+        with pytest.raises(polyir.GraphError, match="no polyir form") as exc:
+            polyir.export(nn.Sequential(module), torch.randn(2, 3, 4))
+        assert "register a handler" in exc.value.fix and ", None)" not in exc.value.fix
+
+
+def test_an_unknown_module_that_is_the_identity_may_be_skipped(registry):
+    model = nn.Sequential(nn.Linear(2, 2), nn.Unflatten(1, (2,)))  # no parameters, x -> x
+    with pytest.raises(polyir.GraphError, match="returned its input unchanged") as exc:
+        polyir.export(model, torch.randn(2, 2))
+    assert "polyir.exporters.register(Unflatten, None)" in exc.value.fix
+    register(nn.Unflatten, None)  # the fix it suggests works
+    g = polyir.export(model, torch.randn(2, 2))
+    assert kinds(g) == ["Input", "Affine", "Output"]
+
+
+class LoopOverTime(nn.Module):
+    """The snnTorch / Norse style: the time loop inside forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 4)
+        self.lif = pnn.LIF(tau=0.01, r=1.0, v_leak=0.0, v_threshold=0.5, dt=1e-3)
+
+    def forward(self, xs):
+        state, out = None, []
+        for t in range(xs.shape[0]):
+            z, state = self.lif(self.fc(xs[t]), state)
+            out.append(z)
+        return torch.stack(out)
+
+
+def test_a_time_loop_in_forward_asks_for_the_one_step_module():
+    with pytest.raises(polyir.GraphError, match="loops") as exc:
+        polyir.export(LoopOverTime(), torch.randn(5, 2, 3))
+    assert "export the one-step module (forward(x, state) -> (y, state))" in exc.value.fix
+    assert "def forward(self, x, state=None)" in exc.value.fix  # with an example
+
+
+def test_torchlogix_layers_without_a_polyir_kind_say_so():
+    L = torchlogix_layers()
+    if not hasattr(L, "LogicConvTranspose2d"):
+        pytest.skip("torchlogix < 0.2 has no LogicConvTranspose2d")
+    layer = L.LogicConvTranspose2d(in_dim=2, channels=1, num_kernels=2, tree_depth=1,
+                                   receptive_field_size=2)
+    with pytest.raises(polyir.GraphError, match="torchlogix layer with no polyir kind") as exc:
+        polyir.export(nn.Sequential(layer), (torch.rand(1, 1, 2, 2) > 0.5).float())
+    assert "LogicConv2d" in exc.value.fix and "cannot trace" not in str(exc.value)
+
+
+# --- training through exported models --------------------------------------------------------------
+def test_difflogic_grad_factor_is_carried_and_honoured(tmp_path):
+    model = nn.Sequential(LogicLayer(6, 12, 0, grad_factor=2.0),
+                          LogicLayer(12, 8, 1, grad_factor=2.0), GroupSum(2, 1.0))
+    x = (torch.rand(16, 6, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    g = polyir.export(model, x)
+    assert g.nodes["logiclayer_0"].metadata["grad_factor"] == 2.0
+    polyir.save(g, tmp_path / "m.h5")
+    imported = polyir.to_torch(polyir.load(tmp_path / "m.h5")).train()
+    model.train()
+    for m in (model, imported):
+        m.zero_grad()
+        m(x).square().sum().backward()
+    want = model[0].weights.grad
+    got = imported.layer("logiclayer_0").logits.grad
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
+    # the second layer's factor doubles what reaches the first: without it, half the gradient
+    model[1].grad_factor = 1.0
+    model.zero_grad()
+    model(x).square().sum().backward()
+    assert torch.allclose(2 * model[0].weights.grad, want, rtol=1e-5, atol=1e-7)
+
+
+def test_binarize_straight_through_trains_an_mlp_with_a_logic_head(tmp_path):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 6), pnn.Binarize(torch.tensor([0.0]), straight_through=True),
+                          pnn.LogicLayer(6, 16, seed=0), pnn.GroupSum(2, 2.0))
+    x = torch.randn(32, 4)
+    model(x).sum().backward()
+    assert model[0].weight.grad is not None and model[0].weight.grad.abs().sum() > 0
+    g = polyir.export(model, x[:2])
+    assert type(g.nodes["binarize_1"]).__name__ == "Binarize"
+    assert g.nodes["binarize_1"].metadata["straight_through"] is True
+    imported = polyir.to_torch(g).train()
+    imported(x).sum().backward()
+    assert imported.layer("linear_0").weight.grad.abs().sum() > 0
+    eval_equal(model, g, x)
+
+
+def test_neuron_time_constants_stay_fixed_and_finite_under_adam():
+    torch.manual_seed(4)
+    lif = pnn.LIF(tau=np.full(4, 2e-3, np.float32), r=1.0, v_leak=0.0, v_threshold=0.3, dt=1e-3)
+    assert not lif.tau.requires_grad and lif.r.requires_grad
+    model = nn.Sequential(nn.Linear(3, 4))
+    opt = torch.optim.Adam(list(model.parameters()) + list(lif.parameters()), lr=1e-2)
+    xs, target = torch.randn(10, 8, 3), torch.rand(10, 8, 4)
+    for _ in range(5):
+        state, loss = None, 0
+        for t in range(10):
+            z, state = lif(model(xs[t]), state)
+            loss = loss + (z - target[t]).square().mean() + state.v.square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert torch.isfinite(loss)
+    assert torch.all(lif.tau == 2e-3)

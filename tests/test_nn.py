@@ -161,6 +161,8 @@ def test_binarize_layout_and_no_gradient_needed():
 def test_lif_surrogate_gradient_reaches_parameters_and_input():
     lif = pnn.LIF(tau=torch.full((3,), 5e-3), r=torch.ones(3), v_leak=torch.zeros(3),
                   v_threshold=torch.ones(3), v_reset=torch.zeros(3), dt=1e-3).train()
+    assert not lif.tau.requires_grad  # time constants are fixed unless asked for
+    lif.tau.requires_grad_(True)
     x = torch.full((2, 3), 3.0, requires_grad=True)
     state, total = None, 0
     for _ in range(10):

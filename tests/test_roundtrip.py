@@ -14,6 +14,7 @@ import polyir
 import polyir.nn as pnn
 from polyir.cli import main as cli
 from models import RecurrentSNN
+from torchlogix_layers import load as torchlogix_load
 
 
 def fit(model, step_loss, steps, lr, weights_only=False):
@@ -180,7 +181,7 @@ def test_mixed_model(tmp_path):
 
 # --- a real torchlogix model ---------------------------------------------------------------------
 def test_torchlogix_model_round_trip(tmp_path):
-    L = pytest.importorskip("torchlogix.layers")
+    L = torchlogix_load()
     torch.manual_seed(6)
     x, y = classification(128, 4, 2, 6)
     th = torch.tensor([0.2, 0.4, 0.6, 0.8])
@@ -196,7 +197,7 @@ def test_torchlogix_model_round_trip(tmp_path):
 
 
 def test_torchlogix_conv_model_round_trip(tmp_path):
-    L = pytest.importorskip("torchlogix.layers")
+    L = torchlogix_load()
     torch.manual_seed(7)
     gen = torch.Generator().manual_seed(7)
     x = (torch.rand(64, 1, 6, 6, generator=gen) > 0.5).float()

@@ -42,6 +42,9 @@ NO_KIND: dict[type, str] = {
 
 #: packages whose modules polyir recognises by duck typing: their other layers have no kind
 LOGIC_LIBRARIES = ("difflogic", "torchlogix")
+LOGIC_COVERED = {"difflogic": "difflogic's LogicLayer and GroupSum",
+                 "torchlogix": "torchlogix's LogicDense, LogicConv2d, OrPooling2d, GroupSum and "
+                               "binarizations"}
 
 _ONE_STEP_EXAMPLE = """class OneStep(nn.Module):
     def __init__(self):
@@ -88,9 +91,8 @@ def module_refusal(module: nn.Module, target: str, fx_node: str, name: str, exam
     if lib is not None:
         return GraphError(f"{where}: a {lib} layer with no polyir kind", node=name,
                           field="type",
-                          fix=f"polyir exports {lib}'s LogicLayer / LogicDense, LogicConv2d, "
-                              "OrPooling2d, GroupSum and fixed binarizations; keep this layer "
-                              f"outside the exported part ({EXPORT_DOC})")
+                          fix=f"polyir exports {LOGIC_COVERED[lib]}; keep this layer outside "
+                              f"the exported part ({EXPORT_DOC})")
     if _identity_in_eval(module, example_in, example_out):
         return GraphError(f"{where}, which has no export handler; it has no parameters and "
                           "returned its input unchanged on the example (the identity in eval "

@@ -195,7 +195,8 @@ def _logits(node_logits, gates, ctx):
 
 @torch_rule(ir.LogicLayer)
 def _logic_layer(ctx, name, node, values):
-    m = pnn.LogicLayer(ctx.in_shape()[0], len(node.gate), connections=(node.a, node.b))
+    m = pnn.LogicLayer(ctx.in_shape()[0], len(node.gate), connections=(node.a, node.b),
+                       grad_factor=float(node.metadata.get("grad_factor", 1.0)))
     m.logits = nn.Parameter(_logits(node.logits, node.gate, ctx))
     return m
 
@@ -217,7 +218,8 @@ def _orpool(ctx, name, node, values):
 
 @torch_rule(ir.Binarize)
 def _binarize(ctx, name, node, values):
-    return pnn.Binarize(ctx.tensor(node.thresholds), node.axis)
+    return pnn.Binarize(ctx.tensor(node.thresholds), node.axis,
+                        straight_through=bool(node.metadata.get("straight_through", False)))
 
 
 @torch_rule(ir.GroupSum)

@@ -111,9 +111,11 @@ class LogicLayer(nn.Module):
     "unique" (difflogic's: every input read, no repeated pair), or a pair of index arrays (a, b).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, connections="random", seed: int | None = None):
+    def __init__(self, in_dim: int, out_dim: int, connections="random", seed: int | None = None,
+                 grad_factor: float = 1.0):
         super().__init__()
         self.in_dim, self.out_dim = int(in_dim), int(out_dim)
+        self.grad_factor = float(grad_factor)  # difflogic's: scales the gradient of the input
         if isinstance(connections, str):
             rng = np.random.default_rng(seed)
             if connections == "random":
@@ -141,12 +143,29 @@ class LogicLayer(nn.Module):
         return self.logits.detach().argmax(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_factor != 1.0:
+            x = GradFactor.apply(x, self.grad_factor)
         c = gate_coefficients(self.logits, hard=not self.training).to(x.dtype)
         dim = x.dim() - 1  # index_select: faster than x[..., a] forward and backward on CPU
         return apply_gate(c, torch.index_select(x, dim, self.a), torch.index_select(x, dim, self.b))
 
     def extra_repr(self):
-        return f"in_dim={self.in_dim}, out_dim={self.out_dim}"
+        return f"in_dim={self.in_dim}, out_dim={self.out_dim}" + (
+            f", grad_factor={self.grad_factor}" if self.grad_factor != 1.0 else "")
+
+
+class GradFactor(torch.autograd.Function):
+    """The identity forward; the gradient multiplied by `factor` backward (difflogic's
+    grad_factor, which keeps gradients from vanishing through deep logic stacks)."""
+
+    @staticmethod
+    def forward(ctx, x, factor: float):
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.factor, None
 
 
 def _pair(v) -> tuple[int, int]:
@@ -235,11 +254,15 @@ class Binarize(nn.Module):
 
     thresholds (T,) are shared by every element, (S[axis], T) are per index along `axis`, or
     (*S, T) per element (S = input shape without batch). The T bits of an element are folded into
-    `axis`: element i of that axis gives output bits i*T .. i*T + T-1. No gradient flows through.
+    `axis`: element i of that axis gives output bits i*T .. i*T + T-1. No gradient flows through,
+    unless straight_through=True: then each bit's gradient reaches its element unchanged.
     """
 
-    def __init__(self, thresholds, axis: int = 0):
+    def __init__(self, thresholds, axis: int = 0, straight_through: bool = False):
         super().__init__()
+        # straight-through: bits forward, the identity's gradient backward (each bit passes
+        # d loss / d bit to its element), so a model with a logic head trains end to end
+        self.straight_through = bool(straight_through)
         th = torch.as_tensor(thresholds)
         if not th.is_floating_point():
             th = th.to(torch.get_default_dtype())
@@ -261,11 +284,15 @@ class Binarize(nn.Module):
             raise ValueError(f"thresholds {tuple(th.shape)} fit neither (T,), (S[axis], T) nor "
                              f"{tuple(shape) + ('T',)}")
         bits = (x.unsqueeze(-1) > th).to(x.dtype)  # (B, *S, T)
+        if self.straight_through and x.requires_grad:
+            xs = x.unsqueeze(-1).expand_as(bits)
+            bits = bits + (xs - xs.detach())
         bits = bits.movedim(-1, ax + 2)  # (B, S0.., S_ax, T, ...)
         return bits.flatten(ax + 1, ax + 2)
 
     def extra_repr(self):
-        return f"thresholds={tuple(self.thresholds.shape)}, axis={self.axis}"
+        return f"thresholds={tuple(self.thresholds.shape)}, axis={self.axis}" + (
+            ", straight_through=True" if self.straight_through else "")
 
 
 class GroupSum(nn.Module):

@@ -1,6 +1,8 @@
 """Leaky-integrator neurons with an explicit time step: I, IF, LI, LIF, CubaLI, CubaLIF.
 
 Parameters are `nn.Parameter`s of the neuron shape, named like NIR's (and polyir.ir's) fields.
+The time constants (tau, tau_syn, tau_mem) are not trained by default (requires_grad=False, as
+snnTorch's beta); `neuron.tau.requires_grad_(True)` makes them trainable.
 Each module steps once per call: `forward(x, state=None) -> (y, state)`, x of shape
 (batch, *shape). The state is a named tuple of tensors (`VState(v)` or `CubaState(i, v)`), zeros
 when None is passed.
@@ -84,6 +86,10 @@ def _as_tensor(value) -> torch.Tensor:
     return t if t.is_floating_point() else t.to(torch.get_default_dtype())
 
 
+#: the fields that are time constants: requires_grad=False unless a user sets it
+TIME_CONSTANTS = ("tau", "tau_syn", "tau_mem")
+
+
 class _Neuron(nn.Module):
     FIELDS: tuple[str, ...] = ()
     SPIKING = False
@@ -106,7 +112,10 @@ class _Neuron(nn.Module):
             dtype = torch.promote_types(dtype, t.dtype)
         tensors = torch.broadcast_tensors(*tensors)
         for f, t in zip(self.FIELDS, tensors):
-            setattr(self, f, nn.Parameter(t.to(dtype).clone()))
+            # time constants are fixed by default (as snnTorch's beta): one optimiser step can
+            # make a small tau negative, and the neuron then diverges
+            setattr(self, f, nn.Parameter(t.to(dtype).clone(),
+                                          requires_grad=f not in TIME_CONSTANTS))
 
     @property
     def shape(self) -> tuple[int, ...]:

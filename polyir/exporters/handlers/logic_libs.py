@@ -30,7 +30,7 @@ import numpy as np
 from ... import ir
 from ...ir.errors import PolyirWarning
 from . import recogniser
-from .polyir_nn import gates_of
+from .polyir_nn import gates_of, grad_factor_metadata
 
 
 def _named(m, name: str, *attrs) -> bool:
@@ -57,7 +57,7 @@ def _difflogic_layer(ctx, name, m, values):
     if not (a.shape == b.shape == (int(m.out_dim),) == logits.shape[:1]):
         raise ctx.error(f"indices {a.shape}/{b.shape} and weights {logits.shape} disagree with "
                         f"out_dim={m.out_dim}", field="a", fix="one (a, b) pair per gate")
-    return ir.LogicLayer(a, b, gates_of(logits), logits)
+    return ir.LogicLayer(a, b, gates_of(logits), logits, metadata=grad_factor_metadata(m))
 
 
 def _is_group_sum(m) -> bool:
@@ -114,7 +114,8 @@ def _logic_dense(ctx, name, m, values):
     if idx.shape != (2, logits.shape[0]):
         raise ctx.error(f"connections.indices has shape {idx.shape}, expected "
                         f"(2, {logits.shape[0]})", field="a", fix="one (a, b) pair per gate")
-    return ir.LogicLayer(idx[0].copy(), idx[1].copy(), gates, logits)
+    return ir.LogicLayer(idx[0].copy(), idx[1].copy(), gates, logits,
+                         metadata=grad_factor_metadata(m))
 
 
 def _is_logic_conv2d(m) -> bool:
@@ -181,6 +182,10 @@ def _logic_conv2d(ctx, name, m, values):
     leaves = np.empty((k, 2 ** depth, 3), np.int64)
     for i in range(2):
         leaves[:, i::2] = base[i][..., [2, 0, 1]]  # (h, w, c) -> (channel, dy, dx)
+    if float(getattr(m, "grad_factor", 1.0)) != 1.0:
+        warnings.warn(f"{name}: grad_factor={m.grad_factor} is a training setting polyir's "
+                      "LogicTree2d does not carry; the imported layer trains with factor 1",
+                      PolyirWarning, stacklevel=2)
     return ir.LogicTree2d(leaves, gates.astype(np.uint8), (kh, kw), (stride, stride), (pad, pad),
                           logits)
 

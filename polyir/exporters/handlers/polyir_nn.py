@@ -8,6 +8,13 @@ from ... import nn as pnn
 from . import handler
 
 
+def grad_factor_metadata(m) -> dict:
+    """difflogic's grad_factor (a training setting: the input gradient is scaled by it) as node
+    metadata, which the torch importer honours; nothing when it is 1."""
+    factor = float(getattr(m, "grad_factor", 1.0))
+    return {} if factor == 1.0 else {"grad_factor": factor}
+
+
 def gates_of(logits: np.ndarray) -> np.ndarray:
     """Hard gates = argmax of the stored logits (computed on the stored array, so the IR's
     'gate == argmax(logits)' check holds exactly)."""
@@ -18,7 +25,7 @@ def gates_of(logits: np.ndarray) -> np.ndarray:
 def _logic_layer(ctx, name, m, values):
     logits = ctx.array(m.logits)
     return ir.LogicLayer(ctx.array(m.a, np.int64), ctx.array(m.b, np.int64), gates_of(logits),
-                         logits)
+                         logits, metadata=grad_factor_metadata(m))
 
 
 @handler(pnn.LogicTree2d, builtin=True)
@@ -35,7 +42,8 @@ def _or_pool(ctx, name, m, values):
 
 @handler(pnn.Binarize, builtin=True)
 def _binarize(ctx, name, m, values):
-    return ir.Binarize(ctx.array(m.thresholds), int(m.axis))
+    meta = {"straight_through": True} if getattr(m, "straight_through", False) else {}
+    return ir.Binarize(ctx.array(m.thresholds), int(m.axis), metadata=meta)
 
 
 @handler(pnn.GroupSum, builtin=True)
