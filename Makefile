@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
-	$(BIN)/python -m pip install -q --no-deps torchlogix==0.1.1  # test dep; its deps would replace torch
+	$(BIN)/python -m pip install -q --no-deps torchlogix==0.2.2  # test dep; its deps would replace torch
 	# optional: PyNeuraLogic (needs Java 17) for the rules comparison tests, which skip without it
 	$(BIN)/python -m pip install -q --no-deps neuralogic==0.9.2 jpype1==1.7.1 tqdm || echo 'PyNeuraLogic not installed: its comparison tests will skip'
 	@command -v dot >/dev/null 2>&1 || $(MAKE) --no-print-directory graphviz
