@@ -354,11 +354,19 @@ def _groupsum(b, name, node, values):
 
 
 # --- everyday CNN / MLP kinds (ir/kinds/cnn.py); Clamp and MaxPool are not smooth ------------------
+PAR_FIELDS.update({ir.ChannelAffine: ("weight", "bias"), ir.LayerNorm: ("weight", "bias")})
+
+
+def _number(b):
+    """A constant as the builder keeps it: a par[] expression, or a float."""
+    return lambda v: v if isinstance(v, b.hy.expression) else float(v)
+
+
 @heyoka_rule(ir.ChannelAffine)
 def _channel_affine(b, name, node, values):
     x = values["input"]
-    w, c = b.const(node.weight), b.const(node.bias)
-    num = (lambda v: v) if b.params else float
+    w, c = b.const(name, "weight"), b.const(name, "bias")
+    num = _number(b)
     return _obj([num(w[i]) * xi + num(c[i]) for i in range(x.shape[0]) for xi in x[i].ravel()],
                 x.shape)
 
@@ -409,9 +417,9 @@ def _layer_norm(b, name, node, values):
     hy = b.hy
     m = int(np.prod(node.normalized_shape, dtype=np.int64))
     rows = x.reshape(-1, m)
-    w = None if node.weight is None else b.const(node.weight).reshape(-1)
-    c = None if node.bias is None else b.const(node.bias).reshape(-1)
-    num = (lambda v: v) if b.params else float
+    w = None if node.weight is None else b.const(name, "weight").reshape(-1)
+    c = None if node.bias is None else b.const(name, "bias").reshape(-1)
+    num = _number(b)
     out = []
     for row in rows:
         mean = hy.sum(list(row)) / float(m)
