@@ -367,7 +367,8 @@ def _channel_affine(b, name, node, values):
     x = values["input"]
     w, c = b.const(name, "weight"), b.const(name, "bias")
     num = _number(b)
-    return _obj([num(w[i]) * xi + num(c[i]) for i in range(x.shape[0]) for xi in x[i].ravel()],
+    rows = x.reshape(x.shape[0], -1)  # (channel, elements of that channel)
+    return _obj([num(w[i]) * xi + num(c[i]) for i in range(rows.shape[0]) for xi in rows[i]],
                 x.shape)
 
 

@@ -33,6 +33,14 @@ def channel_affine(rng):
     case("channel_affine", g, x, want, **F32)
 
 
+@golden
+def channel_affine_features(rng):
+    w, b = rng.normal(size=5).astype(f32), rng.normal(size=5).astype(f32)
+    g = P.Graph.sequential(P.ChannelAffine(w, b), input_shape=(5,))
+    x = rng.normal(size=(4, 5)).astype(f32)
+    case("channel_affine_features", g, x, x.astype(np.float64) * w + b, **F32)
+
+
 def _max_pool_ref(x, kernel, stride, padding):
     """Max over windows of the -inf padded input."""
     nd = len(kernel)
