@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import polyir
-from polyir.importers.heyoka import write_params
+from polyir.importers.heyoka_params import write_params
 
 #: the system the samples come from: a damped spiral dx/dt = A x.
 A = np.array([[-0.1, 2.0], [-2.0, -0.1]])

@@ -150,7 +150,7 @@ def test_params_without_bias_and_write_back():
     trained = values + np.random.default_rng(13).normal(scale=0.1, size=values.shape)
     pts = np.random.default_rng(14).normal(size=(3, 20))
     ref = hy.cfunc(exprs, xs)(pts, pars=np.repeat(trained[:, None], 20, 1)).T
-    from polyir.importers.heyoka import write_params
+    from polyir.importers.heyoka_params import write_params
     g2 = write_params(g, trained, par_map)
     assert g2 is not g and np.array_equal(to_heyoka(g, params=True)[2], values)  # g unchanged
     np.testing.assert_array_equal(to_heyoka(g2, params=True)[2], trained)
