@@ -17,8 +17,9 @@ def nir_fields(node) -> dict:
         return {"shape": node.output_type["output"]}
     out = {}
     kind = ir.KINDS[name]
+    polyir_only = kind.option_fields() if issubclass(kind, ir.Neuron) else ()
     for f in dataclasses.fields(kind):
-        if f.name == "metadata":
+        if f.name == "metadata" or f.name in polyir_only:  # extension fields NIR does not have
             continue
         if name == "Flatten" and f.name == "input_type":
             out[f.name] = node.input_type["input"]

@@ -239,7 +239,10 @@ class Ref(GraphWalker):
         return [env[n] for n in self.output_names]
 
     def sequence(self, *seqs):
-        prev, outs = None, []
+        batch = seqs[0].shape[1]  # delayed edges read zeros at the first step
+        prev = {e[0]: np.zeros((batch,) + tuple(self.types[e[0]].shape))
+                for e in self.recurrent_edges}
+        outs = []
         for t in range(seqs[0].shape[0]):
             env = self.run(dict(zip(self.input_names, [s[t] for s in seqs])), previous=prev)
             prev = env

@@ -315,8 +315,8 @@ def test_recurrent_edge_through_lif_is_allowed():
     g = family_graphs()["leaky_integrators"]
     g.check()
     order, recurrent = g.order()
-    assert recurrent == {("rec", "lif")}
-    assert order.index("lif") < order.index("rec") < order.index("readout")
+    assert recurrent == {("lif", "rec")}  # the delay sits on the spikes, not on rec's output
+    assert order.index("rec") < order.index("lif") < order.index("readout")
     g = chain(("x", ir.Input((3,))), ("lif", lif()), ("y", ir.Output((3,))))
     g.connect("lif", "lif")                                         # a self-loop
     g.check()
@@ -337,9 +337,10 @@ def test_nodes_downstream_of_a_cycle_get_no_delay():
         g.connect(*e)
     g.check()
     order, recurrent = g.order()
-    # the back edge into the cycle's entry (a, fed by the input) is delayed, nothing else
-    assert recurrent == {("rec", "a")}
-    assert order == ["x", "a", "lif1", "lif2", "rec", "y"]
+    # the cycle starts at its entry (a, fed by the input); walking back from it, the first
+    # stateful node's output (lif1 -> rec) is delayed, nothing else
+    assert recurrent == {("lif1", "rec")}
+    assert order == ["x", "rec", "a", "lif1", "lif2", "y"]
 
 
 def test_missing_input_or_output():

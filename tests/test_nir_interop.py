@@ -90,7 +90,7 @@ def test_from_nir_nested_and_recurrent():
     g = polyir.from_nir(nir_files()["nested"])
     assert isinstance(g.nodes["sub"], ir.Graph) and g.metadata["source"] == "test"
     g = polyir.from_nir(nir_files()["recurrent"])
-    assert g.order()[1] == {("rec", "lif")}
+    assert g.order()[1] == {("lif", "rec")}
 
 
 def test_from_nir_fills_v_reset_and_w_in():

@@ -155,7 +155,7 @@ def test_lif_net_with_recurrent_edge(tmp_path):
         model.eval().run(xs, spikes)
     assert 0 < torch.stack(spikes).mean() < 0.9  # the recurrent edge carries real spikes
     g, imported = through_file(model, xs[0], tmp_path, "snn")
-    assert g.order()[1] == {("rec", "lif")} and g.metadata["dt"] == 1e-3
+    assert g.order()[1] == {("lif", "rec")} and g.metadata["dt"] == 1e-3
     model.eval(), imported.eval()
     with torch.no_grad():
         assert (imported.run(xs) - model.run(xs)).abs().max() <= 1e-6

@@ -177,7 +177,7 @@ def test_recurrent_graph_carries_state_across_steps_and_calls():
         assert torch.equal(torch.cat([first, second]), full)
         # the state is used: restarting from zero changes the second half
         assert not torch.equal(m.run(seq[5:]), second)
-    assert set(state["nodes"]) == {"lif", "li"} and set(state["recurrent"]) == {"rec"}
+    assert set(state["nodes"]) == {"lif", "li"} and set(state["recurrent"]) == {"lif"}
     spikes = []
     m.layer("lif").register_forward_hook(lambda mod, inp, out: spikes.append(out[0]))
     with torch.no_grad():

@@ -23,7 +23,7 @@ import numpy as np
 from .. import ir
 from ..ir.errors import GraphError
 from . import CompileError, Compiled
-from .lower import Op, Program, lower_rule, prepare
+from .lower import Op, Program, prepare
 from .render import CStyleRenderer, c_comment
 
 WORD_BITS = (32, 64)
@@ -156,19 +156,12 @@ extern "C" __global__ void polyir_kernel(const void* const* in, void* const* out
 }}"""
 
 
-CUDA_SUPPORTED = {ir.Input, ir.Output, ir.Affine, ir.Linear, ir.Scale, ir.Threshold,
-                  ir.Activation, ir.Flatten, ir.Conv1d, ir.Conv2d, ir.SumPool2d, ir.AvgPool2d,
-                  ir.Binarize, ir.LogicLayer, ir.LogicTree2d, ir.OrPool2d, ir.GroupSum, ir.I,
-                  ir.IF, ir.LI, ir.LIF, ir.CubaLI, ir.CubaLIF,
-                  ir.ChannelAffine, ir.MaxPool1d, ir.MaxPool2d, ir.AdaptiveAvgPool2d, ir.Concat, ir.Binary,
-                  ir.Clamp, ir.Softmax, ir.LayerNorm}
-
-
 def render(graph: ir.Graph, dt: float | None = None, word_bits: int = 64, tile: int = 256,
-           smem_bytes: int = 48 * 1024, optimize: bool = True) -> tuple[Program, CudaRenderer, str]:
+           smem_bytes: int = 48 * 1024, optimize: bool = True,
+           discretization: str | None = None) -> tuple[Program, CudaRenderer, str]:
     renderer = CudaRenderer(word_bits=word_bits, tile=tile, smem_bytes=smem_bytes)
-    program = prepare(graph, "CUDA", renderer.tile, dt=dt,
-                      supported=CUDA_SUPPORTED & set(lower_rule.rules), optimize=optimize)
+    program = prepare(graph, "CUDA", renderer.tile, dt=dt, optimize=optimize,
+                      discretization=discretization)
     return program, renderer, renderer.render(program)
 
 
@@ -287,9 +280,10 @@ class CudaCompiled(Compiled):
 
 def compile(graph: ir.Graph, dt: float | None = None, word_bits: int = 64, tile: int = 256,
             threads_per_block: int = 256, blocks: int | None = None,
-            smem_bytes: int = 48 * 1024, optimize: bool = True,
+            smem_bytes: int = 48 * 1024, optimize: bool = True, discretization: str | None = None,
             **unused) -> CudaCompiled:  # noqa: A001
-    """Compile `graph` to a CUDA kernel run with CuPy. Options: dt, word_bits (32 or 64),
+    """Compile `graph` to a CUDA kernel run with CuPy. Options: dt and discretization ('euler' or
+    'exact'; else the graph's metadata, as polyir.to_torch), word_bits (32 or 64),
     tile (samples per block pass), threads_per_block, blocks (default 8 per SM), smem_bytes
     (the most shared memory a block's workspace may take)."""
     if unused:
@@ -297,7 +291,8 @@ def compile(graph: ir.Graph, dt: float | None = None, word_bits: int = 64, tile:
         if bad:
             raise GraphError(f"unknown cuda option(s) {bad}", field="options",
                              fix="see polyir.backends.cuda.compile")
-    program, renderer, source = render(graph, dt, word_bits, tile, smem_bytes, optimize)
+    program, renderer, source = render(graph, dt, word_bits, tile, smem_bytes, optimize,
+                                       discretization)
     return CudaCompiled(program, source, renderer, threads_per_block, blocks)
 
 

@@ -11,7 +11,8 @@ share on the GPU). Every value is a buffer in the tile's workspace, laid out fea
 with a one-step delay) and calls one `@lower_rule(Kind)` per node. Rules append `Op`s from a closed
 set (`OPS`); each op carries its IR node's name, so generated code comments say where it came
 from. Everything a renderer needs that is *semantics* lives here once -- the 16 gates as bitwise
-expressions (`GATE_EXPR`), activations (`ACT_EXPR`), neuron updates (`NEURON_STEPS`) -- so the C
+expressions (`GATE_EXPR`), activations (`ACT_EXPR`), neuron updates (`neuron_body`, from the
+kinds' own step coefficients) -- so the C
 and CUDA outputs are bit-identical by construction on logic graphs.
 
 Op set (out = the op's output buffer, ins = its input buffers):
@@ -28,7 +29,8 @@ Op set (out = the op's output buffer, ins = its input buffers):
   binarize  bit j of out = x[src[j]] > thr[j]                         consts src, thr
   logic     out[j] = GATE_EXPR[gate[j]](x[a[j]], x[b[j]])            consts a, b, gate
   groupsum  out[c] = (popcount of bits c*m .. c*m+m-1 + beta) / tau   attrs k, m, tau, beta
-  neuron    one forward-Euler step (NEURON_STEPS[kind]); state buffers in `attrs['state']`
+  neuron    one time step of a neuron kind: C statements (`neuron_body`) over the state variables
+            (`attrs['states']` names, buffers in `attrs['state']`) and per-neuron constants
   spmax     out[o] = max of x[col[k]], k in ptr[o]..ptr[o+1]                   (max pooling)
   place     out[dst[j]] = x[j] for every feature j of ins[0]                 (concatenation)
   binary    out = BINARY_EXPR[fn](ins[0], ins[1]) elementwise
@@ -95,30 +97,6 @@ ACT_EXPR = {
 }
 assert set(ACT_EXPR) == set(ir.ACTIVATIONS), "every ir activation needs a C expression"
 
-# One forward-Euler step per neuron kind, as polyir.nn documents it, in the same operation order
-# (each statement is float32; `DT` is the time step as a float, `x` the summed input, `v`/`i` the
-# state, parameters by their IR field names). The renderer emits them verbatim; `y` is the output.
-NEURON_STEPS = {
-    "I": ("v = v + (DT * r) * x;", "y = v;"),
-    "IF": ("v = v + (DT * r) * x;", "y = v > v_threshold ? 1.0f : 0.0f;",
-           "v = v > v_threshold ? v_reset : v;"),
-    "LI": ("v = v + (DT / tau) * ((v_leak - v) + r * x);", "y = v;"),
-    "LIF": ("v = v + (DT / tau) * ((v_leak - v) + r * x);", "y = v > v_threshold ? 1.0f : 0.0f;",
-            "v = v > v_threshold ? v_reset : v;"),
-    "CubaLI": ("i = i + (DT / tau_syn) * (w_in * x - i);",
-               "v = v + (DT / tau_mem) * ((v_leak - v) + r * i);", "y = v;"),
-    "CubaLIF": ("i = i + (DT / tau_syn) * (w_in * x - i);",
-                "v = v + (DT / tau_mem) * ((v_leak - v) + r * i);",
-                "y = v > v_threshold ? 1.0f : 0.0f;", "v = v > v_threshold ? v_reset : v;"),
-}
-NEURON_STATE = {"I": ("v",), "IF": ("v",), "LI": ("v",), "LIF": ("v",), "CubaLI": ("i", "v"),
-                "CubaLIF": ("i", "v")}
-NEURON_PARAMS = {"I": ("r",), "IF": ("r", "v_threshold", "v_reset"), "LI": ("tau", "r", "v_leak"),
-                 "LIF": ("tau", "r", "v_leak", "v_threshold", "v_reset"),
-                 "CubaLI": ("tau_syn", "tau_mem", "r", "v_leak", "w_in"),
-                 "CubaLIF": ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset", "w_in")}
-
-
 @dataclasses.dataclass(frozen=True)
 class Buffer:
     """One value of the tile: `size` features of `elem` ('real' or 'bit')."""
@@ -170,6 +148,7 @@ class Program:
     dtype: str = "float32"              # real values: 'float32' or 'float64'
     tile: int = 0                       # samples per tile the memory plan is for (0: unplanned)
     workspace_bytes: int = 0
+    discretization: str = "euler"       # how neurons step (ir.DISCRETIZATIONS)
 
     def __post_init__(self):
         for f in ("buffers", "ops", "inputs", "outputs", "nodes"):
@@ -199,12 +178,13 @@ class Lowering(GraphWalker):
     """Walks a graph and collects the program; rules call `buffer`, `emit`."""
 
     def __init__(self, graph: ir.Graph, backend: str = "c", dt: float | None = None,
-                 supported: set | None = None):
+                 supported: set | None = None, discretization: str = "euler"):
         self.backend = backend
         super().__init__(graph)
         self.buffers: list[Buffer] = []
         self.ops: list[Op] = []
         self.dt = dt
+        self.discretization = discretization
         self.stateful = any(type(n).stateful for n in self.graph.nodes.values())
         for name in self.order:
             node = self.graph.nodes[name]
@@ -298,19 +278,27 @@ class Lowering(GraphWalker):
             self.ops.append(Op("store", name, "Output", None, (env[name],), {"index": k}))
         nodes = [(n, type(self.graph.nodes[n]).__name__) for n in self.order]
         return Program(self.buffers, self.ops, inputs, outputs, self.stateful, self.dt, nodes,
-                       graph_dtype(self.graph))
+                       graph_dtype(self.graph), discretization=self.discretization)
 
 
 def lower(graph: ir.Graph, backend: str = "c", dt: float | None = None,
-          supported: set | None = None) -> Program:
-    """Graph -> Program. `dt` defaults to graph.metadata['dt']; `supported` restricts the kinds
-    (a backend that has no spelling for some op)."""
+          supported: set | None = None, discretization: str | None = None) -> Program:
+    """Graph -> Program. `dt` and `discretization` default to the graph's metadata (as
+    polyir.to_torch; discretization then to "euler"); `supported` restricts the kinds (a backend
+    that has no spelling for some op)."""
     if dt is None and "dt" in graph.metadata:
-        dt = float(graph.metadata["dt"])
-    if dt is not None and not (float(dt) > 0 and math.isfinite(float(dt))):
+        dt = graph.metadata["dt"]
+    if dt is not None and (isinstance(dt, bool) or not isinstance(dt, (int, float, np.number))
+                           or not (float(dt) > 0 and math.isfinite(float(dt)))):
         raise GraphError(f"dt must be a positive number, got {dt!r}", field="dt",
                          fix="pass dt=<seconds> > 0")
-    return Lowering(graph, backend, None if dt is None else float(dt), supported).lower()
+    if discretization is None:
+        discretization = graph.metadata.get("discretization", "euler")
+    if discretization not in ir.DISCRETIZATIONS:
+        raise GraphError(f"unknown discretization {discretization!r}", field="discretization",
+                         fix=f"use one of {ir.DISCRETIZATIONS}")
+    return Lowering(graph, backend, None if dt is None else float(dt), supported,
+                    discretization).lower()
 
 
 def relayout_logic(program: Program) -> Program:
@@ -419,13 +407,15 @@ def plan_memory(program: Program, tile: int, align: int = 64) -> Program:
 
 
 def prepare(graph: ir.Graph, backend: str, tile: int, dt: float | None = None,
-            supported: set | None = None, optimize: bool = True) -> Program:
+            supported: set | None = None, optimize: bool = True,
+            discretization: str | None = None) -> Program:
     """The lowering pipeline every renderer starts from: polyir.optimize (unless told not to),
     lower, relayout the logic ops, plan the workspace for `tile` samples. The Program it returns
     is complete and immutable."""
     if optimize:
         graph = optimize_graph(graph)
-    program = relayout_logic(lower(graph, backend, dt=dt, supported=supported))
+    program = relayout_logic(lower(graph, backend, dt=dt, supported=supported,
+                                   discretization=discretization))
     return plan_memory(program, tile)
 
 
@@ -743,18 +733,71 @@ def _group_sum(ctx, name, node, values):
                     beta=float(node.beta))
 
 
-@lower_rule(ir.I, ir.IF, ir.LI, ir.LIF, ir.CubaLI, ir.CubaLIF)
+def neuron_body(node) -> tuple[list[str], list[str]]:
+    """C statements for one time step of neuron `node`, and the constant tables they read.
+
+    Locals: `x` the summed input, `s_<state>` each state variable (loaded before, stored after),
+    `y` the output; constants `<state>_a`, `_b`, `_c`, `_k` (the step coefficients of
+    ir.Neuron.step_coefficients: s = a s + b x + c + k d, in that operation order, as torch
+    applies them) and, for spiking kinds, `threshold` and `reset`. The spike, reset and their
+    extension fields follow polyir.nn.neurons (the torch layer) statement by statement."""
+    cls = type(node)
+    lines, consts = [], []
+    spk = cls.spike
+    v = f"s_{spk.state}" if spk else None
+    if spk:
+        consts += ["threshold", "reset"]
+        test = "threshold"
+
+        def count(value):
+            above = f"{value} {node.threshold_compare} {test}"
+            if node.spike_rule == "multi":
+                return f"({above} ? floorf({value} / {test}) : 0.0f)"
+            return f"({above} ? 1.0f : 0.0f)"
+
+        if node.reset_delay:  # the carried membrane's spikes reset it in this step
+            lines.append(f"const float pending = {count(v)};")
+            if node.reset_mode == "v_reset":
+                lines.append(f"{v} = pending > 0.0f ? reset : {v};")
+    for st in cls.states:
+        expr = f"{st.name}_a * s_{st.name} + {st.name}_b * x + {st.name}_c"
+        consts += [f"{st.name}_a", f"{st.name}_b", f"{st.name}_c"]
+        if st.drive != "input":
+            expr += f" + {st.name}_k * s_{st.drive}"
+            consts.append(f"{st.name}_k")
+        lines.append(f"const float n_{st.name} = {expr};")
+    lines += [f"s_{st.name} = n_{st.name};" for st in cls.states]
+    if not spk:
+        return lines + [f"y = s_{cls.states[-1].name};"], consts
+    if node.reset_delay and node.reset_mode == "subtract":
+        lines.append(f"{v} = {v} - pending * threshold;")
+    lines.append(f"const float z = {count(v)};")
+    if not node.reset_delay:
+        lines.append(f"{v} = {v} - z * threshold;" if node.reset_mode == "subtract"
+                     else f"{v} = z > 0.0f ? reset : {v};")
+    return lines + ["y = z;"], consts
+
+
+@lower_rule(*ir.NEURONS.values())
 def _neuron(ctx, name, node, values):
     x = _one(values, name)
-    kind = type(node).__name__
     dt = ctx.need_dt(name)
     n = ctx.size(x)
-    params = {p: np.broadcast_to(_f32(getattr(node, p)).reshape(-1), (n,)).copy()
-              for p in NEURON_PARAMS[kind]}
-    state = tuple(ctx.buffer("real", n, name, persistent=True) for _ in NEURON_STATE[kind])
+    cls = type(node)
+    wide = {f: np.asarray(a, np.float64) for f, a in node.parameters().items()}
+    coeffs = cls.step_coefficients(wide, dt, ctx.discretization)
+    tables = {}
+    for st, q in coeffs.items():
+        tables.update({f"{st}_a": q.a, f"{st}_b": q.b, f"{st}_c": q.c, f"{st}_k": q.k})
+    if cls.spike:
+        tables.update(threshold=wide[cls.spike.threshold], reset=wide[cls.spike.reset])
+    body, used = neuron_body(node)
+    consts = {k: np.broadcast_to(_f32(tables[k]).reshape(-1), (n,)).copy() for k in used}
+    state = tuple(ctx.buffer("real", n, name, persistent=True) for _ in cls.states)
     out = ctx.result(name, "real", n)
-    return ctx.emit("neuron", name, out, (x,), n=n, neuron=kind, dt=dt, state=state,
-                    consts=params)
+    return ctx.emit("neuron", name, out, (x,), n=n, neuron=cls.__name__, dt=dt,
+                    discretization=ctx.discretization, states=cls.state_names(), state=state,
+                    body=body, consts=consts)
 
 
 # --- everyday CNN / MLP kinds (ir/kinds/cnn.py) ----------------------------------------------------

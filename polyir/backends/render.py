@@ -20,8 +20,7 @@ import re
 
 import numpy as np
 
-from .lower import (ACT_EXPR, BINARY_EXPR, GATE_EXPR, NEURON_PARAMS, NEURON_STATE, NEURON_STEPS,
-                    Op, Program)
+from .lower import ACT_EXPR, BINARY_EXPR, GATE_EXPR, Op, Program
 
 
 def c_comment(text: str) -> str:
@@ -207,7 +206,7 @@ class CStyleRenderer:
         ins = ", ".join(self.bdesc(b) for b in op.ins)
         out = self.bdesc(op.out) if op.out is not None else "-"
         extra = {k: v for k, v in op.attrs.items() if k in ("fn", "alpha", "k", "tau", "beta",
-                                                            "neuron", "dt")}
+                                                            "neuron", "dt", "discretization")}
         return c_comment(f"{out} <- ({ins}) {extra if extra else ''}".strip())
 
     def bdesc(self, b: int) -> str:
@@ -396,17 +395,15 @@ class CStyleRenderer:
                            "    }"] + close)
 
     def op_neuron(self, op: Op) -> list[str]:
-        kind = op.attrs["neuron"]
-        params = {p: self.const(op, p) for p in NEURON_PARAMS[kind]}
-        state = dict(zip(NEURON_STATE[kind], op.attrs["state"]))
-        lines = [f"const float* xs = {self.buf(op.ins[0])};", f"float* ys = {self.buf(op.out)};",
-                 f"const float DT = {self.num(op.attrs['dt'])};"]
-        lines += [f"float* S_{s} = {self.buf(b)};" for s, b in state.items()]
-        body = [f"const float {p} = {sym}[i];" for p, sym in params.items()]
+        consts = {k: self.const(op, k) for k in op.consts}
+        states = dict(zip(op.attrs["states"], op.attrs["state"]))
+        lines = [f"const float* xs = {self.buf(op.ins[0])};", f"float* ys = {self.buf(op.out)};"]
+        lines += [f"float* S_{s} = {self.buf(b)};" for s, b in states.items()]
+        body = [f"const float {k} = {sym}[i];" for k, sym in consts.items()]
         body += ["const float x = xs[e];", "float y;"]
-        body += [f"float {s} = S_{s}[e];" for s in state]
-        body += list(NEURON_STEPS[kind])
-        body += [f"S_{s}[e] = {s};" for s in state] + ["ys[e] = y;"]
+        body += [f"float s_{s} = S_{s}[e];" for s in states]
+        body += list(op.attrs["body"])
+        body += [f"S_{s}[e] = s_{s};" for s in states] + ["ys[e] = y;"]
         return lines + self.elementwise(op.attrs["n"], body)
 
     # --- ops of the everyday CNN / MLP kinds ---------------------------------------------------------

@@ -31,6 +31,8 @@ def add_backend_options(p, default_backend="c", several=False):
     p.add_argument("--threads", type=int, default=None,
                    help="threads for the C backend (default 1; 0 = all cores)")
     p.add_argument("--dt", type=float, default=None, help="time step for neurons (seconds)")
+    p.add_argument("--discretization", choices=("euler", "exact"), default=None,
+                   help="how neurons step (default: the graph's metadata, else euler)")
     p.add_argument("--portable", action="store_true", help="C: compile without -march=native")
 
 
@@ -38,6 +40,8 @@ def options_for(backend: str, args) -> dict:
     opts = {}
     if getattr(args, "dt", None) is not None:
         opts["dt"] = args.dt
+    if getattr(args, "discretization", None) is not None and backend in ("c", "cuda", "torch"):
+        opts["discretization"] = args.discretization
     if backend == "c":
         if getattr(args, "threads", None) is not None:
             opts["threads"] = args.threads
@@ -83,6 +87,8 @@ def codegen(args):
     opts = {"word_bits": args.word_bits}
     if args.dt is not None:
         opts["dt"] = args.dt
+    if getattr(args, "discretization", None) is not None:
+        opts["discretization"] = args.discretization
     src = c_codegen(g, **opts)
     if args.output in (None, "-"):
         return 0, {"source": src}, [src]

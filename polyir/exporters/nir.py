@@ -6,7 +6,8 @@ is imported by name and an unknown class is a clear error), each `rule(None, nam
 polyir kind of the same name and fields. Nested `NIRGraph`s become nested Graphs; node and graph metadata are kept
 (nested dicts flattened to 'outer.inner' keys; values polyir cannot store are dropped with a
 PolyirWarning). Missing `v_reset` (files before NIR 1.0) reads as zeros, a scalar `w_in` is
-broadcast to the neuron shape, as NIR itself does.
+broadcast to the neuron shape, as NIR itself does. Arrays may be torch tensors, also ones that
+require grad (they are detached).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from .. import ir
 from ..ir.errors import GraphError, PolyirWarning
-from ..ir.fields import _coerce_metadata, specs
+from ..ir.fields import Array, _coerce_metadata, specs, to_numpy
 from ..ir.kinds.base import inferred_fields
 from ..ir.walk import RuleTable
 
@@ -27,8 +28,8 @@ nir_node_rule = RuleTable("from_nir", label="polyir", by_name=True)
 
 
 def _arr(node, field):
-    value = getattr(node, field, None)
-    return None if value is None else np.asarray(value)
+    value = getattr(node, field, None)  # tensors (rockpool's may require grad) are detached
+    return None if value is None else np.asarray(to_numpy(value))
 
 
 def _shape(value):
@@ -36,18 +37,6 @@ def _shape(value):
     if isinstance(value, dict):
         value = next(iter(value.values())) if len(value) == 1 else None
     return None if value is None else tuple(int(d) for d in np.asarray(value).reshape(-1))
-
-
-def _like(node, field, ref, fill):
-    value = getattr(node, field, None)
-    ref = np.asarray(getattr(node, ref))
-    if value is None:
-        return np.full(ref.shape, fill, ref.dtype if ref.dtype.kind == "f" else np.float32)
-    value = np.asarray(value)
-    if value.shape != ref.shape and value.size == 1:
-        return np.full(ref.shape, value.reshape(()), value.dtype if value.dtype.kind == "f"
-                       else ref.dtype)
-    return value
 
 
 @nir_node_rule("Input")
@@ -94,17 +83,19 @@ def _pool(ctx, name, node, values):
     return cls(_padding(node.kernel_size), _padding(node.stride), _padding(node.padding))
 
 
-#: fields that older NIR files omit or store as a scalar: (same-shaped reference field, fill value).
-_BROADCAST = {"v_reset": ("v_threshold", 0), "w_in": ("v_leak", 1)}
-
-
-@nir_node_rule("Affine", "Linear", "Scale", "Threshold", "Delay", "I", "IF", "LI", "LIF", "CubaLI",
-       "CubaLIF")
+@nir_node_rule("Affine", "Linear", "Scale", "Threshold", "Delay", *ir.NEURONS)
 def _same_fields(ctx, name, node, values):
-    """NIR's array-valued primitives: polyir's kind of the same name has the same field names."""
+    """NIR's array-valued primitives: polyir's kind of the same name has the same field names
+    (its array fields; a neuron's extension fields keep their defaults, which are NIR's). Fields
+    a file omits are None (a neuron fills v_reset and w_in as NIR does); a one-element array
+    beside shaped ones is read as one value for every neuron."""
     cls = ir.KINDS[type(node).__name__]
-    return cls(**{field: _like(node, field, *_BROADCAST[field]) if field in _BROADCAST
-                  else _arr(node, field) for field, _ in specs(cls)})
+    values = {f: _arr(node, f) for f, spec in specs(cls) if isinstance(spec, Array)}
+    shapes = {v.shape for v in values.values() if v is not None and v.size != 1}
+    if len(shapes) == 1 and issubclass(cls, ir.Neuron):
+        values = {f: v.reshape(()) if v is not None and v.size == 1 and v.shape not in shapes
+                  else v for f, v in values.items()}
+    return cls(**values)
 
 
 def _metadata(value, where: str) -> dict:

@@ -259,9 +259,8 @@ class StateProtocol:
                 if isinstance(g.nodes.get(r), ir.Input) and dd:
                     raise GraphError(f"the input {r!r} is read one step late", node=dst,
                                      field="state", fix="feed inputs of this step only")
-                if isinstance(ref, Pending):
+                if isinstance(ref, Pending):  # state read back: the delay sits on this edge
                     g.connect(r, dst, None if port == "input" else port)
-                if dd and self.node_delay[dst] == 0:
                     required.add((r, dst) if port == "input" else (r, dst, port))
         return required
 

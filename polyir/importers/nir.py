@@ -119,20 +119,23 @@ def _delay(ctx, name, node, values):
     return _nir().Delay(delay=_np(node.delay))
 
 
-def _fields(*names):
-    def rule(ctx, name, node, values):
-        cls = getattr(_nir(), type(node).__name__)
-        return cls(**{f: _np(getattr(node, f)) for f in names})
-    return rule
+def _nir_neuron(node, name):
+    """The NIR node of a neuron kind at NIR's defaults; GraphError naming an extension field
+    that NIR cannot express."""
+    extra = node.non_default_options()
+    if extra:
+        field, value = next(iter(extra.items()))
+        raise GraphError(f"{node.kind_name} {name!r} has {field}={value!r}, which NIR's "
+                         f"{node.kind_name} cannot express", node=name, field=field,
+                         fix="keep this neuron in a polyir file (.h5), or use NIR's default "
+                             f"{field}")
+    cls = getattr(_nir(), node.kind_name)
+    return cls(**{f: _np(a) for f, a in node.parameters().items()})
 
 
-nir_rule(ir.I)(_fields("r"))
-nir_rule(ir.IF)(_fields("r", "v_threshold", "v_reset"))
-nir_rule(ir.LI)(_fields("tau", "r", "v_leak"))
-nir_rule(ir.LIF)(_fields("tau", "r", "v_leak", "v_threshold", "v_reset"))
-nir_rule(ir.CubaLI)(_fields("tau_syn", "tau_mem", "r", "v_leak", "w_in"))
-nir_rule(ir.CubaLIF)(_fields("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset",
-                             "w_in"))
+@nir_rule(*ir.NEURONS.values())
+def _neuron(ctx, name, node, values):
+    return _nir_neuron(node, name)
 
 
 def _metadata(meta: dict) -> dict:
@@ -259,11 +262,12 @@ def nirtorch_maps(dt: float | None = None, discretization: str = "euler") -> dic
             return d + 1 if d >= 0 else d
         return nn.Flatten(shift(node.start_dim), shift(node.end_dim))
 
-    def neuron(cls, fields):
+    def neuron(layer):
         def build(node):
-            params = {f: _t(getattr(node, f)) for f in fields}
-            return cls(**params, dt=_dt(node, dt, type(node).__name__),
-                       discretization=discretization)
+            params = {f: _t(getattr(node, f)) for f in layer.kind.parameter_fields()
+                      if getattr(node, f, None) is not None}
+            return layer(**params, dt=_dt(node, dt, type(node).__name__),
+                         discretization=discretization)
         return build
 
     nir_to_torch = {
@@ -282,20 +286,11 @@ def nirtorch_maps(dt: float | None = None, discretization: str = "euler") -> dic
         nir.Threshold: lambda node: pnn.Threshold(_t(node.threshold)),
         nir.Delay: lambda node: pnn.Delay(np.asarray(node.delay, np.float64),
                                           _dt(node, dt, "Delay")),
-        nir.I: neuron(pnn.I, ("r",)),
-        nir.IF: neuron(pnn.IF, ("r", "v_threshold", "v_reset")),
-        nir.LI: neuron(pnn.LI, ("tau", "r", "v_leak")),
-        nir.LIF: neuron(pnn.LIF, ("tau", "r", "v_leak", "v_threshold", "v_reset")),
-        nir.CubaLI: neuron(pnn.CubaLI, ("tau_syn", "tau_mem", "r", "v_leak", "w_in")),
-        nir.CubaLIF: neuron(pnn.CubaLIF, ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold",
-                                          "v_reset", "w_in")),
+        **{getattr(nir, kind.__name__): neuron(layer) for kind, layer in pnn.LAYERS.items()},
     }
 
     def arr(t):
         return t.detach().cpu().numpy().copy()
-
-    def from_module(cls, fields):
-        return lambda m: cls(**{f: arr(getattr(m, f)) for f in fields})
 
     torch_to_nir = {
         pnn.Scale: lambda m: nir.Scale(arr(m.scale)),
@@ -303,12 +298,7 @@ def nirtorch_maps(dt: float | None = None, discretization: str = "euler") -> dic
         pnn.SumPool2d: lambda m: nir.SumPool2d(np.array(m.kernel_size), np.array(m.stride),
                                                np.array(m.padding)),
         pnn.Delay: lambda m: nir.Delay(m.steps.detach().cpu().numpy().astype(np.float64) * m.dt),
-        pnn.I: from_module(nir.I, ("r",)),
-        pnn.IF: from_module(nir.IF, ("r", "v_threshold", "v_reset")),
-        pnn.LI: from_module(nir.LI, ("tau", "r", "v_leak")),
-        pnn.LIF: from_module(nir.LIF, ("tau", "r", "v_leak", "v_threshold", "v_reset")),
-        pnn.CubaLI: from_module(nir.CubaLI, ("tau_syn", "tau_mem", "r", "v_leak", "w_in")),
-        pnn.CubaLIF: from_module(nir.CubaLIF, ("tau_syn", "tau_mem", "r", "v_leak",
-                                               "v_threshold", "v_reset", "w_in")),
+        **{layer: (lambda m: _nir_neuron(m.to_ir(), type(m).__name__))
+           for layer in pnn.LAYERS.values()},
     }
     return {"nir_to_torch": nir_to_torch, "torch_to_nir": torch_to_nir}

@@ -37,7 +37,6 @@ from ..ir.errors import GraphError, PolyirWarning
 from ..ir.types import Port
 from ..ir.walk import GraphWalker, RuleTable
 from ..nn.logic import hard_logits
-from ..nn.neurons import DISCRETIZATIONS
 
 __all__ = ["to_torch", "GraphModule", "StatefulGraphModule", "torch_rule", "BuildContext"]
 
@@ -166,20 +165,11 @@ def _delay(ctx, name, node, values):
     return pnn.Delay(np.asarray(node.delay, np.float64), dt)
 
 
-def _neuron(cls, fields):
-    def rule(ctx, name, node, values):
-        params = {f: ctx.tensor(getattr(node, f)) for f in fields}
-        return cls(**params, dt=ctx.need_dt(), discretization=ctx.discretization)
-    return rule
-
-
-torch_rule(ir.I)(_neuron(pnn.I, ("r",)))
-torch_rule(ir.IF)(_neuron(pnn.IF, ("r", "v_threshold", "v_reset")))
-torch_rule(ir.LI)(_neuron(pnn.LI, ("tau", "r", "v_leak")))
-torch_rule(ir.LIF)(_neuron(pnn.LIF, ("tau", "r", "v_leak", "v_threshold", "v_reset")))
-torch_rule(ir.CubaLI)(_neuron(pnn.CubaLI, ("tau_syn", "tau_mem", "r", "v_leak", "w_in")))
-torch_rule(ir.CubaLIF)(_neuron(pnn.CubaLIF, ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold",
-                                             "v_reset", "w_in")))
+@torch_rule(*pnn.LAYERS)
+def _neuron(ctx, name, node, values):
+    params = {f: ctx.tensor(a) for f, a in node.parameters().items()}
+    return pnn.LAYERS[type(node)](**params, **node.non_default_options(), dt=ctx.need_dt(),
+                                  discretization=ctx.discretization)
 
 
 @torch_rule(ir.Activation)
@@ -334,9 +324,9 @@ class GraphModule(nn.Module):
         super().__init__()
         if discretization is None:  # what the exporter recorded, else NIR's reference
             discretization = graph.metadata.get("discretization", "euler")
-        if discretization not in DISCRETIZATIONS:
+        if discretization not in ir.DISCRETIZATIONS:
             raise GraphError(f"unknown discretization {discretization!r}", field="discretization",
-                             fix=f"use one of {DISCRETIZATIONS}")
+                             fix=f"use one of {ir.DISCRETIZATIONS}")
         if dt is None:
             dt = graph.metadata.get("dt")
         if dt is not None:

@@ -17,8 +17,9 @@ from .errors import GraphError
 REAL_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _to_numpy(value):
-    """Accept numpy arrays, python numbers/lists and torch tensors (without importing torch)."""
+def to_numpy(value):
+    """Accept numpy arrays, python numbers/lists and torch tensors (without importing torch;
+    tensors that require grad are detached)."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):
         value = value.detach().cpu().numpy()
     return value
@@ -46,7 +47,7 @@ class Array(Spec):
     ndim: int | None = None
 
     def coerce(self, value, node, field):
-        value = _to_numpy(value)
+        value = to_numpy(value)
         try:
             arr = np.asarray(value)
         except Exception as exc:  # ragged lists etc.
@@ -99,7 +100,7 @@ class Scalar(Spec):
     type: type
 
     def coerce(self, value, node, field):
-        value = _to_numpy(value)
+        value = to_numpy(value)
         if isinstance(value, np.ndarray):
             if value.size != 1:
                 raise GraphError(f"must be a single {self.type.__name__}, got shape {value.shape}",
@@ -149,7 +150,7 @@ class Ints(Spec):
     allow_str: tuple[str, ...] = ()
 
     def coerce(self, value, node, field):
-        value = _to_numpy(value)
+        value = to_numpy(value)
         if isinstance(value, bytes):
             value = value.decode("utf8")
         if isinstance(value, str):
@@ -184,7 +185,7 @@ class Strs(Spec):
     def coerce(self, value, node, field):
         if isinstance(value, (str, bytes)):
             value = (value,)
-        value = _to_numpy(value)
+        value = to_numpy(value)
         out = []
         for v in np.asarray(value, dtype=object).reshape(-1) if isinstance(value, np.ndarray) else value:
             if isinstance(v, bytes):
@@ -276,7 +277,7 @@ def _coerce_metadata(value, node):
         if not isinstance(k, str) or not k or "/" in k or k in (".", ".."):
             raise GraphError(f"metadata key {k!r} must be a non-empty string without '/'",
                              node=node, field="metadata", fix="use plain string keys")
-        v = _to_numpy(v)
+        v = to_numpy(v)
         if isinstance(v, np.ndarray) and v.ndim == 0:
             v = v.item()
         if isinstance(v, np.generic):

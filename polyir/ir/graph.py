@@ -313,8 +313,11 @@ class Graph:
         Nodes run in insertion order wherever the edges allow it. When every remaining node waits
         on another, a cycle blocks: in the first strongly connected component that waits on
         nothing outside itself, the entry node (the first, in insertion order, that something
-        already computed feeds) reads its edges from inside the component with a one-step delay
-        (nirtorch delays the same edges). Nodes merely downstream of a cycle get no recurrent
+        already computed feeds) is where the cycle starts: walking back from it through the
+        component's stateless nodes, each edge leaving a stateful node is read with a one-step
+        delay. The delay thus sits on a neuron's (or Delay's) output, never on a stateless node's:
+        a recurrent Affine computes W z(t-1) + b, its bias acting from the first step (NIR's ODE
+        reading, and snnTorch's RLeaky). Nodes merely downstream of a cycle get no recurrent
         edges.
         """
         names = list(self.nodes)
@@ -339,6 +342,7 @@ class Graph:
         done: list[str] = []
         seen: set[str] = set()
         recurrent: set[Edge] = set()
+        walked: set[str] = set()
         heap = [index[n] for n in names if waiting[n] == 0]
         heapq.heapify(heap)
         while len(done) < len(names):
@@ -361,11 +365,28 @@ class Graph:
                                  if e[0] not in seen))
             entry = next((m for m in source if any(e[0] in seen for e in preds[m])),
                          next(m for m in source if _is_stateful(self.nodes[m])))
-            for e in preds[entry]:
-                if e[0] not in seen:
-                    recurrent.add(e)
-                    waiting[entry] -= 1
-            heapq.heappush(heap, index[entry])
+            # Walk back from the entry through stateless members: the first stateful node on
+            # each path back delays its output (NIR's ODE reading: stateless nodes are
+            # instantaneous, so what a recurrent Affine computes, bias included, acts at once).
+            inside = set(source)
+            stack = [entry] if entry not in walked else []
+            walked.add(entry)
+            while stack:
+                m = stack.pop()
+                for e in preds[m]:  # each edge once (a node is walked once), repeats counted
+                    if e[0] not in inside:
+                        continue
+                    if _is_stateful(self.nodes[e[0]]):
+                        recurrent.add(e)
+                        waiting[m] -= 1
+                        if waiting[m] == 0:
+                            heapq.heappush(heap, index[m])
+                    elif e[0] not in walked:
+                        walked.add(e[0])
+                        stack.append(e[0])
+            if not heap:  # pragma: no cover - every cycle passes a stateful node (checked above)
+                raise GraphError("cannot order the cycle through it", node=prefix + entry,
+                                 field="edges", fix="route the cycle through a neuron or Delay")
         return done, recurrent
 
     # --- transforms ----------------------------------------------------------------------------

@@ -9,11 +9,12 @@ RuleLayer (relational rules) lives in polyir.nn.rules and is imported on first u
 from .cnn import Binary, ChannelAffine, Clamp, Concat
 from .layers import Activation, Delay, Scale, SumPool2d, Threshold
 from .logic import Binarize, GroupSum, LogicLayer, LogicTree2d, OrPool2d
-from .neurons import IF, LI, LIF, CubaLI, CubaLIF, CubaState, I, VState
+from .neurons import IF, LAYERS, LI, LIF, CubaLI, CubaLIF, CubaState, I, Neuron, VState
 
 __all__ = ["LogicLayer", "GroupSum", "Binarize", "LogicTree2d", "OrPool2d", "LI", "LIF", "CubaLI",
            "CubaLIF", "IF", "I", "Activation", "Scale", "Threshold", "SumPool2d", "Delay",
-           "VState", "CubaState", "RuleLayer", "ChannelAffine", "Concat", "Binary", "Clamp"]
+           "VState", "CubaState", "RuleLayer", "ChannelAffine", "Concat", "Binary", "Clamp", "Neuron",
+           "LAYERS"]
 
 
 def __getattr__(name):

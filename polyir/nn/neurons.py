@@ -1,77 +1,89 @@
-"""Leaky-integrator neurons with an explicit time step: I, IF, LI, LIF, CubaLI, CubaLIF.
+"""Neurons with an explicit time step: I, IF, LI, LIF, CubaLI, CubaLIF.
 
-Parameters are `nn.Parameter`s of the neuron shape, named like NIR's (and polyir.ir's) fields.
-The time constants (tau, tau_syn, tau_mem) are not trained by default (requires_grad=False, as
-snnTorch's beta); `neuron.tau.requires_grad_(True)` makes them trainable.
-Each module steps once per call: `forward(x, state=None) -> (y, state)`, x of shape
-(batch, *shape). The state is a named tuple of tensors (`VState(v)` or `CubaState(i, v)`), zeros
-when None is passed.
+Each layer realises the polyir.ir kind of the same name and reads everything about it from there:
+the parameter fields (`nn.Parameter`s of the neuron shape, named like the kind's fields), the
+state variables, the extension fields of spiking kinds, and the discrete step
+(`ir.Neuron.step_coefficients`, see polyir.ir.kinds.neurons for the formulas of "euler" and
+"exact"). Each module steps once per call: `forward(x, state=None) -> (y, state)`, x of shape
+(batch, *shape); the state is a named tuple of the kind's state variables (`VState(v)`,
+`CubaState(i, v)`), zeros when None is passed.
+The time constants (each state's tau field) are not trained by default (requires_grad=False, as
+snnTorch's beta: one optimiser step can make a small tau negative, and the neuron then diverges);
+`neuron.tau.requires_grad_(True)` makes them trainable.
 
-Discretisations (time step `dt`, input x held constant over the step):
+The step coefficients are computed in float64 from the parameters and rounded to the module's
+dtype, every step while gradients are recorded (so tau and friends train) and once per parameter
+version otherwise; the C and CUDA backends compute the same numbers with numpy.
 
-"euler" (default; NIR's reference forward Euler), in this order within one step:
-  I:       v <- v + dt r x                                              y = v
-  IF:      v <- v + dt r x;  z = v > v_threshold;  v <- v_reset where z  y = z
-  LI:      v <- v + dt/tau (v_leak - v + r x)                           y = v
-  LIF:     v <- v + dt/tau (v_leak - v + r x);  z = v > v_threshold;  v <- v_reset where z;  y = z
-  CubaLI:  i <- i + dt/tau_syn (-i + w_in x);  then v <- v + dt/tau_mem (v_leak - v + r i) with the
-           updated i;                                                   y = v
-  CubaLIF: CubaLI's two updates, then z = v > v_threshold;  v <- v_reset where z;  y = z
-
-"exact": the exact solution of the linear ODEs over one step for a constant x (zero-order hold):
-  LI(F):   v <- v_leak + r x + (v - v_leak - r x) exp(-dt/tau)
-  Cuba*:   i <- w_in x + (i - w_in x) exp(-dt/tau_syn);
-           v <- v_leak + r w_in x + (v - v_leak - r w_in x - A) exp(-dt/tau_mem) + A exp(-dt/tau_syn),
-           A = r (i_old - w_in x) tau_syn / (tau_syn - tau_mem)  (the limit where tau_syn = tau_mem)
-  I, IF:   Euler is already exact.
-  Spike and reset are the same as with "euler".
-
-Spikes are 0/1 floats. In train mode their gradient is the fast-sigmoid surrogate
-d z / d v = 1 / (1 + slope |v - v_threshold|)^2 (slope `surrogate_slope`, default 25); the reset
-v <- z v_reset + (1 - z) v lets gradient flow through z.
+Spikes are floats (0/1, or counts with spike_rule="multi"). In train mode their gradient is the
+fast-sigmoid surrogate d z / d v = 1 / (1 + slope |v - v_threshold|)^2 (slope `surrogate_slope`,
+default 25); the reset v <- f v_reset + (1 - f) v (f: fired) lets gradient flow through z.
 """
 from __future__ import annotations
 
+import collections
 import math
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from .. import ir
+from ..ir.kinds.neurons import DISCRETIZATIONS
+
 __all__ = ["I", "IF", "LI", "LIF", "CubaLI", "CubaLIF", "VState", "CubaState", "spike",
-           "DISCRETIZATIONS"]
+           "DISCRETIZATIONS", "Neuron", "LAYERS"]
 
-DISCRETIZATIONS = ("euler", "exact")
-
-
-class VState(NamedTuple):
-    v: torch.Tensor
+_STATE_TUPLES: dict[tuple, type] = {}
 
 
-class CubaState(NamedTuple):
-    i: torch.Tensor
-    v: torch.Tensor
+def state_tuple(names: tuple[str, ...]) -> type:
+    """The named tuple class for a set of state variables (one class per set)."""
+    if names not in _STATE_TUPLES:
+        title = "".join(n.capitalize() for n in names)
+        _STATE_TUPLES[names] = collections.namedtuple(f"State{title}", names)
+    return _STATE_TUPLES[names]
+
+
+VState = state_tuple(ir.LI.state_names())
+CubaState = state_tuple(ir.CubaLI.state_names())
 
 
 class _FastSigmoidSpike(torch.autograd.Function):
+    """Forward: the given spike values; backward: the fast-sigmoid surrogate of u."""
+
     @staticmethod
-    def forward(ctx, u, slope):
+    def forward(ctx, u, z, slope):
         ctx.save_for_backward(u)
         ctx.slope = slope
-        return (u > 0).to(u.dtype)
+        return z
 
     @staticmethod
     def backward(ctx, grad):
         (u,) = ctx.saved_tensors
-        return grad / (1.0 + ctx.slope * u.abs()) ** 2, None
+        return grad / (1.0 + ctx.slope * u.abs()) ** 2, None, None
+
+
+def fire(v, threshold, node, slope: float = 25.0, surrogate: bool = True) -> torch.Tensor:
+    """Spikes of membrane `v` under the spiking kind's extension fields (`node`'s threshold
+    comparison and spike rule), with the surrogate gradient if asked."""
+    u = v - threshold
+    above = u >= 0 if node.threshold_compare == ">=" else u > 0
+    if node.spike_rule == "multi":
+        z = torch.where(above, torch.floor(v / threshold), torch.zeros_like(v))
+    else:
+        z = above.to(v.dtype)
+    if surrogate and torch.is_grad_enabled() and u.requires_grad:
+        return _FastSigmoidSpike.apply(u, z, float(slope))
+    return z
 
 
 def spike(u: torch.Tensor, slope: float = 25.0, surrogate: bool = True) -> torch.Tensor:
     """Heaviside(u) as 0/1 floats (strict u > 0); fast-sigmoid surrogate gradient if asked."""
+    z = (u > 0).to(u.dtype)
     if surrogate and torch.is_grad_enabled() and u.requires_grad:
-        return _FastSigmoidSpike.apply(u, float(slope))
-    return (u > 0).to(u.dtype)
+        return _FastSigmoidSpike.apply(u, z, float(slope))
+    return z
 
 
 def _as_tensor(value) -> torch.Tensor:
@@ -86,19 +98,40 @@ def _as_tensor(value) -> torch.Tensor:
     return t if t.is_floating_point() else t.to(torch.get_default_dtype())
 
 
-#: the fields that are time constants: requires_grad=False unless a user sets it
-TIME_CONSTANTS = ("tau", "tau_syn", "tau_mem")
+class Neuron(nn.Module):
+    """The torch layer of a neuron kind (`kind`, a polyir.ir kind). Positional arguments are the
+    kind's parameter fields in order; keywords may also set its extension fields. `dt` (seconds)
+    is required; `discretization` is "euler" or "exact"."""
 
+    kind: type = ir.Neuron
 
-class _Neuron(nn.Module):
-    FIELDS: tuple[str, ...] = ()
-    SPIKING = False
-
-    def __init__(self, dt, discretization: str = "euler", surrogate_slope: float = 25.0,
-                 **params):
+    def __init__(self, *args, dt=None, discretization: str = "euler",
+                 surrogate_slope: float = 25.0, **kwargs):
         super().__init__()
+        name = type(self).__name__
+        fields = self.kind.parameter_fields()
+        if len(args) > len(fields):
+            raise TypeError(f"{name} takes at most {len(fields)} positional parameters {fields}; "
+                            "pass dt= and the rest by keyword")
+        params = dict(zip(fields, args))
+        options = {}
+        for k, v in kwargs.items():
+            if k in params:
+                raise TypeError(f"{name} got {k!r} twice")
+            if k in fields:
+                params[k] = v
+            elif k in self.kind.option_fields():
+                options[k] = v
+            else:
+                raise TypeError(f"{name} has no parameter {k!r}; its fields are {fields}")
+        for f, (_, fill) in self.kind.fills.items():
+            if params.get(f) is None:
+                params[f] = fill
+        missing = [f for f in fields if f not in params]
+        if missing:
+            raise TypeError(f"{name} needs {missing}")
         if dt is None:
-            raise ValueError(f"{type(self).__name__} needs a time step dt (seconds)")
+            raise ValueError(f"{name} needs a time step dt (seconds)")
         self.dt = float(dt)
         if not (self.dt > 0 and math.isfinite(self.dt)):
             raise ValueError(f"dt must be a positive number, got {dt!r}")
@@ -106,157 +139,98 @@ class _Neuron(nn.Module):
             raise ValueError(f"discretization={discretization!r}: use one of {DISCRETIZATIONS}")
         self.discretization = discretization
         self.surrogate_slope = float(surrogate_slope)
-        tensors = [_as_tensor(params[f]) for f in self.FIELDS]
+        # the kind checks the extension fields (and keeps their values)
+        self.options = self.kind(*[np.zeros(())] * len(fields), **options)
+        tensors = [_as_tensor(params[f]) for f in fields]
         dtype = tensors[0].dtype
         for t in tensors[1:]:
             dtype = torch.promote_types(dtype, t.dtype)
         tensors = torch.broadcast_tensors(*tensors)
-        for f, t in zip(self.FIELDS, tensors):
-            # time constants are fixed by default (as snnTorch's beta): one optimiser step can
-            # make a small tau negative, and the neuron then diverges
-            setattr(self, f, nn.Parameter(t.to(dtype).clone(),
-                                          requires_grad=f not in TIME_CONSTANTS))
+        fixed = self.kind.time_constant_fields()
+        for f, t in zip(fields, tensors):
+            setattr(self, f, nn.Parameter(t.to(dtype).clone(), requires_grad=f not in fixed))
+        self._cache = None
+
+    FIELDS = property(lambda self: self.kind.parameter_fields())
+    SPIKING = property(lambda self: self.kind.spike is not None)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(getattr(self, self.FIELDS[0]).shape)
 
-    def _zeros(self, x):
-        shape = torch.broadcast_shapes(x.shape, self.shape)
-        return torch.zeros(shape, dtype=x.dtype, device=x.device)
+    def to_ir(self):
+        """This layer's parameters and options as its polyir kind (numpy arrays)."""
+        values = {f: getattr(self, f).detach().cpu().numpy().copy() for f in self.FIELDS}
+        return self.kind(**values, **self.options.non_default_options())
 
-    def _spike_reset(self, v):
-        z = spike(v - self.v_threshold, self.surrogate_slope, surrogate=self.training)
-        return z, z * self.v_reset + (1 - z) * v
+    def coefficients(self) -> dict:
+        """The per-state step coefficients in the parameters' dtype (see the module docstring)."""
+        params = [getattr(self, f) for f in self.FIELDS]
+        key = (self.dt, self.discretization,
+               tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params))
+        if not torch.is_grad_enabled() and self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        dtype = params[0].dtype
+        wide = {f: p.to(torch.float64) for f, p in zip(self.FIELDS, params)}
+        coeffs = self.kind.step_coefficients(wide, self.dt, self.discretization, xp=torch)
+        for q in coeffs.values():
+            q.a, q.b, q.c = q.a.to(dtype), q.b.to(dtype), q.c.to(dtype)
+            q.k = None if q.k is None else q.k.to(dtype)
+        if not torch.is_grad_enabled():
+            self._cache = (key, coeffs)
+        return coeffs
+
+    def forward(self, x, state=None):
+        names = self.kind.state_names()
+        if state is None:
+            zeros = torch.zeros(torch.broadcast_shapes(x.shape, self.shape), dtype=x.dtype,
+                                device=x.device)
+            state = (zeros,) * len(names)
+        s = dict(zip(names, state))
+        spk = self.kind.spike
+        if spk is None:
+            s = self.kind.advance(self.coefficients(), s, x)
+            return s[names[-1]], state_tuple(names)(*s.values())
+        opts = self.options
+        thr, reset = getattr(self, spk.threshold), getattr(self, spk.reset)
+        if opts.reset_delay:  # the spikes of the carried membrane reset it now
+            pending = fire(s[spk.state], thr, opts, surrogate=False).detach()
+            if opts.reset_mode == "v_reset":
+                s[spk.state] = self._reset(s[spk.state], pending, reset)
+        s = self.kind.advance(self.coefficients(), s, x)
+        v = s[spk.state]
+        if opts.reset_delay and opts.reset_mode == "subtract":
+            v = v - pending * thr
+        z = fire(v, thr, opts, self.surrogate_slope, surrogate=self.training)
+        if not opts.reset_delay:
+            v = v - z * thr if opts.reset_mode == "subtract" else self._reset(v, z, reset)
+        s[spk.state] = v
+        return z, state_tuple(names)(*s.values())
+
+    def _reset(self, v, z, reset):
+        fired = z if self.options.spike_rule == "single" else (z > 0).to(v.dtype)
+        return fired * reset + (1 - fired) * v
 
     def extra_repr(self):
-        return f"shape={self.shape}, dt={self.dt:g}, discretization={self.discretization!r}"
+        opts = self.options.non_default_options()
+        return (f"shape={self.shape}, dt={self.dt:g}, discretization={self.discretization!r}"
+                + "".join(f", {k}={v!r}" for k, v in opts.items()))
 
 
-class I(_Neuron):  # noqa: E742 - NIR's name
-    """Integrator: dv/dt = r x; output v. See the module docstring for the step."""
-
-    FIELDS = ("r",)
-
-    def __init__(self, r, dt, discretization="euler"):
-        super().__init__(dt, discretization, r=r)
-
-    def forward(self, x, state=None):
-        v = self._zeros(x) if state is None else state[0]
-        v = v + self.dt * self.r * x
-        return v, VState(v)
+#: ir kind class -> its torch layer class
+LAYERS: dict[type, type] = {}
 
 
-class IF(_Neuron):
-    """Integrate-and-fire: dv/dt = r x; spike z = v > v_threshold, then v = v_reset; output z."""
-
-    FIELDS = ("r", "v_threshold", "v_reset")
-    SPIKING = True
-
-    def __init__(self, r, v_threshold, v_reset=0.0, dt=None, discretization="euler",
-                 surrogate_slope=25.0):
-        super().__init__(dt, discretization, surrogate_slope, r=r, v_threshold=v_threshold,
-                         v_reset=v_reset)
-
-    def forward(self, x, state=None):
-        v = self._zeros(x) if state is None else state[0]
-        v = v + self.dt * self.r * x
-        z, v = self._spike_reset(v)
-        return z, VState(v)
+def _layer(kind):
+    cls = type(kind.__name__, (Neuron,), {"kind": kind, "__doc__": kind.__doc__,
+                                          "__module__": __name__})
+    LAYERS[kind] = cls
+    return cls
 
 
-def _leak(self, v, tau, drive):
-    """One step of tau dv/dt = (v_leak - v) + drive."""
-    if self.discretization == "euler":
-        return v + self.dt / tau * (self.v_leak - v + drive)
-    target = self.v_leak + drive
-    return target + (v - target) * torch.exp(-self.dt / tau)
-
-
-class LI(_Neuron):
-    """Leaky integrator: tau dv/dt = (v_leak - v) + r x; output v."""
-
-    FIELDS = ("tau", "r", "v_leak")
-
-    def __init__(self, tau, r, v_leak, dt, discretization="euler"):
-        super().__init__(dt, discretization, tau=tau, r=r, v_leak=v_leak)
-
-    def forward(self, x, state=None):
-        v = self._zeros(x) if state is None else state[0]
-        v = _leak(self, v, self.tau, self.r * x)
-        return v, VState(v)
-
-
-class LIF(_Neuron):
-    """Leaky integrate-and-fire: LI, then z = v > v_threshold and v = v_reset where z; output z."""
-
-    FIELDS = ("tau", "r", "v_leak", "v_threshold", "v_reset")
-    SPIKING = True
-
-    def __init__(self, tau, r, v_leak, v_threshold, v_reset=0.0, dt=None,
-                 discretization="euler", surrogate_slope=25.0):
-        super().__init__(dt, discretization, surrogate_slope, tau=tau, r=r, v_leak=v_leak,
-                         v_threshold=v_threshold, v_reset=v_reset)
-
-    def forward(self, x, state=None):
-        v = self._zeros(x) if state is None else state[0]
-        v = _leak(self, v, self.tau, self.r * x)
-        z, v = self._spike_reset(v)
-        return z, VState(v)
-
-
-def _cuba_step(self, x, state):
-    if state is None:
-        i, v = self._zeros(x), self._zeros(x)
-    else:
-        i, v = state
-    wx = self.w_in * x
-    if self.discretization == "euler":
-        i = i + self.dt / self.tau_syn * (wx - i)
-        v = v + self.dt / self.tau_mem * (self.v_leak - v + self.r * i)
-        return i, v
-    ts, tm = self.tau_syn, self.tau_mem
-    es, em = torch.exp(-self.dt / ts), torch.exp(-self.dt / tm)
-    j = i - wx  # the synaptic current's distance to its fixed point
-    u = v - self.v_leak - self.r * wx  # the membrane's distance to its fixed point
-    diff = ts - tm
-    close = diff.abs() <= 1e-9 * torch.maximum(ts.abs(), tm.abs())
-    safe = torch.where(close, torch.ones_like(diff), diff)
-    a = self.r * j * ts / safe
-    u_far = (u - a) * em + a * es
-    u_near = (u + self.r * j * self.dt / tm) * em
-    u = torch.where(close, u_near, u_far)
-    return wx + j * es, self.v_leak + self.r * wx + u
-
-
-class CubaLI(_Neuron):
-    """Current-based LI: tau_syn di/dt = -i + w_in x; tau_mem dv/dt = (v_leak - v) + r i; output
-    v. Euler updates i first, then v from the updated i."""
-
-    FIELDS = ("tau_syn", "tau_mem", "r", "v_leak", "w_in")
-
-    def __init__(self, tau_syn, tau_mem, r, v_leak, w_in=1.0, dt=None, discretization="euler"):
-        super().__init__(dt, discretization, tau_syn=tau_syn, tau_mem=tau_mem, r=r, v_leak=v_leak,
-                         w_in=w_in)
-
-    def forward(self, x, state=None):
-        i, v = _cuba_step(self, x, state)
-        return v, CubaState(i, v)
-
-
-class CubaLIF(_Neuron):
-    """Current-based LIF: CubaLI's step, then z = v > v_threshold and v = v_reset where z;
-    output z."""
-
-    FIELDS = ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset", "w_in")
-    SPIKING = True
-
-    def __init__(self, tau_syn, tau_mem, r, v_leak, v_threshold, v_reset=0.0, w_in=1.0, dt=None,
-                 discretization="euler", surrogate_slope=25.0):
-        super().__init__(dt, discretization, surrogate_slope, tau_syn=tau_syn, tau_mem=tau_mem,
-                         r=r, v_leak=v_leak, v_threshold=v_threshold, v_reset=v_reset, w_in=w_in)
-
-    def forward(self, x, state=None):
-        i, v = _cuba_step(self, x, state)
-        z, v = self._spike_reset(v)
-        return z, CubaState(i, v)
+I = _layer(ir.I)  # noqa: E741 - NIR's name
+IF = _layer(ir.IF)
+LI = _layer(ir.LI)
+LIF = _layer(ir.LIF)
+CubaLI = _layer(ir.CubaLI)
+CubaLIF = _layer(ir.CubaLIF)

@@ -87,16 +87,14 @@ def _neuron_time(m, ctx):
     ctx.set_metadata("discretization", str(getattr(m, "discretization", "euler")))
 
 
-def _neuron(kind, fields):
-    def h(ctx, name, m, values):
-        _neuron_time(m, ctx)
-        return kind(**{f: _full(ctx, getattr(m, f)) for f in fields})
-    return h
+def _neuron(ctx, name, m, values):
+    _neuron_time(m, ctx)
+    return m.kind(**{f: _full(ctx, getattr(m, f)) for f in m.FIELDS},
+                  **m.options.non_default_options())
 
 
-for _cls, _kind in ((pnn.I, ir.I), (pnn.IF, ir.IF), (pnn.LI, ir.LI), (pnn.LIF, ir.LIF),
-                    (pnn.CubaLI, ir.CubaLI), (pnn.CubaLIF, ir.CubaLIF)):
-    handler(_cls, returns_state=True, builtin=True)(_neuron(_kind, _cls.FIELDS))
+for _cls in pnn.LAYERS.values():
+    handler(_cls, returns_state=True, builtin=True)(_neuron)
 
 
 @handler(pnn.Delay, returns_state=True, builtin=True)

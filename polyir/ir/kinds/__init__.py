@@ -5,8 +5,10 @@ from .cnn import (BINARY_FNS, CNN_KINDS, AdaptiveAvgPool2d, Binary, ChannelAffin
 from .ffnn import ACTIVATIONS, Activation
 from .logic import (GATE_COEFFS, GATE_NAMES, GATE_TABLE, Binarize, GroupSum, LogicLayer,
                     LogicTree2d, OrPool2d)
-from .nir import (IF, LI, LIF, NIR_KINDS, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF,
-                  Delay, Flatten, I, Input, Linear, Output, Scale, SumPool2d, Threshold)
+from .neurons import (DISCRETIZATIONS, IF, LI, LIF, NEURONS, CubaLI, CubaLIF, I, Neuron,
+                      SpikingNeuron)
+from .nir import (NIR_KINDS, Affine, AvgPool2d, Conv1d, Conv2d, Delay, Flatten, Input, Linear,
+                  Output, Scale, SumPool2d, Threshold)
 from .rules import Literal, Predicate, Query, Rule, RuleSet
 
 __all__ = ["KINDS", "Kind", "kind", "ACTIVATIONS", "Activation", "GATE_COEFFS", "GATE_NAMES",
@@ -15,4 +17,5 @@ __all__ = ["KINDS", "Kind", "kind", "ACTIVATIONS", "Activation", "GATE_COEFFS", 
            "Delay", "Flatten", "I", "Input", "Linear", "Output", "Scale", "SumPool2d", "Threshold",
            "Literal", "Predicate", "Query", "Rule", "RuleSet", "BINARY_FNS", "CNN_KINDS",
            "AdaptiveAvgPool2d", "Binary", "ChannelAffine", "Clamp", "Concat", "LayerNorm",
-           "MaxPool1d", "MaxPool2d", "Softmax"]
+           "MaxPool1d", "MaxPool2d", "Softmax", "DISCRETIZATIONS", "NEURONS",
+           "Neuron", "SpikingNeuron"]

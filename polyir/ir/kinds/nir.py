@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import GraphError
 from ..fields import Array, Ints, Optional, Scalar, param
 from ..types import ELEMS, Port, port
-from .base import Kind, kind, need_input, same_shape
+from .base import Kind, kind, need_input
 
 real = Array("real")
 
@@ -326,108 +326,6 @@ class Delay(Kind):
 
     def out_port(self, inputs):
         return port(self.delay.shape)
-
-
-class _Neuron(Kind):
-    stateful = True
-    shape_field = "r"
-
-    def validate(self, name):
-        same_shape(name, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                          if isinstance(getattr(self, f.name), np.ndarray)})
-
-    def out_port(self, inputs):
-        return port(getattr(self, self.shape_field).shape)
-
-
-def _fill(self, field, like, value):
-    if getattr(self, field) is None:
-        ref = np.asarray(getattr(self, like))
-        object.__setattr__(self, field, np.full(ref.shape, value, ref.dtype if ref.dtype.kind == "f"
-                                                else np.float32))
-
-
-@kind
-@dataclasses.dataclass(frozen=True, eq=False)
-class I(_Neuron):  # noqa: E742 - NIR's name
-    """Integrator: dv/dt = r I, output v."""
-
-    r: np.ndarray = param(real)
-
-
-@kind
-@dataclasses.dataclass(frozen=True, eq=False)
-class IF(_Neuron):
-    """Integrate-and-fire: dv/dt = r I; spike z = v > v_threshold, then v = v_reset."""
-
-    r: np.ndarray = param(real)
-    v_threshold: np.ndarray = param(real)
-    v_reset: np.ndarray | None = param(real, default=None)
-
-    def __post_init__(self):
-        _fill(self, "v_reset", "v_threshold", 0.0)
-        super().__post_init__()
-
-
-@kind
-@dataclasses.dataclass(frozen=True, eq=False)
-class LI(_Neuron):
-    """Leaky integrator: tau dv/dt = (v_leak - v) + r I, output v."""
-
-    tau: np.ndarray = param(real)
-    r: np.ndarray = param(real)
-    v_leak: np.ndarray = param(real)
-
-
-@kind
-@dataclasses.dataclass(frozen=True, eq=False)
-class LIF(_Neuron):
-    """Leaky integrate-and-fire: LI plus spike z = v > v_threshold and reset v = v_reset."""
-
-    tau: np.ndarray = param(real)
-    r: np.ndarray = param(real)
-    v_leak: np.ndarray = param(real)
-    v_threshold: np.ndarray = param(real)
-    v_reset: np.ndarray | None = param(real, default=None)
-
-    def __post_init__(self):
-        _fill(self, "v_reset", "v_threshold", 0.0)
-        super().__post_init__()
-
-
-@kind
-@dataclasses.dataclass(frozen=True, eq=False)
-class CubaLI(_Neuron):
-    """Current-based LI: tau_syn dI/dt = -I + w_in S; tau_mem dv/dt = (v_leak - v) + r I."""
-
-    tau_syn: np.ndarray = param(real)
-    tau_mem: np.ndarray = param(real)
-    r: np.ndarray = param(real)
-    v_leak: np.ndarray = param(real)
-    w_in: np.ndarray | None = param(real, default=None)
-
-    def __post_init__(self):
-        _fill(self, "w_in", "v_leak", 1.0)
-        super().__post_init__()
-
-
-@kind
-@dataclasses.dataclass(frozen=True, eq=False)
-class CubaLIF(_Neuron):
-    """Current-based LIF: CubaLI plus spike z = v > v_threshold and reset v = v_reset."""
-
-    tau_syn: np.ndarray = param(real)
-    tau_mem: np.ndarray = param(real)
-    r: np.ndarray = param(real)
-    v_leak: np.ndarray = param(real)
-    v_threshold: np.ndarray = param(real)
-    v_reset: np.ndarray | None = param(real, default=None)
-    w_in: np.ndarray | None = param(real, default=None)
-
-    def __post_init__(self):
-        _fill(self, "v_reset", "v_threshold", 0.0)
-        _fill(self, "w_in", "v_threshold", 1.0)
-        super().__post_init__()
 
 
 NIR_KINDS = ("Input", "Output", "Affine", "Linear", "Scale", "Threshold", "Flatten", "Conv1d",

@@ -1,0 +1,217 @@
+"""Neuron kinds: the discretization and dt reach every backend, the exact step is the closed-form
+solution, a recurrent Affine's bias acts from the first step, 0-d parameters broadcast, NIR nodes
+holding tensors that require grad are read. References are numpy, written here."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import polyir
+from polyir import ir
+from polyir import nn as pnn
+
+F32 = np.float32
+
+
+def chain(node, n, dt=None, discretization=None):
+    meta = {}
+    if dt is not None:
+        meta["dt"] = dt
+    if discretization is not None:
+        meta["discretization"] = discretization
+    g = ir.Graph(metadata=meta)
+    g.add("x", ir.Input((n,)))
+    g.add("neuron", node)
+    g.add("y", ir.Output((n,)))
+    g.connect("x", "neuron")
+    g.connect("neuron", "y")
+    return g
+
+
+def li_tau10():
+    return ir.LI(tau=np.full(1, 10.0, F32), r=np.full(1, 2.0, F32), v_leak=np.zeros(1, F32))
+
+
+def test_li_exact_step_in_c_and_torch_equals_the_closed_form():
+    # tau dv/dt = -v + r * 1 from v = 0: v(t) = r (1 - exp(-t / tau)), sampled at t = 1, 2, ...
+    t = np.arange(1, 6)
+    closed = 2.0 * (1 - np.exp(-t / 10.0))
+    assert np.allclose(closed[:2], [0.1903, 0.3625], atol=1e-4)
+    euler = [0.2, 0.38, 0.542, 0.6878, 0.81902]  # v += dt / tau (r - v), by hand
+    seq = np.ones((5, 1, 1), F32)
+    exact_graph = chain(li_tau10(), 1, dt=1.0, discretization="exact")
+    for got in (polyir.compile(exact_graph, "c").run(seq),
+                polyir.compile(chain(li_tau10(), 1, dt=1.0), "c", discretization="exact").run(seq),
+                polyir.compile(exact_graph, "torch").run(seq)):
+        np.testing.assert_allclose(got[:, 0, 0], closed, rtol=1e-6)
+    # the option overrides the recorded discretization, in C as in torch
+    for backend in ("c", "torch"):
+        got = polyir.compile(exact_graph, backend, discretization="euler").run(seq)
+        np.testing.assert_allclose(got[:, 0, 0], euler, rtol=1e-6)
+
+
+def test_compile_without_dt_asks_for_it():
+    with pytest.raises(polyir.GraphError, match="dt=") as err:
+        polyir.compile(chain(li_tau10(), 1), "c")
+    assert err.value.field == "dt"
+    with pytest.raises(polyir.GraphError, match="discretization"):
+        polyir.compile(chain(li_tau10(), 1, dt=1.0), "c", discretization="rk4")
+
+
+def test_cuba_exact_step_is_the_solution_of_the_coupled_odes():
+    """Against a fine RK4 integration of tau_syn di/dt = -i + w x, tau_mem dv/dt = v_leak - v + r i
+    with x held over each step; one neuron has tau_syn == tau_mem (the limit case)."""
+    ts = np.array([2e-3, 5e-3, 1e-2], np.float64)
+    tm = np.array([1e-2, 5e-3, 4e-3], np.float64)
+    r, leak, w = np.array([1.5, 2.0, 0.7]), np.array([0.1, -0.2, 0.0]), np.array([0.8, 1.2, 2.0])
+    dt, steps = 1e-3, 12
+    rng = np.random.default_rng(3)
+    x = rng.normal(1.0, 1.0, (steps, 2, 3))
+
+    def rhs(i, v, u):
+        return (-i + w * u) / ts, (leak - v + r * i) / tm
+
+    i, v, want = np.zeros((2, 3)), np.zeros((2, 3)), []
+    sub = 200
+    h = dt / sub
+    for k in range(steps):
+        for _ in range(sub):
+            a1, b1 = rhs(i, v, x[k])
+            a2, b2 = rhs(i + h / 2 * a1, v + h / 2 * b1, x[k])
+            a3, b3 = rhs(i + h / 2 * a2, v + h / 2 * b2, x[k])
+            a4, b4 = rhs(i + h * a3, v + h * b3, x[k])
+            i, v = i + h / 6 * (a1 + 2 * a2 + 2 * a3 + a4), v + h / 6 * (b1 + 2 * b2 + 2 * b3 + b4)
+        want.append(v)
+    g = chain(ir.CubaLI(ts, tm, r, leak, w), 3, dt=dt, discretization="exact")
+    for backend in ("torch", "c"):
+        got = polyir.compile(g, backend).run(x)
+        np.testing.assert_allclose(got, np.stack(want), rtol=1e-9, atol=1e-12)
+
+
+def exact_lif_model(rng, n_in=20, n=64):
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    return torch.nn.Sequential(
+        torch.nn.Linear(n_in, n),
+        pnn.LIF(torch.from_numpy(rng.uniform(5e-3, 2e-2, n).astype(F32)), torch.ones(n),
+                torch.zeros(n), torch.full((n,), 0.1), dt=1e-3, discretization="exact"))
+
+
+def test_exported_exact_lif_net_spikes_alike_in_torch_and_c(tmp_path):
+    rng = np.random.default_rng(5)
+    model = exact_lif_model(rng)
+    g = polyir.export(model, torch.zeros(2, 20))
+    assert g.metadata["discretization"] == "exact"
+    seq = (rng.random((150, 32, 20)) < 0.3).astype(F32) * 4
+    spikes_torch = polyir.compile(g, "torch").run(seq)
+    spikes_c = polyir.compile(g, "c").run(seq)
+    assert spikes_torch.sum() > 500
+    assert spikes_c.sum() == spikes_torch.sum()
+    np.testing.assert_array_equal(spikes_c, spikes_torch)
+    # and the torch model itself, stepped by hand, gives the same spikes
+    with torch.no_grad():
+        state, ys = None, []
+        lin, lif = model
+        for x in torch.from_numpy(seq):
+            z, state = lif(lin(x), state)
+            ys.append(z)
+    np.testing.assert_array_equal(torch.stack(ys).numpy(), spikes_torch)
+    # the CLI's compare agrees on the saved file
+    path = tmp_path / "exact_lif.h5"
+    polyir.save(g, path)
+    run = subprocess.run([sys.executable, "-m", "polyir.cli", "compare", str(path), "--backends",
+                          "torch,c", "--steps", "40", "--batch", "16", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "MISMATCH" not in run.stdout
+
+
+def test_recurrent_affine_bias_acts_from_the_first_step():
+    """x -> fc -> lif <-> rec (an Affine with bias): the recurrent edge is read one step late on
+    the spikes, so rec gives W z(t-1) + b, b included at t = 0 (as snnTorch's RLeaky)."""
+    rng = np.random.default_rng(11)
+    n_in, n, dt = 3, 4, 1e-3
+    w1 = rng.normal(0, 1, (n, n_in))
+    wr, br = rng.normal(0, 0.5, (n, n)), np.full(n, 0.6)
+    tau, thr = np.full(n, 5e-3), np.full(n, 0.05)
+    g = ir.Graph(metadata={"dt": dt})
+    g.add("x", ir.Input((n_in,)))
+    g.add("fc", ir.Linear(w1))
+    g.add("lif", ir.LIF(tau, np.ones(n), np.zeros(n), thr))
+    g.add("rec", ir.Affine(wr, br))
+    g.add("y", ir.Output((n,)))
+    for e in [("x", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "y")]:
+        g.connect(*e)
+    x = np.zeros((6, 2, n_in))  # no input at all: only the recurrent bias drives the neurons
+    v, z, want = np.zeros((2, n)), np.zeros((2, n)), []
+    for t in range(len(x)):
+        h = x[t] @ w1.T + z @ wr.T + br
+        v = v + dt / tau * (-v + h)
+        z = (v > thr).astype(np.float64)
+        v = np.where(z > 0, 0.0, v)
+        want.append(z)
+    want = np.stack(want)
+    assert want[:2].sum() > 0  # the bias alone makes them spike early
+    for backend in ("torch", "c"):
+        np.testing.assert_array_equal(polyir.compile(g, backend).run(x), want)
+
+
+def test_zero_d_parameters_broadcast_to_the_input_shape():
+    g = ir.Graph(metadata={"dt": 1e-3})
+    g.add("x", ir.Input((5,)))
+    g.add("lif", ir.LIF(np.array(0.01), np.array(1.0), np.array(0.0), np.array(0.2)))
+    g.add("y", ir.Output((5,)))
+    g.connect("x", "lif")
+    g.connect("lif", "y")
+    g.check()
+    assert g.infer_types()["lif"].shape == (5,)
+    x = np.random.default_rng(1).normal(1.0, 1.0, (30, 3, 5))
+    v, want = np.zeros((3, 5)), []
+    for t in range(len(x)):
+        v = v + 0.1 * (-v + x[t])
+        z = v > 0.2
+        v = np.where(z, 0.0, v)
+        want.append(z)
+    for backend in ("torch", "c"):
+        np.testing.assert_array_equal(polyir.compile(g, backend).run(x), np.stack(want))
+    # a 0-d value beside shaped ones is one value for every neuron
+    node = ir.LIF(np.full(3, 0.01), 1.0, 0.0, np.full(3, 0.2))
+    assert node.r.shape == (3,) and node.v_reset.shape == (3,)
+    with pytest.raises(polyir.GraphError, match="shape") as err:
+        ir.LIF(np.full(3, 0.01), np.ones(2), 0.0, 0.2)
+    assert err.value.field == "r"
+
+
+def test_from_nir_reads_tensors_that_require_grad():
+    nir = pytest.importorskip("nir")
+    node = nir.LIF(tau=torch.full((3,), 0.01, requires_grad=True), r=torch.ones(3),
+                   v_leak=torch.zeros(3), v_threshold=torch.ones(3, requires_grad=True),
+                   v_reset=torch.zeros(3))
+    g = polyir.from_nir(node)
+    lif = next(k for k in g.nodes.values() if isinstance(k, ir.LIF))
+    np.testing.assert_array_equal(lif.tau, np.full(3, 0.01, F32))
+
+
+def test_facts_drive_every_direction():
+    """Each neuron kind's torch layer, lowering and NIR rules come from its declaration."""
+    from polyir.backends.lower import lower_rule
+    from polyir.importers.nir import nir_rule
+    from polyir.importers.torch import torch_rule
+    for kind in ir.NEURONS.values():
+        assert kind in lower_rule and kind in torch_rule and kind in nir_rule
+        assert pnn.LAYERS[kind].kind is kind
+        assert kind.state_names()[-1] == "v"
+    assert {k for k in ir.NEURONS.values() if k.spike} == {ir.IF, ir.LIF, ir.CubaLIF}
+
+
+def test_json_of_compare_reports_each_backend(tmp_path):
+    g = chain(li_tau10(), 1, dt=1.0, discretization="exact")
+    path = tmp_path / "li.h5"
+    polyir.save(g, path)
+    run = subprocess.run([sys.executable, "-m", "polyir.cli", "compare", str(path), "--backends",
+                          "torch,c", "--steps", "5", "--batch", "3", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    json.loads(run.stdout)
