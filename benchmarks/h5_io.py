@@ -1,5 +1,6 @@
 """Save/load time and file size of a logic graph: Binarize -> 6 LogicLayers x 8000 gates (with
-their 16 trained logits each) -> GroupSum, the size DESIGN.md promises "well under a second" for.
+their 16 trained logits each) -> GroupSum, the size that docs/format.md promises "well under a
+second" for.
 
     .venv/bin/python benchmarks/h5_io.py [--layers 6] [--width 8000] [--repeat 5] [--no-logits]
 """

@@ -1,4 +1,4 @@
-"""CPU benchmark of the generated-C backend against torch eval (issue 6).
+"""CPU benchmark of the generated-C backend against torch eval.
 
 1. A 784 -> 8000 x 6 LogicLayer net + GroupSum(10), random wiring and gates (seed 0), on 100,000
    random bit samples: compile time (cold cache), polyir C samples/s on one thread and on all

@@ -1,4 +1,4 @@
-"""GPU benchmark of the CUDA backend (issue 9); needs CuPy and an NVIDIA GPU.
+"""GPU benchmark of the CUDA backend; needs CuPy and an NVIDIA GPU.
 
 1. The 784 -> 8000 x 6 LogicLayer + GroupSum(10) net (benchmarks/logic_cpu.py's, seed 0) at batch
    1,000,000 (and 10,000,000 if memory allows): polyir cuda samples/s excluding host<->device

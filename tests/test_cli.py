@@ -109,11 +109,21 @@ def test_info_failure_exits_1_with_json(capsys, tmp_path):
 
 
 def test_every_command_has_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["-h"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    description = " ".join(out.split("\n\n")[1].split())     # the paragraph after usage
+    assert description.endswith(".") and "--json" in description
     for name in cli.COMMANDS:
         with pytest.raises(SystemExit) as exc:
             cli.main([name, "-h"])
         assert exc.value.code == 0
-        assert "usage: polyir " + name in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "usage: polyir " + name in out
+        parser = cli.build_parser()._subparsers._group_actions[0].choices[name]
+        silent = [a.option_strings or a.dest for a in parser._actions if not a.help]
+        assert not silent, f"polyir {name}: options without help text: {silent}"
     with pytest.raises(SystemExit) as exc:
         cli.main([])
     assert exc.value.code == 2

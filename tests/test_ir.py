@@ -1,5 +1,5 @@
 """The IR: every kind constructs and coerces, bad parameters raise GraphError naming the field,
-Graph.check enforces DESIGN.md's invariants naming node/field/fix, shape inference, sequential,
+Graph.check enforces the IR's invariants naming node/field/fix, shape inference, sequential,
 order (recurrent edges) and flattened()."""
 from __future__ import annotations
 

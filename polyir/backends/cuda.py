@@ -36,7 +36,6 @@ class CudaRenderer(CStyleRenderer):
     lane_t = "unsigned long long"
     fn_qual = "static __device__ __noinline__"
     const_qual = "static __device__ const"
-    popcount = "__popcll"
     smem_bytes = 48 * 1024
 
     def __init__(self, **options):
@@ -46,7 +45,7 @@ class CudaRenderer(CStyleRenderer):
         if self.lane_bits not in WORD_BITS:
             raise ValueError(f"word_bits must be one of {WORD_BITS} for CUDA, got {self.lane_bits}")
         if self.lane_bits == 32:
-            self.lane_t, self.popcount = "unsigned int", "__popc"
+            self.lane_t = "unsigned int"
         if self.tile % self.lane_bits:
             raise ValueError(f"tile {self.tile} is not a multiple of the word ({self.lane_bits})")
 

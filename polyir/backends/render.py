@@ -93,7 +93,6 @@ class CStyleRenderer:
     const_qual = "static const"      # qualifier of constant tables
     zero_word = "((lane_t)0)"
     ones_word = "(~(lane_t)0)"
-    popcount = "__builtin_popcountll"
     math_names: dict[str, str] = {}  # C99 float function -> target spelling
     logic_mode = "table"             # 'table' (one tight loop per gate id) or 'unrolled'
 
@@ -104,7 +103,6 @@ class CStyleRenderer:
             if not hasattr(type(self), k):
                 raise TypeError(f"unknown renderer option {k!r}")
             setattr(self, k, v)
-        self.lanes = self.tile // self.lane_bits
 
     # --- target spellings (override) ------------------------------------------------------------
     def loop2(self, i: str, n, j: str, m) -> tuple[list[str], list[str]]:

@@ -39,8 +39,6 @@ class Graph:
     insertion order: a compiled or imported graph takes and returns them in that order.
     """
 
-    stateful_kind = False
-
     def __init__(self, nodes: dict | None = None, edges: Iterable | None = None,
                  metadata: dict | None = None):
         self.nodes: dict[str, Kind | Graph] = {}
