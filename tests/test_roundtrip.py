@@ -233,12 +233,8 @@ def nir_primitive_graph():
 
 
 def test_nirtorch_with_polyir_maps_matches_to_torch():
-    nirtorch = pytest.importorskip("nirtorch")
-    try:
-        from polyir.importers.nir import nirtorch_maps
-    except ImportError as exc:
-        pytest.skip(f"polyir.importers.nir is not available: {exc}")
-    maps = nirtorch_maps(dt=1e-3)
+    import nirtorch
+    maps = polyir.nirtorch_maps(dt=1e-3)
     g = nir_primitive_graph()
     module = nirtorch.nir_to_torch(polyir.to_nir(g), maps["nir_to_torch"])
     ours = polyir.to_torch(g).eval()
@@ -255,7 +251,7 @@ def test_nirtorch_with_polyir_maps_matches_to_torch():
 
 # --- polyir convert --------------------------------------------------------------------------------
 def test_convert_nir_file_to_h5(tmp_path, capsys):
-    nir = pytest.importorskip("nir")
+    import nir
     w = np.arange(6, dtype=np.float32).reshape(2, 3)
     b = np.array([0.5, -1.0], np.float32)
     ng = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([3])),
@@ -276,11 +272,7 @@ def test_convert_nir_file_to_h5(tmp_path, capsys):
 
 
 def test_convert_h5_to_nir_and_back(tmp_path):
-    nir = pytest.importorskip("nir")
-    try:
-        import polyir.importers.nir  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"polyir.importers.nir is not available: {exc}")
+    import nir
     g = nir_primitive_graph()
     a, b, c = tmp_path / "g.h5", tmp_path / "g.nir", tmp_path / "back.h5"
     polyir.save(g, a)

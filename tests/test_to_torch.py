@@ -250,7 +250,6 @@ def test_nested_graph_layers_are_reachable_by_flattened_name():
 
 
 def test_rules_family_runs_through_the_rule_layer():
-    pytest.importorskip("polyir.nn.rules")
     m = polyir.to_torch(FAMILIES["rules"])
     feat = (torch.randn(3, 2), torch.tensor([[0], [1], [2]]))
     edge = (None, torch.tensor([[0, 1], [1, 2], [2, 0]]))

@@ -14,7 +14,7 @@ import os
 from ..ir import Graph, PolyirError
 from ..ir.errors import GraphError
 from ..ir.h5 import load
-from .registry import arguments, command
+from .registry import arguments, command, json_arg
 
 #: how many lines of a RuleSet's text a box shows, and how long a label line may be
 MAX_RULE_LINES = 24
@@ -178,8 +178,7 @@ def render(graph: Graph, output: str, title: str | None = None) -> str:
 @arguments(lambda p: (p.add_argument("file", help="a polyir .h5 or NIR .nir file"),
                       p.add_argument("-o", "--output", required=True,
                                      help="the picture to write: .svg, .png, .pdf or .dot"),
-                      p.add_argument("--json", action="store_true",
-                                     help="machine-readable output")))
+                      json_arg(p)))
 def cmd_draw(args) -> int:
     from .tables import emit
     g = load(args.file)

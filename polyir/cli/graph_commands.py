@@ -7,7 +7,7 @@ import sys
 
 from ..ir import FormatError, PolyirError
 from ..ir.h5 import load, save
-from .registry import arguments, command, file_arg
+from .registry import arguments, command, file_arg, in_out_args
 from .tables import coverage, emit, file_format, print_coverage, print_graph, graph_table, console
 
 
@@ -93,10 +93,7 @@ def _convert_format(path: str) -> str:
 
 
 @command("convert", "convert a graph between .h5 (polyir) and .nir (NIR), chosen by extension")
-@arguments(lambda p: (p.add_argument("input", help="a .h5 or .nir file"),
-                      p.add_argument("output", help="the .h5 or .nir file to write"),
-                      p.add_argument("--json", action="store_true",
-                                     help="machine-readable output")))
+@arguments(in_out_args("a .h5 or .nir file", "the .h5 or .nir file to write"))
 def cmd_convert(args) -> int:
     _convert_format(args.input)
     out_format = _convert_format(args.output)
@@ -116,10 +113,7 @@ def cmd_convert(args) -> int:
 
 
 @command("optimize", "write an equivalent graph with fewer logic gates (bit-identical outputs)")
-@arguments(lambda p: (p.add_argument("input", help="a .h5 or .nir file"),
-                      p.add_argument("output", help="the .h5 file to write"),
-                      p.add_argument("--json", action="store_true",
-                                     help="machine-readable output")))
+@arguments(in_out_args("a .h5 or .nir file", "the .h5 file to write"))
 def cmd_optimize(args) -> int:
     from rich.table import Table
 

@@ -26,7 +26,21 @@ def arguments(adder: Callable):
     return attach
 
 
+def json_arg(p) -> None:
+    """The --json flag of every subcommand that reports something."""
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def file_arg(p) -> None:
     """The FILE argument and --json flag that most subcommands share."""
     p.add_argument("file", help="a polyir .h5 or NIR .nir file")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    json_arg(p)
+
+
+def in_out_args(input_help: str, output_help: str):
+    """An adder for subcommands that read INPUT and write OUTPUT (convert, optimize)."""
+    def add(p) -> None:
+        p.add_argument("input", help=input_help)
+        p.add_argument("output", help=output_help)
+        json_arg(p)
+    return add
