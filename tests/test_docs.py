@@ -83,3 +83,30 @@ def test_nothing_reads_outside_the_repository():
                 if needle in f.read_text(errors="replace"):
                     hits.append(str(f.relative_to(ROOT)))
     assert not hits
+
+
+DIRECTIONS = r"\b(torch|heyoka|lower|nir|from_nir)\b"
+
+
+@pytest.mark.parametrize("kind", sorted(polyir.KINDS))
+def test_targets_lines_match_the_rule_tables(kind):
+    """Where a kind's section says 'Targets: ...', it names exactly the directions whose rule
+    table has the kind (what `polyir info --kinds` prints)."""
+    from polyir.cli.tables import coverage
+    for page in sorted((DOCS / "kinds").glob("*.md")):
+        text = page.read_text()
+        heading = next((h for h in headings(page) if re.match(rf"#+ `{kind}`$", h)), None)
+        if heading is None:
+            continue
+        body = section(text, heading)
+        if "Targets:" not in body:
+            return
+        paragraph = body.split("Targets:", 1)[1].split("\n\n", 1)[0]
+        named = set(re.findall(DIRECTIONS, paragraph))
+        assert named == set(coverage()[kind]), f"{page.name}, {kind}: says {sorted(named)}"
+
+
+def test_readme_lists_every_subcommand():
+    text = (ROOT / "README.md").read_text()
+    listed = set(re.findall(r"\w+", section(text, "## Command line")))
+    assert set(COMMANDS) <= listed, sorted(set(COMMANDS) - listed)
