@@ -110,3 +110,10 @@ def test_readme_lists_every_subcommand():
     text = (ROOT / "README.md").read_text()
     listed = set(re.findall(r"\w+", section(text, "## Command line")))
     assert set(COMMANDS) <= listed, sorted(set(COMMANDS) - listed)
+
+
+def test_api_page_names_every_public_name():
+    text = (DOCS / "api.md").read_text()
+    missing = [n for n in polyir.__all__
+               if not re.search(rf"(?<![\w]){re.escape(n)}(?![\w])", text)]
+    assert not missing, f"docs/api.md does not mention {missing}"
