@@ -672,3 +672,33 @@ def test_neural_ode_example_trains_and_saves(tmp_path):
     module = polyir.to_torch(polyir.load(out))
     saved = np.concatenate([p.detach().numpy().ravel() for p in module.parameters()])
     np.testing.assert_allclose(saved, params, rtol=0, atol=0)
+
+
+def test_extension_fields_honoured_or_refused():
+    """reset_mode='subtract' takes v_threshold off at the crossing (so v restarts at 0, not at
+    v_reset); threshold_compare changes nothing in continuous time; the discrete-step fields are
+    refused by name. 0-d parameters take their shape from the input edge."""
+    tau, thr, dt = 2e-3, 0.5, 1e-3
+    u = np.random.default_rng(18).uniform(0.5, 2.0, size=(30, 3))
+
+    def lif(**options):
+        g = ir.Graph()
+        g.add("x", ir.Input((3,)))
+        g.add("lif", ir.LIF(tau=np.array(tau), r=np.array(1.0), v_leak=np.array(0.0),
+                            v_threshold=np.array(thr), v_reset=np.array(0.2), **options))
+        g.add("y", ir.Output((3,)))
+        g.connect("x", "lif")
+        g.connect("lif", "y")
+        return g
+
+    run = to_heyoka_ode(lif(reset_mode="subtract", threshold_compare=">=")).run(u[:, None], dt)
+    for k in range(3):
+        ref = lif_spike_times(u[:, k], dt, tau, 1.0, thr, 0.0)
+        np.testing.assert_allclose(run.spike_times("lif", k, batch=0), ref, rtol=0, atol=1e-12)
+    plain = to_heyoka_ode(lif()).run(u, dt)
+    np.testing.assert_allclose(plain.spike_times("lif", 0),
+                               lif_spike_times(u[:, 0], dt, tau, 1.0, thr, 0.2), atol=1e-12)
+    for field, value in (("reset_delay", True), ("spike_rule", "multi")):
+        with pytest.raises(polyir.GraphError, match=field) as info:
+            to_heyoka_ode(lif(**{field: value}))
+        assert info.value.field == field

@@ -30,9 +30,6 @@ NO_SMOOTH_FORM = {
     ir.Binarize: "is a hard threshold (thermometer encoding): it has no smooth heyoka expression",
     ir.RuleSet: "needs Datalog grounding over input facts: it has no fixed heyoka expression",
 }
-#: the neuron kinds: the ODE importer (polyir.importers.heyoka_ode) gives them state variables.
-NEURONS = (ir.I, ir.IF, ir.LI, ir.LIF, ir.CubaLI, ir.CubaLIF)
-
 
 #: the parameter counts above which heyoka's compact mode pays off, for a cfunc and for a Taylor
 #: integrator (whose code is the expression's Taylor coefficients, many times larger): measured by
@@ -497,7 +494,7 @@ def ode_form_missing(graph: ir.Graph):
     """(node, why) for the first node with no ODE form here, or None when the whole graph has
     one (neurons, static nodes with a heyoka expression)."""
     for name, node in graph.flattened().nodes.items():
-        if isinstance(node, NEURONS):
+        if isinstance(node, ir.Neuron):
             continue
         if isinstance(node, ir.Delay):
             return name, ("is a Delay: a delay equation, which heyoka's Taylor integrators do "

@@ -17,19 +17,45 @@ from typing import Any
 import numpy as np
 
 from .. import ir
-from .heyoka import (NEURONS, HeyokaBuilder, _hy, _input_size, _input_vars, _obj, discrete_paths,
+from .heyoka import (HeyokaBuilder, _hy, _input_size, _input_vars, _obj, discrete_paths,
                      ode_form_missing, static_kinds, use_compact_mode)
 
-_SPIKING = (ir.IF, ir.LIF, ir.CubaLIF)
+
+#: extension fields of spiking kinds that have no continuous-time meaning, and why.
+NO_ODE_OPTION = {
+    "reset_delay": "a reset one time step after the spike is a rule of discrete steps; in "
+                   "continuous time the reset happens at the spike",
+    "spike_rule": "'multi' counts floor(v / v_threshold) spikes per discrete step; in continuous "
+                  "time each threshold crossing is one spike event (several per step already)",
+}
+
 
 @dataclasses.dataclass
 class _Neuron:
+    """A neuron node in the system: its kind's declared states, their variables and offsets."""
+
     name: str
     node: Any
-    v: list            # membrane state variables
-    i: list | None     # synaptic current state variables (Cuba kinds)
-    offset: int        # index of v[0] in the state vector
-    i_offset: int | None
+    size: int
+    offsets: dict      # state name -> index of its element 0 in the state vector
+    vars: dict         # state name -> its variables (one per element)
+    params: dict       # field -> float64 values, broadcast to (size,)
+
+    @property
+    def spike(self):
+        return type(self.node).spike
+
+    @property
+    def v(self) -> list:
+        """The spiking state's variables."""
+        return self.vars[self.spike.state]
+
+    def spike_facts(self):
+        """(offset, threshold, reset value, subtract?, spikes at v == threshold?) of the spiking
+        state, per element."""
+        sp = self.spike
+        return (self.offsets[sp.state], self.params[sp.threshold], self.params[sp.reset],
+                self.node.reset_mode == "subtract", self.node.threshold_compare == ">=")
 
 
 class _Signal:
@@ -77,7 +103,7 @@ class HeyokaODE:
                  par_map=None):
         self.sys, self.state_vars, self.n_inputs = sys, state_vars, n_inputs
         self.outputs, self.neurons, self.spiking = outputs, neurons, spiking
-        self.spike_maps = spike_maps          # source -> {target: (state offsets, jump matrix)}
+        self.spike_maps = spike_maps          # source -> [(target, state offsets, jump matrix)]
         self.out_spike_maps: dict = {}        # source -> (n_out, n_source) spike-count map
         self.rhs_mode, self.spike_charge, self.dt = rhs_mode, spike_charge, dt
         self.size = size
@@ -99,10 +125,10 @@ class HeyokaODE:
         """The system as text: one line per equation, event and output."""
         lines = [f"d{v}/dt = {rhs}" for v, rhs in self.sys]
         for n in self.spiking:
-            thr = np.asarray(n.node.v_threshold).tolist()
-            reset = np.asarray(n.node.v_reset).tolist()
-            lines.append(f"event: {n.name}.v[i] crosses v_threshold {thr} upwards -> spike, "
-                         f"v[i] = v_reset {reset}")
+            _, thr, reset, subtract, _ = n.spike_facts()
+            after = "v[i] -= v_threshold" if subtract else f"v[i] = v_reset {reset.tolist()}"
+            lines.append(f"event: {n.name}.{n.spike.state}[i] crosses v_threshold {thr.tolist()} "
+                         f"upwards -> spike, {after}")
         lines += [f"output[{k}] = {e}" for k, e in enumerate(self.outputs)]
         if self.n_inputs:
             lines.append(f"inputs: par[0..{self.n_inputs - 1}] (constant over each step)")
@@ -112,8 +138,7 @@ class HeyokaODE:
         return "\n".join(lines)
 
     def _thresholds(self) -> dict:
-        return {n.name: (n.offset, np.asarray(n.node.v_threshold, np.float64).ravel(),
-                         np.asarray(n.node.v_reset, np.float64).ravel()) for n in self.spiking}
+        return {n.name: n.spike_facts() for n in self.spiking}
 
     def _pars(self, lanes: int | None = None) -> np.ndarray:
         """Initial par vector: inputs 0, then the weights' values (params=True)."""
@@ -291,8 +316,9 @@ class _SpikeCallback:
         if lane is None:
             st, now, record = ta.state, float(ta.time), ode.record[0]
         elif lane >= ode.lanes:  # a padding lane (a copy of a real one): only keep it regular
-            off, _, reset = self.thresholds[self.name]
-            ta.state[off + self.index, lane] = reset[self.index]
+            off, thr, reset, subtract, _ = self.thresholds[self.name]
+            k = self.index
+            ta.state[off + k, lane] = ta.state[off + k, lane] - thr[k] if subtract else reset[k]
             return True
         else:
             st, now = ta.state[:, lane], float(ta.time[lane])
@@ -301,17 +327,18 @@ class _SpikeCallback:
         fired = set()
         while queue:
             name, k = queue.pop(0)
-            off, thr, reset = self.thresholds[name]
+            off, thr, reset, subtract, _ = self.thresholds[name]
             if (name, k) in fired:
                 raise _cascade_error(ode, name, k, now)
             fired.add((name, k))
             record.append((now, name, k))
-            st[off + k] = reset[k]
-            for target, (offsets, jumps) in ode.spike_maps.get(name, {}).items():
+            st[off + k] = st[off + k] - thr[k] if subtract else reset[k]
+            for target, offsets, jumps in ode.spike_maps.get(name, ()):
                 st[offsets] += ode.charge * jumps[:, k]
                 if target in self.thresholds:
-                    t_off, t_thr, _ = self.thresholds[target]
-                    for j in np.nonzero(st[t_off:t_off + len(t_thr)] > t_thr)[0]:
+                    t_off, t_thr, _, _, inclusive = self.thresholds[target]
+                    vs = st[t_off:t_off + len(t_thr)]
+                    for j in np.nonzero(vs >= t_thr if inclusive else vs > t_thr)[0]:
                         if (target, int(j)) not in queue:
                             queue.append((target, int(j)))
         return True
@@ -359,8 +386,8 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
                             fix=f"heyoka's ODE path takes neurons and "
                                 f"{sorted(k.__name__ for k in static_kinds())}; "
                                 f"{discrete_paths(g)}")
-    neurons_present = any(isinstance(k, NEURONS) for k in g.nodes.values())
-    spiking_present = [n for n, k in g.nodes.items() if isinstance(k, _SPIKING)]
+    neurons_present = any(isinstance(k, ir.Neuron) for k in g.nodes.values())
+    spiking_present = [n for n, k in g.nodes.items() if isinstance(k, ir.Neuron) and k.spike]
     if params and spiking_present:
         raise ir.GraphError("params=True on a graph with spiking neurons: spike jumps are applied "
                             "by event callbacks outside heyoka's expressions, so trained par[] "
@@ -368,21 +395,11 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
                             field="params", fix="use params=False, or train the spiking graph "
                                                 "with polyir.to_torch(graph, dt=...)")
     for n in spiking_present:
-        node = g.nodes[n]
-        thr = np.broadcast_to(np.asarray(node.v_threshold, np.float64), np.shape(node.r))
-        reset = np.broadcast_to(np.asarray(node.v_reset if node.v_reset is not None else 0.0,
-                                           np.float64), np.shape(node.r))
-        if np.any(reset >= thr):
-            j = int(np.argmax((reset >= thr).ravel()))
-            raise ir.GraphError(f"v_reset[{j}] = {reset.ravel()[j]:g} is not below v_threshold"
-                                f"[{j}] = {thr.ravel()[j]:g}: after a spike the neuron would "
-                                "sit at or above its threshold, and in continuous time it "
-                                "would spike without end", node=n, field="v_reset",
-                                fix="set v_reset below v_threshold")
+        _check_spiking(n, g.nodes[n])
     n_in = sum(_input_size(g, n) for n in g.inputs) if neurons_present else 0
     b = HeyokaBuilder(g, mode=mode, ffnn=ffnn, params=params, par_base=n_in)
     g = b.graph
-    neurons = [n for n in b.order if isinstance(g.nodes[n], NEURONS)]
+    neurons = [n for n in b.order if isinstance(g.nodes[n], ir.Neuron)]
     extra = {"size": g.parameter_count(), "par_values": b.par_values, "par_map": b.par_map}
 
     if not neurons:  # right-hand side mode
@@ -405,32 +422,30 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
         feeds[n] = _Signal(_obj([hy.par[k + i] for i in range(s)], g.nodes[n].shape))
         k += s
 
-    # state variables per neuron
+    # state variables per neuron, as its kind declares them
+    types = b.types
     state_vars: list = []
     info: dict[str, _Neuron] = {}
     for n in neurons:
         node = g.nodes[n]
-        shape = np.asarray(node.r).shape
+        shape = tuple(types[n].shape)
         size = int(np.prod(shape, dtype=np.int64))
-        i_vars, i_off = None, None
-        if isinstance(node, (ir.CubaLI, ir.CubaLIF)):
-            i_off = len(state_vars)
-            i_vars = [hy.expression(f"{n}.i{j}") for j in range(size)]
-            state_vars += i_vars
-        off = len(state_vars)
-        v_vars = [hy.expression(f"{n}.v{j}") for j in range(size)]
-        state_vars += v_vars
-        info[n] = _Neuron(n, node, v_vars, i_vars, off, i_off)
+        offsets, variables = {}, {}
+        for st in type(node).states:
+            offsets[st.name] = len(state_vars)
+            variables[st.name] = [hy.expression(f"{n}.{st.name}{j}") for j in range(size)]
+            state_vars += variables[st.name]
+        params = {f: np.broadcast_to(np.asarray(v, np.float64), shape).ravel()
+                  for f, v in node.parameters().items()}
+        info[n] = _Neuron(n, node, size, offsets, variables, params)
 
     env: dict[str, Any] = dict(feeds)
     for n in neurons:
-        node = g.nodes[n]
-        shape = np.asarray(node.r).shape
-        if isinstance(node, _SPIKING):
-            size = len(info[n].v)
-            env[n] = _Signal(_obj([hy.expression(0.0)] * size, shape), {n: np.eye(size)})
-        else:
-            env[n] = _Signal(_obj(info[n].v, shape))
+        nv, shape = info[n], tuple(types[n].shape)
+        if nv.node.spike:  # a spiking neuron's output is its spikes: events, no smooth value
+            env[n] = _Signal(_obj([hy.expression(0.0)] * nv.size, shape), {n: np.eye(nv.size)})
+        else:  # otherwise its last state
+            env[n] = _Signal(_obj(nv.vars[type(nv.node).states[-1].name], shape))
 
     # static nodes, in order
     for name in b.order:
@@ -457,40 +472,29 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
             exc.add_note(f"while building the ODE for node {name!r} ({type(node).__name__})")
             raise
 
-    # right-hand sides and spike maps
+    # right-hand sides (each state's declared derivative) and spike maps (a spike's charge
+    # enters the states the input drives, with their input gain)
     rhs: dict[int, Any] = {}
-    spike_maps: dict[str, dict] = {}
+    spike_maps: dict[str, list] = {}
     for n in neurons:
-        node, nv = g.nodes[n], info[n]
-        values = b.gather(env, n, env)
-        x = values.get("input")
-        size = len(nv.v)
-        cur = x.ex.ravel() if x is not None else [hy.expression(0.0)] * size
-        f = {k: np.broadcast_to(np.asarray(getattr(node, k), np.float64).ravel(), (size,))
-             for k in ("tau", "tau_syn", "tau_mem", "r", "v_leak", "w_in")
-             if getattr(node, k, None) is not None}
-        if isinstance(node, (ir.CubaLI, ir.CubaLIF)):
-            for j in range(size):
-                rhs[nv.i_offset + j] = (-nv.i[j] + f["w_in"][j] * cur[j]) / f["tau_syn"][j]
-                rhs[nv.offset + j] = ((f["v_leak"][j] - nv.v[j]) + f["r"][j] * nv.i[j]) \
-                    / f["tau_mem"][j]
-            targets, gains = nv.i_offset, f["w_in"] / f["tau_syn"]
-        elif isinstance(node, (ir.LI, ir.LIF)):
-            for j in range(size):
-                rhs[nv.offset + j] = ((f["v_leak"][j] - nv.v[j]) + f["r"][j] * cur[j]) / f["tau"][j]
-            targets, gains = nv.offset, f["r"] / f["tau"]
-        else:  # I, IF
-            for j in range(size):
-                rhs[nv.offset + j] = f["r"][j] * cur[j]
-            targets, gains = nv.offset, f["r"]
-        if x is not None:
-            for src, m in x.spk.items():
-                spike_maps.setdefault(src, {})[n] = (np.arange(targets, targets + size),
-                                                      gains[:, None] * m.reshape(size, -1))
+        nv = info[n]
+        x = b.gather(env, n, env).get("input")
+        cur = x.ex.ravel() if x is not None else [hy.expression(0.0)] * nv.size
+        for st in type(nv.node).states:
+            drive = cur if st.drive == "input" else nv.vars[st.drive]
+            for j in range(nv.size):
+                p_j = {f: float(v[j]) for f, v in nv.params.items()}
+                rhs[nv.offsets[st.name] + j] = st.derivative(nv.vars[st.name][j], drive[j], p_j)
+            if st.drive == "input" and x is not None:
+                gain = np.asarray(st.input_gain(nv.params), np.float64)
+                offsets = np.arange(nv.offsets[st.name], nv.offsets[st.name] + nv.size)
+                for src, m in x.spk.items():
+                    spike_maps.setdefault(src, []).append(
+                        (n, offsets, gain[:, None] * m.reshape(nv.size, -1)))
     sys = [(state_vars[k], rhs[k]) for k in range(len(state_vars))]
     outputs = [e for o in b.output_names for e in np.asarray(env[o].ex).ravel()]
     ode = HeyokaODE(sys, state_vars, n_in, outputs, info,
-                    [info[n] for n in neurons if isinstance(g.nodes[n], _SPIKING)], spike_maps,
+                    [info[n] for n in neurons if g.nodes[n].spike], spike_maps,
                     spike_charge=spike_charge, dt=g.metadata.get("dt"), **extra)
     # Output spike maps: (n_out, n_src) per spiking source
     for o_start, o in zip(np.cumsum([0] + [np.asarray(env[o].ex).size for o in b.output_names]),
@@ -499,6 +503,32 @@ def to_heyoka_ode(graph: ir.Graph, spike_charge: float | None = None, mode: str 
             full = ode.out_spike_maps.setdefault(src, np.zeros((len(outputs), m.shape[1])))
             full[o_start:o_start + m.shape[0]] += m
     return ode
+
+
+def _check_spiking(name, node):
+    """Refuse what the ODE cannot honour: discrete-step extension fields, and a reset that leaves
+    the membrane at or above its threshold (it would spike without end)."""
+    for field, value in node.non_default_options().items():
+        if field in NO_ODE_OPTION:
+            raise ir.GraphError(f"{type(node).__name__} has {field}={value!r}: "
+                                f"{NO_ODE_OPTION[field]}", node=name, field=field,
+                                fix=f"set {field} to its default for the ODE, or run the graph "
+                                    "in discrete time with polyir.to_torch(graph, dt=...) or "
+                                    "polyir.compile(graph, 'c')")
+    sp = type(node).spike
+    thr = np.asarray(getattr(node, sp.threshold), np.float64)
+    after = (np.zeros_like(thr) if node.reset_mode == "subtract"  # v = thr - thr at the crossing
+             else np.broadcast_to(np.asarray(getattr(node, sp.reset), np.float64), thr.shape))
+    bad = (after >= thr).ravel()
+    if bad.any():
+        j = int(np.argmax(bad))
+        what = ("v_threshold - v_threshold = 0" if node.reset_mode == "subtract"
+                else f"v_reset[{j}] = {after.ravel()[j]:g}")
+        raise ir.GraphError(f"after a spike the membrane is {what}, not below v_threshold[{j}] = "
+                            f"{thr.ravel()[j]:g}: it would spike without end in continuous time",
+                            node=name, field="v_threshold" if node.reset_mode == "subtract"
+                            else "v_reset", fix="set v_reset below v_threshold (with "
+                                                "reset_mode='subtract': a positive v_threshold)")
 
 
 def _no_spikes(x, name):
