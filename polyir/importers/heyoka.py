@@ -347,7 +347,7 @@ def _groupsum(b, name, node, values):
                  for c in range(node.k)])
 
 
-# --- everyday CNN / MLP kinds (ir/kinds/cnn.py); Clamp and MaxPool are not smooth ------------------
+# --- everyday CNN / MLP kinds (ir/kinds/cnn.py); Clamp and MaxPool are not smooth -------------
 def _number(b):
     """A constant as the builder keeps it: a par[] expression, or a float."""
     return lambda v: v if isinstance(v, b.hy.expression) else float(v)
