@@ -206,6 +206,63 @@ def test_facts_drive_every_direction():
     assert {k for k in ir.NEURONS.values() if k.spike} == {ir.IF, ir.LIF, ir.CubaLIF}
 
 
+def options_net(discretization):
+    """Two spiking layers using every extension field, and an LI readout."""
+    rng = np.random.default_rng(8)
+    n_in, n, m = 6, 40, 3
+    g = ir.Graph(metadata={"dt": 1e-3, "discretization": discretization})
+    g.add("x", ir.Input((n_in,)))
+    g.add("fc1", ir.Affine(rng.normal(0, 1, (n, n_in)).astype(F32), np.full(n, 0.5, F32)))
+    g.add("lif", ir.LIF(rng.uniform(3e-3, 1e-2, n).astype(F32), np.full(n, 2.0, F32),
+                        np.zeros(n, F32), np.full(n, 1.0, F32), reset_mode="subtract",
+                        reset_delay=True, spike_rule="multi", threshold_compare=">="))
+    g.add("fc2", ir.Linear(rng.normal(0.05, 0.3, (n, n)).astype(F32)))
+    g.add("cuba", ir.CubaLIF(np.full(n, 2e-3, F32), np.full(n, 5e-3, F32), np.full(n, 3.0, F32),
+                             np.zeros(n, F32), np.full(n, 1.0, F32), np.full(n, -0.05, F32),
+                             spike_rule="multi", reset_delay=True))
+    g.add("out", ir.Linear(rng.normal(0, 0.5, (m, n)).astype(F32)))
+    g.add("li", ir.LI(np.full(m, 1e-2, F32), np.ones(m, F32), np.zeros(m, F32)))
+    g.add("y", ir.Output((m,)))
+    for e in [("x", "fc1"), ("fc1", "lif"), ("lif", "fc2"), ("fc2", "cuba"), ("cuba", "out"),
+              ("out", "li"), ("li", "y")]:
+        g.connect(*e)
+    return g
+
+
+@pytest.mark.parametrize("discretization", ["euler", "exact"])
+def test_extension_fields_alike_in_torch_c_and_the_cuda_kernel(tmp_path, discretization):
+    """float32: C and the CUDA kernel (emulated on the host, and compiled by nvcc when present)
+    apply the same coefficients in the same order as torch."""
+    import shutil
+    from test_backend_cuda import Emulated
+    g = options_net(discretization)
+    seq = np.random.default_rng(9).normal(1.0, 2.0, (30, 70, 6)).astype(F32)
+    want = polyir.compile(g, "torch").run(seq)
+    probe = ir.Graph(metadata=g.metadata)  # the same net with both spiking layers as outputs
+    for name, node in g.nodes.items():
+        probe.add(name, node)
+    for e in g.edges:
+        probe.connect(*e)
+    for name in ("lif", "cuba"):
+        probe.add(f"{name}_spikes", ir.Output((40,)))
+        probe.connect(name, f"{name}_spikes")
+    _, lif_spikes, cuba_spikes = polyir.compile(probe, "torch").run(seq)
+    for spikes in (lif_spikes, cuba_spikes):  # some neurons spike several times in a step
+        assert 0.01 < spikes.mean() < 2 and spikes.max() >= 2
+    np.testing.assert_allclose(polyir.compile(g, "c").run(seq), want, rtol=1e-4, atol=1e-5)
+    if shutil.which("g++"):
+        got = Emulated(g, tmp_path, grid=1, block=4)(seq, steps=len(seq))[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        from polyir.backends import cuda
+        src = tmp_path / "model.cu"
+        src.write_text(cuda.codegen(g))
+        r = subprocess.run([nvcc, "--ptx", "-arch=sm_90", "--std=c++17", str(src), "-o",
+                            str(tmp_path / "model.ptx")], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+
+
 def test_json_of_compare_reports_each_backend(tmp_path):
     g = chain(li_tau10(), 1, dt=1.0, discretization="exact")
     path = tmp_path / "li.h5"

@@ -1,5 +1,9 @@
-"""Leaky-integrator neurons (I, IF, LI, LIF, CubaLI, CubaLIF), Delay and a recurrent net, against
-numpy forward-Euler loops (NIR's reference discretisation) at the graph's metadata dt.
+"""Leaky-integrator neurons (I, IF, LI, LIF, CubaLI, CubaLIF), Delay and recurrent nets, against
+numpy loops at the graph's metadata dt: forward Euler (NIR's reference discretisation) and, with
+metadata discretization="exact", the closed-form solution over each step (input held); the
+spiking kinds' extension fields (reset by subtraction, delayed reset as snnTorch's default Leaky,
+several spikes per step as sinabs' MultiSpike, the >= threshold test); a recurrent Affine's bias
+acting from the first step.
 
 Graphs are float64 so that spike decisions cannot flip on rounding. Inputs are (T, batch, n)
 sequences; the state starts at zero.
@@ -14,8 +18,9 @@ TOL = dict(rtol=1e-9, atol=1e-12)
 T, B, N = 40, 3, 4
 
 
-def neuron_graph(node, n=N):
-    g = P.Graph(metadata={"dt": DT})
+def neuron_graph(node, n=N, dt=DT, discretization=None):
+    g = P.Graph(metadata={"dt": dt} if discretization is None else
+                {"dt": dt, "discretization": discretization})
     g.add("x", P.Input((n,)))
     g.add("neuron", node)
     g.add("y", P.Output((n,)))
@@ -160,3 +165,227 @@ def recurrent_cubalif_net(rng):
         out.append(vo)
     assert spikes > 0
     case("recurrent_cubalif_net", g, x, np.stack(out), **TOL)
+
+
+# --- the exact discretization: closed-form solutions over one step, input held ----------------
+
+@golden
+def neuron_li_exact(rng):
+    tau, r, leak = rng.uniform(4e-3, 2e-2, N), rng.uniform(0.5, 2, N), rng.normal(0, 0.3, N)
+    x = drive(rng)
+    e = np.exp(-DT / tau)
+    v, out = np.zeros((B, N)), []
+    for t in range(T):
+        target = leak + r * x[t]  # where v relaxes to while x[t] is held
+        v = target + (v - target) * e
+        out.append(v)
+    case("neuron_li_exact", neuron_graph(P.LI(tau, r, leak), discretization="exact"), x,
+         np.stack(out), **TOL)
+
+
+@golden
+def neuron_lif_exact(rng):
+    tau, r, leak = rng.uniform(3e-3, 1e-2, N), rng.uniform(1, 3, N), rng.normal(0, 0.2, N)
+    thr, reset = full(1.0), rng.uniform(-0.3, 0.1, N)
+    x = drive(rng)
+    e = np.exp(-DT / tau)
+    v, out = np.zeros((B, N)), []
+    for t in range(T):
+        target = leak + r * x[t]
+        v = target + (v - target) * e
+        z = v > thr
+        v = np.where(z, reset, v)
+        out.append(z.astype(np.float64))
+    y = np.stack(out)
+    assert 0 < y.sum() < y.size
+    case("neuron_lif_exact", neuron_graph(P.LIF(tau, r, leak, thr, reset),
+                                          discretization="exact"), x, y, **TOL)
+
+
+def cuba_exact(i, v, x, ts, tm, r, leak, w_in):
+    """tau_syn di/dt = -i + w_in x, tau_mem dv/dt = leak - v + r i over DT, x held: with
+    j = i - w_in x and u = v - leak - r w_in x, j decays with tau_syn and
+    u(DT) = (u - A) exp(-DT/tau_mem) + A exp(-DT/tau_syn), A = r j tau_syn / (tau_syn - tau_mem)."""
+    es, em = np.exp(-DT / ts), np.exp(-DT / tm)
+    j = i - w_in * x
+    u = v - leak - r * w_in * x
+    a = r * j * ts / (ts - tm)
+    return w_in * x + j * es, leak + r * w_in * x + (u - a) * em + a * es
+
+
+@golden
+def neuron_cubali_exact(rng):
+    ts, tm = rng.uniform(2e-3, 4e-3, N), rng.uniform(6e-3, 2e-2, N)
+    r, leak, w_in = rng.uniform(0.5, 2, N), rng.normal(0, 0.2, N), rng.uniform(0.5, 2, N)
+    x = drive(rng)
+    i, v, out = np.zeros((B, N)), np.zeros((B, N)), []
+    for t in range(T):
+        i, v = cuba_exact(i, v, x[t], ts, tm, r, leak, w_in)
+        out.append(v)
+    case("neuron_cubali_exact", neuron_graph(P.CubaLI(ts, tm, r, leak, w_in),
+                                             discretization="exact"), x, np.stack(out), **TOL)
+
+
+@golden
+def neuron_cubalif_exact(rng):
+    ts, tm = rng.uniform(2e-3, 4e-3, N), rng.uniform(5e-3, 1e-2, N)
+    r, leak, w_in = rng.uniform(1, 3, N), rng.normal(0, 0.2, N), rng.uniform(1, 2, N)
+    thr, reset = full(1.0), rng.uniform(-0.2, 0.0, N)
+    x = drive(rng)
+    i, v, out = np.zeros((B, N)), np.zeros((B, N)), []
+    for t in range(T):
+        i, v = cuba_exact(i, v, x[t], ts, tm, r, leak, w_in)
+        z = v > thr
+        v = np.where(z, reset, v)
+        out.append(z.astype(np.float64))
+    y = np.stack(out)
+    assert 0 < y.sum() < y.size
+    case("neuron_cubalif_exact", neuron_graph(P.CubaLIF(ts, tm, r, leak, thr, reset, w_in),
+                                              discretization="exact"), x, y, **TOL)
+
+
+# --- extension fields of the spiking kinds --------------------------------------------------
+
+def lif_params(rng):
+    return rng.uniform(3e-3, 1e-2, N), rng.uniform(1, 3, N), rng.normal(0, 0.2, N), full(1.0)
+
+
+@golden
+def neuron_lif_subtract(rng):
+    tau, r, leak, thr = lif_params(rng)
+    x = drive(rng, 2.0)
+    v, out = np.zeros((B, N)), []
+    for t in range(T):
+        v = v + DT / tau * (leak - v + r * x[t])
+        z = (v > thr).astype(np.float64)
+        v = v - z * thr  # the threshold is removed, the rest stays
+        out.append(z)
+    y = np.stack(out)
+    assert 0 < y.sum() < y.size
+    case("neuron_lif_subtract", neuron_graph(P.LIF(tau, r, leak, thr, reset_mode="subtract")),
+         x, y, **TOL)
+
+
+@golden
+def neuron_lif_delayed_subtract(rng):
+    """snnTorch's default Leaky: the spike of step t is subtracted at step t + 1, after that step's
+    integration (U[t+1] = beta U[t] + I[t+1] - S[t] U_thr)."""
+    tau, r, leak, thr = lif_params(rng)
+    x = drive(rng, 2.0)
+    v, out = np.zeros((B, N)), []
+    for t in range(T):
+        pending = (v > thr).astype(np.float64)  # the carried membrane spiked last step
+        v = v + DT / tau * (leak - v + r * x[t]) - pending * thr
+        out.append((v > thr).astype(np.float64))
+    y = np.stack(out)
+    assert 0 < y.sum() < y.size
+    case("neuron_lif_delayed_subtract",
+         neuron_graph(P.LIF(tau, r, leak, thr, reset_mode="subtract", reset_delay=True)), x, y,
+         **TOL)
+
+
+@golden
+def neuron_lif_delayed_reset(rng):
+    """Delayed reset to v_reset (snnTorch's reset_mechanism="zero"): the carried membrane is
+    replaced before the next step integrates; the membrane is carried un-reset meanwhile."""
+    tau, r, leak, thr = lif_params(rng)
+    reset = rng.uniform(-0.3, 0.1, N)
+    x = drive(rng, 2.0)
+    v, out = np.zeros((B, N)), []
+    for t in range(T):
+        v = np.where(v > thr, reset, v)
+        v = v + DT / tau * (leak - v + r * x[t])
+        out.append((v > thr).astype(np.float64))
+    y = np.stack(out)
+    assert 0 < y.sum() < y.size
+    case("neuron_lif_delayed_reset",
+         neuron_graph(P.LIF(tau, r, leak, thr, reset, reset_delay=True)), x, y, **TOL)
+
+
+@golden
+def neuron_if_multi_spike(rng):
+    """sinabs' IAF with MultiSpike and MembraneSubtract: floor(v / v_threshold) spikes once
+    v >= v_threshold, each removing one threshold."""
+    r, thr = rng.uniform(2000, 4000, N), full(1.0)
+    x = drive(rng)
+    v, out = np.zeros((B, N)), []
+    for t in range(T):
+        v = v + DT * r * x[t]
+        n = np.where(v >= thr, np.floor(v / thr), 0.0)
+        v = v - n * thr
+        out.append(n)
+    y = np.stack(out)
+    assert y.max() >= 2 and (y == 0).any()
+    node = P.IF(r, thr, reset_mode="subtract", spike_rule="multi", threshold_compare=">=")
+    case("neuron_if_multi_spike", neuron_graph(node), x, y, **TOL)
+
+
+@golden
+def neuron_cubalif_multi_spike_reset(rng):
+    ts, tm = rng.uniform(2e-3, 5e-3, N), rng.uniform(3e-3, 1e-2, N)
+    r, leak, w_in = rng.uniform(3, 6, N), rng.normal(0, 0.2, N), rng.uniform(1, 2, N)
+    thr, reset = full(0.5), rng.uniform(-0.2, 0.0, N)
+    x = drive(rng, 3.0)
+    i, v, out = np.zeros((B, N)), np.zeros((B, N)), []
+    for t in range(T):
+        i = i + DT / ts * (-i + w_in * x[t])
+        v = v + DT / tm * (leak - v + r * i)
+        n = np.where(v > thr, np.floor(v / thr), 0.0)
+        v = np.where(n > 0, reset, v)
+        out.append(n)
+    y = np.stack(out)
+    assert y.max() >= 2 and (y == 0).any()
+    node = P.CubaLIF(ts, tm, r, leak, thr, reset, w_in, spike_rule="multi")
+    case("neuron_cubalif_multi_spike_reset", neuron_graph(node), x, y, **TOL)
+
+
+@golden
+def neuron_if_threshold_compare(rng):
+    """v reaches the threshold exactly (steps of 0.25 towards 1): ">=" spikes at that step,
+    NIR's ">" one step later."""
+    dt = 0.25
+    x = np.ones((12, B, N))
+    out = {}
+    for compare in (">", ">="):
+        v, zs = np.zeros((B, N)), []
+        for t in range(len(x)):
+            v = v + dt * 1.0 * x[t]
+            z = (v >= 1.0) if compare == ">=" else (v > 1.0)
+            v = np.where(z, 0.0, v)
+            zs.append(z.astype(np.float64))
+        out[compare] = np.stack(zs)
+    assert out[">="][3].all() and not out[">"][3].any() and out[">"][4].all()
+    node = P.IF(full(1.0), full(1.0), threshold_compare=">=")
+    case("neuron_if_threshold_compare", neuron_graph(node, dt=dt), x, out[">="], **TOL)
+
+
+# --- the recurrent edge is delayed on the spikes ---------------------------------------------
+
+@golden
+def recurrent_affine_bias(rng):
+    """x -> fc -> lif, lif -> rec (an Affine with bias) -> lif, as snnTorch's RLeaky: the
+    recurrent layer reads the previous step's spikes (zeros at t = 0) and adds its bias at
+    every step, t = 0 included."""
+    n_in, n = 3, 5
+    w1 = rng.normal(0, 1.0, (n, n_in))
+    wr, br = rng.normal(0, 0.5, (n, n)), rng.uniform(0.3, 0.8, n)
+    tau, r, leak, thr = np.full(n, 4e-3), np.full(n, 2.0), np.zeros(n), np.full(n, 0.3)
+    g = P.Graph(metadata={"dt": DT})
+    g.add("x", P.Input((n_in,)))
+    g.add("fc", P.Linear(w1))
+    g.add("lif", P.LIF(tau, r, leak, thr))
+    g.add("rec", P.Affine(wr, br))
+    g.add("y", P.Output((n,)))
+    for e in [("x", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "y")]:
+        g.connect(*e)
+    x = rng.normal(0.0, 0.5, size=(T, B, n_in))
+    v, z, out = np.zeros((B, n)), np.zeros((B, n)), []
+    for t in range(T):
+        h = x[t] @ w1.T + (z @ wr.T + br)
+        v = v + DT / tau * (leak - v + r * h)
+        z = (v > thr).astype(np.float64)
+        v = np.where(z > 0, 0.0, v)
+        out.append(z)
+    y = np.stack(out)
+    assert 0 < y.sum() < y.size
+    case("recurrent_affine_bias", g, x, y, **TOL)
