@@ -702,3 +702,23 @@ def test_extension_fields_honoured_or_refused():
         with pytest.raises(polyir.GraphError, match=field) as info:
             to_heyoka_ode(lif(**{field: value}))
         assert info.value.field == field
+
+
+def test_ode_params_after_inputs():
+    """to_heyoka_ode(params=True) on a neuron graph: the inputs keep par[0..n_in-1], the Affine's
+    weight and bias follow in the documented order, and the system integrates them: LI under a
+    constant input relaxes to v_leak + r (W u + b) (solved by hand)."""
+    rng = np.random.default_rng(19)
+    w, bias, tau = rng.normal(size=(2, 2)), rng.normal(size=2), np.array([2e-3, 5e-3])
+    g = ir.Graph.sequential(ir.Affine(w, bias),
+                            ir.LI(tau=tau, r=np.ones(2), v_leak=np.full(2, 0.1)), input_shape=(2,))
+    ode = to_heyoka_ode(g, params=True)
+    assert sorted(ode.par_map) == list(range(2, 8))
+    assert [ode.par_map[i][1:] for i in (2, 5, 6, 7)] == [("weight", 0), ("weight", 3),
+                                                           ("bias", 0), ("bias", 1)]
+    np.testing.assert_array_equal(ode.par_values, np.concatenate([w.ravel(), bias]))
+    u = np.array([0.7, -0.4])
+    run = ode.run(np.tile(u, (20, 1)), 1e-3)
+    v_inf = 0.1 + w @ u + bias
+    ref = v_inf * (1 - np.exp(-run.t[:, None] / tau))
+    np.testing.assert_allclose(run.outputs, ref, rtol=0, atol=1e-12)
