@@ -148,3 +148,77 @@ def test_zoo_model_round_trips_and_keeps_training(name, tmp_path):
         assert np.abs(h_out - want.numpy()).max() <= TOL, "heyoka"
     losses = train(imported, x, y, probabilities, steps=8)
     assert losses[-1] < losses[0], losses
+
+
+# --- the CUDA backend: its kernel emulated on the host with g++, and compiled by nvcc -------------
+def exported(name):
+    factory, shape, probabilities, _ = ZOO[name]
+    torch.manual_seed(0)
+    model = factory()
+    x, y = data(shape, 1)
+    train(model, x, y, probabilities, steps=2)
+    model.eval()
+    return model, polyir.export(model, x[:2]), x
+
+
+@pytest.mark.parametrize("name", ["small_resnet", "mlp_layernorm_softmax", "two_branch_cat"])
+def test_zoo_model_on_the_emulated_cuda_kernel(name, tmp_path):
+    from test_backend_cuda import GXX, Emulated
+    if GXX is None:
+        pytest.skip("g++ not on PATH")
+    model, g, x = exported(name)
+    got = Emulated(g, tmp_path)(x.numpy())[0]
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert np.abs(got - want).max() <= TOL
+
+
+class EveryKind(nn.Module):
+    """One model holding every everyday kind (for compiling the generated CUDA source)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, bias=False)
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(12, 6)
+
+    def forward(self, x):
+        h = F.max_pool2d(self.bn(F.relu(self.conv(x))), 2, padding=1)   # ChannelAffine, MaxPool2d
+        h = torch.flatten(F.adaptive_avg_pool2d(h, (2, 2)), 1)            # AdaptiveAvgPool2d
+        h = self.fc(h)
+        p = F.max_pool1d(torch.stack([h, h * h], 1), 2).flatten(1)       # Concat, Binary, MaxPool1d
+        h = torch.cat([h / (p + 2.0), torch.clamp(h, -1, 2)], 1)         # Clamp
+        return F.log_softmax(h, 1)                                        # Softmax
+
+
+def test_nvcc_compiles_every_everyday_kind(tmp_path):
+    import shutil
+    import subprocess
+
+    from polyir.backends import cuda
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc not on PATH")
+    model = nn.Sequential(EveryKind(), nn.LayerNorm(12)).eval()
+    g = polyir.export(model, torch.randn(2, 1, 9, 9))
+    kinds = {type(k).__name__ for k in g.nodes.values()}
+    from polyir.ir.kinds.cnn import CNN_KINDS
+    assert set(CNN_KINDS) <= kinds
+    f = tmp_path / "m.cu"
+    f.write_text(cuda.codegen(g))
+    r = subprocess.run([nvcc, "--ptx", "-arch=sm_90", "--std=c++17", "-Werror", "all-warnings",
+                        str(f), "-o", str(tmp_path / "m.ptx")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_every_everyday_kind_on_c_and_the_emulated_cuda_kernel(tmp_path):
+    from test_backend_cuda import GXX, Emulated
+    torch.manual_seed(5)
+    model = nn.Sequential(EveryKind(), nn.LayerNorm(12)).eval()
+    x = torch.randn(70, 1, 9, 9)
+    g = polyir.export(model, x[:2])
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert np.abs(polyir.compile(g, "c")(x.numpy()) - want).max() <= TOL
+    if GXX is not None:
+        assert np.abs(Emulated(g, tmp_path)(x.numpy())[0] - want).max() <= TOL

@@ -33,9 +33,24 @@ def _axis(name, field, axis, ndim):
     return a
 
 
+class _RealIn(Kind):
+    """A kind with one real input port of any shape."""
+
+    def in_ports(self):
+        return {"input": port(None, "real")}
+
+
+class _Elementwise(_RealIn):
+    """A kind whose output has its input's shape."""
+
+    def out_port(self, inputs):
+        p = need_input(inputs)
+        return port(p.shape) if p else None
+
+
 @kind
 @dataclasses.dataclass(frozen=True, eq=False)
-class ChannelAffine(Kind):
+class ChannelAffine(_Elementwise):
     """y[c, ...] = weight[c] * x[c, ...] + bias[c]: one scale and offset per channel (axis 0 of
     the batch-less value; the feature of a 1-D value). An eval-mode BatchNorm that follows no
     Conv/Affine exports as this (weight = gamma / sqrt(var + eps), bias = beta - mean * weight)."""
@@ -49,12 +64,6 @@ class ChannelAffine(Kind):
                              f"{self.weight.shape}", node=name, field="bias",
                              fix="one weight and one bias per channel")
 
-    def in_ports(self):
-        return {"input": port(None, "real")}
-
-    def out_port(self, inputs):
-        p = need_input(inputs)
-        return port(p.shape) if p else None
 
     def check(self, name, inputs):
         shape = inputs["input"].shape
@@ -74,16 +83,13 @@ def _pool_geometry(name, kernel, stride, padding):
                          fix="use padding <= kernel_size // 2 (torch's rule)")
 
 
-class _MaxPool(Kind):
+class _MaxPool(_RealIn):
     """Max over each window; padding never wins (it counts as -inf, as in torch)."""
 
     spatial = 0
 
     def validate(self, name):
         _pool_geometry(name, self.kernel_size, self.stride, self.padding)
-
-    def in_ports(self):
-        return {"input": port(None, "real")}
 
     def out_port(self, inputs):
         p = need_input(inputs)
@@ -130,7 +136,7 @@ def adaptive_windows(n_in: int, n_out: int) -> list[tuple[int, int]]:
 
 @kind
 @dataclasses.dataclass(frozen=True, eq=False)
-class AdaptiveAvgPool2d(Kind):
+class AdaptiveAvgPool2d(_RealIn):
     """Mean over torch's adaptive windows (see `adaptive_windows`) giving (C, *output_size);
     output_size (1, 1) is the global mean."""
 
@@ -140,9 +146,6 @@ class AdaptiveAvgPool2d(Kind):
         if min(self.output_size) < 1:
             raise GraphError(f"output_size {self.output_size} must be positive", node=name,
                              field="output_size", fix="use sizes >= 1")
-
-    def in_ports(self):
-        return {"input": port(None, "real")}
 
     def out_port(self, inputs):
         p = need_input(inputs)
@@ -222,7 +225,7 @@ class Binary(Kind):
 
 @kind
 @dataclasses.dataclass(frozen=True, eq=False)
-class Clamp(Kind):
+class Clamp(_Elementwise):
     """y = min(max(x, min), max) elementwise; a bound may be -inf / inf (one-sided). ReLU6 is
     Clamp(0, 6); Hardtanh(lo, hi) is Clamp(lo, hi)."""
 
@@ -234,25 +237,16 @@ class Clamp(Kind):
             raise GraphError(f"bounds ({self.min}, {self.max}) are not ordered", node=name,
                              field="min", fix="use min <= max")
 
-    def in_ports(self):
-        return {"input": port(None, "real")}
-
-    def out_port(self, inputs):
-        p = need_input(inputs)
-        return port(p.shape) if p else None
 
 
 @kind
 @dataclasses.dataclass(frozen=True, eq=False)
-class Softmax(Kind):
+class Softmax(_RealIn):
     """y = exp(x - max) / sum exp(x - max) along `axis` (batch dim not counted); with log=True,
     y = x - max - log(sum exp(x - max)) (log-softmax)."""
 
     axis: int = param(Scalar(int), default=-1)
     log: bool = param(Scalar(bool), default=False)
-
-    def in_ports(self):
-        return {"input": port(None, "real")}
 
     def out_port(self, inputs):
         p = need_input(inputs)
@@ -264,7 +258,7 @@ class Softmax(Kind):
 
 @kind
 @dataclasses.dataclass(frozen=True, eq=False)
-class LayerNorm(Kind):
+class LayerNorm(_RealIn):
     """Over the trailing dims `normalized_shape`: y = (x - mean) / sqrt(var + eps) * weight +
     bias, var the biased variance (torch's); weight / bias (of normalized_shape) optional."""
 
@@ -283,9 +277,6 @@ class LayerNorm(Kind):
         if not self.eps >= 0:
             raise GraphError(f"eps={self.eps} must be >= 0", node=name, field="eps",
                              fix="use torch's default 1e-5")
-
-    def in_ports(self):
-        return {"input": port(None, "real")}
 
     def out_port(self, inputs):
         p = need_input(inputs)
