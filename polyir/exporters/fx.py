@@ -36,7 +36,8 @@ from .. import ir
 from ..ir.errors import GraphError
 from .functions import lookup_function, target_name
 from .handlers import Handler, load_builtin, lookup
-from .refusals import EXPORT_DOC, is_refused_leaf, module_refusal, trace_refusal
+from .refusals import (EXPORT_DOC, is_refused_leaf, module_refusal, time_loop_refusal,
+                       trace_refusal)
 from .state import (MISSING, Meta, META, Pair, Pending, StateProtocol, StateRef, StateView, Token,
                     Value, has_missing, leaves, signature, stateful_result)
 
@@ -640,7 +641,13 @@ def export(model: nn.Module, example_input, input_names=None, input_elem: str | 
         fx_graph = _trace(root, concrete)
     gm = fx.GraphModule(root, fx_graph)
     exporter = _Exporter(root, inputs, input_names, input_elem)
-    g = exporter.run(gm, fx_graph, state_name, len(inputs))
+    try:
+        g = exporter.run(gm, fx_graph, state_name, len(inputs))
+    except GraphError as exc:
+        loop = time_loop_refusal(root, exc)
+        if loop is None:
+            raise
+        raise loop from exc
     g.metadata["model"] = type(model).__name__
     return g
 

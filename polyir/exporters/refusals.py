@@ -17,7 +17,8 @@ from torch import nn
 
 from ..ir.errors import GraphError
 
-__all__ = ["module_refusal", "trace_refusal", "is_refused_leaf", "COVERED", "NO_KIND"]
+__all__ = ["module_refusal", "trace_refusal", "time_loop_refusal", "is_refused_leaf", "COVERED",
+           "NO_KIND"]
 
 EXPORT_DOC = "docs/export.md"
 
@@ -111,6 +112,34 @@ def _loops(forward) -> bool:
     except (OSError, TypeError):
         return False
     return re.search(r"^\s*(for|while)\b", source, re.M) is not None
+
+
+def _steps_in_time(module: nn.Module) -> bool:
+    """Whether `module` is a one-step stateful layer: forward(x, state) -> (y, state)."""
+    from .handlers import lookup
+    h = lookup(module)
+    if h is not None and h.returns_state:
+        return True
+    try:
+        params = list(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 2 and any(k in p.lower() for p in params[1:] for k in ("state", "mem"))
+
+
+def time_loop_refusal(root: nn.Module, exc: GraphError) -> GraphError | None:
+    """For a conversion error in a model whose forward loops and holds one-step stateful layers
+    (fx unrolls a loop of constant length, and the unrolled steps fail somewhere): the error
+    that says what to export instead; None when that is not the case."""
+    if not _loops(type(root).forward) or not any(_steps_in_time(m) for m in root.modules()
+                                                 if m is not root):
+        return None
+    return GraphError(f"{type(root).__name__}.forward loops over time steps around stateful "
+                      f"layers; polyir exports one time step, not the loop (the unrolled loop "
+                      f"failed: {exc.reason})", node=exc.node, field="model",
+                      fix="export the one-step module (forward(x, state) -> (y, state)); "
+                          "polyir.to_torch(g).run(sequence) and polyir.compile(g).run(...) run "
+                          f"the time loop. For example:\n{_ONE_STEP_EXAMPLE}")
 
 
 def trace_refusal(root: nn.Module, exc: Exception, where: str, after: str,
