@@ -722,3 +722,15 @@ def test_ode_params_after_inputs():
     v_inf = 0.1 + w @ u + bias
     ref = v_inf * (1 - np.exp(-run.t[:, None] / tau))
     np.testing.assert_allclose(run.outputs, ref, rtol=0, atol=1e-12)
+
+
+def test_options_heyoka_does_not_take_are_refused():
+    g = ir.Graph.sequential(ir.Affine(np.eye(2), np.zeros(2)))
+    with pytest.raises(polyir.GraphError, match="heyoka.cfunc does not take.*no_such_option"):
+        heyoka_compile(g, no_such_option=1)
+    with pytest.raises(polyir.GraphError, match="no discretization"):
+        heyoka_compile(lif_graph(2e-3, 0.5), dt=1e-3, discretization="euler")
+    with pytest.raises(polyir.GraphError, match="dt= has no effect"):
+        heyoka_compile(g, dt=1e-3)
+    with pytest.raises(polyir.GraphError, match=r"polyir.compile\(graph, 'heyoka', dt="):
+        heyoka_compile(lif_graph(2e-3, 0.5)).run(np.ones((2, 1, 1)))

@@ -14,6 +14,7 @@ is compiled inside compile().
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -40,6 +41,20 @@ def _dtype(dtype):
     return dt
 
 
+@contextlib.contextmanager
+def _heyoka_options(options: dict, what: str):
+    """heyoka refuses an unknown keyword with a bare TypeError: say which options it was."""
+    try:
+        yield
+    except TypeError as exc:
+        if not options:
+            raise
+        raise ir.GraphError(f"{what} does not take the option(s) {sorted(options)} "
+                            f"({str(exc).splitlines()[0]})", field="options",
+                            fix=f"pass only options {what} accepts (see heyoka's docs), or "
+                                "none") from None
+
+
 class HeyokaProgram(Compiled):
     """A compiled graph behind the backends' `Compiled` interface: `__call__(*inputs)` on
     (batch, *shape) arrays, `run(*sequences)` on (T, batch, *shape), `.source`, plus `.cfunc`
@@ -56,6 +71,13 @@ class HeyokaProgram(Compiled):
     def __init__(self, graph: ir.Graph, dtype=None, *, compact_mode: bool | None = None,
                  batch_size: int | None = None, mode: str = "eval", ffnn: bool = True,
                  parallel: bool | None = None, dt: float | None = None, **options):
+        if options.get("discretization") is not None:
+            raise ir.GraphError("the heyoka backend integrates the neurons' continuous-time "
+                                "equations (exact spike times): it has no discretization",
+                                field="discretization",
+                                fix="leave discretization unset, or run the Euler / exact steps "
+                                    "with backend 'c', 'cuda' or 'torch'")
+        options.pop("discretization", None)
         graph.check()
         g = graph.flattened()
         types = g.infer_types()
@@ -84,7 +106,8 @@ class HeyokaProgram(Compiled):
             self.source = self.ode.describe()
             self._ode_options = dict(options, compact_mode=self.compact_mode, fp_type=self.dtype)
             # compiled here, so that compile_seconds is the real cost and run() does not pay it
-            self.integrator = self.ode.compiled(size, **self._ode_options)
+            with _heyoka_options(options, "heyoka.taylor_adaptive_batch"):
+                self.integrator = self.ode.compiled(size, **self._ode_options)
             self.ode.output_function()
         else:
             if dt is not None:
@@ -92,8 +115,9 @@ class HeyokaProgram(Compiled):
                                     fix="leave dt unset")
             exprs, variables = to_heyoka(graph, mode=mode, ffnn=ffnn)
             self.expressions, self.variables = exprs, variables
-            self.cfunc = hy.cfunc(exprs, variables, fp_type=self.dtype,
-                                  compact_mode=self.compact_mode, batch_size=size, **options)
+            with _heyoka_options(options, "heyoka.cfunc"):
+                self.cfunc = hy.cfunc(exprs, variables, fp_type=self.dtype,
+                                      compact_mode=self.compact_mode, batch_size=size, **options)
             self.source = "\n".join(f"y[{k}] = {e}" for k, e in enumerate(exprs))
         self.batch_size = size
         self.compile_seconds = time.perf_counter() - t0
@@ -148,6 +172,10 @@ class HeyokaProgram(Compiled):
         return outs
 
     def _run_ode(self, arrays, steps, batch, lead):
+        if self.dt is None:
+            raise ir.GraphError("no time step: the graph's metadata has no 'dt'", field="dt",
+                                fix="compile with polyir.compile(graph, 'heyoka', dt=1e-4) "
+                                    "(seconds), or set graph.metadata['dt']")
         x = np.concatenate([a.reshape(steps, batch, -1) for a in arrays], axis=2)
         r = self.ode.run(x.astype(np.float64), self.dt, batch_size=self.batch_size,
                          **self._ode_options)
