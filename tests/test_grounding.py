@@ -109,28 +109,45 @@ def test_semi_naive_transitive_closure_equals_reachability():
                      "?- path(0, 1).")
     rng = np.random.default_rng(4)
     n, batch = 9, 2
-    mats = [rng.random((n, n)) < 0.15 for _ in range(batch)]
+    # acyclic edges (i < j): the ground network is acyclic too
+    mats = [np.triu(rng.random((n, n)) < 0.3, 1) for _ in range(batch)]
     rows = [(s, i, j) for s in range(batch) for i, j in zip(*np.nonzero(mats[s]))]
     arr = np.array(rows)
     eng = Engine(rs)
-    assert eng.recursive  # the component {path} is recursive
-    rels, _ = eng.least_model({"edge": (arr[:, 0], arr[:, 1:])}, batch)
+    assert any(rec for _, rec in eng.strata)  # the component {path} is recursive
+    g = eng.ground({"edge": (arr[:, 0], arr[:, 1:])}, batch)
     for s in range(batch):
         reach = mats[s].copy()
-        for _ in range(n):  # boolean closure by repeated squaring-free iteration
+        for _ in range(n):  # boolean closure by repeated products
             reach = reach | ((reach.astype(int) @ mats[s].astype(int)) > 0)
         expected = {(int(i), int(j)) for i, j in zip(*np.nonzero(reach))}
-        got = {(int(a), int(b)) for sm, a, b in rels["path"] if sm == s}
+        got = {(int(a), int(b)) for sm, a, b in g.atoms["path"] if sm == s}
         assert got == expected
-    # the full grounding of a recursive program is also available (for analysis)
-    g = eng.ground({"edge": (arr[:, 0], arr[:, 1:])}, batch)
-    assert len(g.rules[1].head) > 0
+    # atoms are stored level by level: path(a, b) sits one level above every path it reads
+    bounds = g.levels["path"]
+    level = np.searchsorted(bounds, np.arange(len(g.atoms["path"])), "right") - 1
+    rec = g.rules[1]
+    reads = rec.body[0]  # the visible path(X, Y) of rule 1
+    assert (level[rec.head] > level[reads]).all() and len(bounds) > 3
 
 
-def test_recursion_refused_by_rule_layer():
+def test_cyclic_ground_network_is_refused_naming_the_cycle():
+    rs = parse_rules("path(X, Y) :- edge(X, Y).\npath(X, Z) :- path(X, Y), edge(Y, Z).\n"
+                     "?- path(0, 1).")
+    edges = np.array([[0, 1], [1, 0]])
+    with pytest.raises(GraphError, match=r"cyclic: path\(\d, \d\) <- path"):
+        Engine(rs).ground({"edge": (np.zeros(2, int), edges)}, 1)
+
+
+def test_mutual_recursion_evaluates_by_level():
     from polyir.nn.rules import RuleLayer
-    with pytest.raises(GraphError, match=r"recursive \((p -> q -> p|q -> p -> q)\)"):
-        RuleLayer("p(X) :- q(X).\nq(X) :- p(X).\nq(X) :- e(X).\nout :- p(X).")
+    # even/odd distance along a chain 0 -> 1 -> 2 -> 3
+    layer = RuleLayer("even(X) :- start(X).\nodd(X) :- even(Y), *e(Y, X).\n"
+                      "even(X) :- 2.0 odd(Y), *e(Y, X).\n?- even(2), odd(3), odd(1).",
+                      dtype=np.float64)
+    out = layer({"start": (None, [[0]]), "e": (None, [[0, 1], [1, 2], [2, 3]])})
+    # even(0) = 1; odd(1) = even(0) = 1; even(2) = 2 odd(1) = 2; odd(3) = even(2) = 2
+    np.testing.assert_allclose(out.detach().numpy()[0], [2.0, 2.0, 1.0])
 
 
 def test_unstratified_negation_refused():

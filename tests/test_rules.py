@@ -11,8 +11,8 @@ from torch import nn
 import polyir
 from polyir import GraphError, ir
 from polyir.ir.rules_text import parse_rules
-from polyir.nn.rules import (Aggregation, Combination, R, RuleLayer, Template, Transformation,
-                             V)
+from polyir.nn.rule_builder import Aggregation, Combination, R, Template, Transformation, V
+from polyir.nn.rules import RuleLayer
 
 
 def rel(values, args):
@@ -35,14 +35,15 @@ E3 = rel(None, [[0, 1], [0, 2], [0, 3], [9, 3]])
     ("sum", [4.0, 0.0]),
     ("max", [0.0, 4.0]),        # f(3): element sums -2, 2, 4 -> the whole [0, 4], not [3, 4]
     ("min", [3.0, -5.0]),       # smallest element sum: f(1)
-    ("count", [3.0, 3.0]),
+    ("count", [3.0]),           # PyNeuraLogic's count: the number of groundings, one scalar
 ])
 def test_aggregations(agg, h0):
     out = run(f"h(X) :- f(Y), *e(X, Y). [aggregation={agg}]\n?- h(0), h(9), h(4).",
               {"f": F3, "e": E3}, dims={"f": 2})
-    np.testing.assert_allclose(out[0, :2], h0, rtol=1e-12)
-    np.testing.assert_allclose(out[0, 2:4], [1.0, 1.0] if agg == "count" else [0.0, 4.0])
-    np.testing.assert_array_equal(out[0, 4:], [0.0, 0.0])  # h(4): underivable -> 0.0
+    d = len(h0)
+    np.testing.assert_allclose(out[0, :d], h0, rtol=1e-12)
+    np.testing.assert_allclose(out[0, d:2 * d], [1.0] if agg == "count" else [0.0, 4.0])
+    np.testing.assert_array_equal(out[0, 2 * d:], [0.0] * d)  # h(4): underivable -> 0.0
 
 
 def test_max_gradient_flows_only_to_the_chosen_grounding():
@@ -55,8 +56,12 @@ def test_max_gradient_flows_only_to_the_chosen_grounding():
 
 
 @pytest.mark.parametrize("comb, expected", [
-    ("sum", [1 + 10, 2 + 10]), ("avg", [5.5, 6.0]), ("max", [10, 10]), ("min", [1, 2]),
-    ("elproduct", [10, 20]), ("concat", [1, 2, 10]),
+    ("sum", [1 + 10, 2 + 10]), ("avg", [5.5, 6.0]),
+    # PyNeuraLogic's max / min of two values: the whole value with the larger (smaller) element
+    # sum: [1, 2] sums to 3 < 10, so max picks 10 (broadcast), min picks [1, 2]
+    ("max", [10, 10]), ("min", [1, 2]),
+    ("elproduct", [10, 20]), ("product", [10, 20]), ("concat", [1, 2, 10]),
+    ("crossum", [11, 12]),   # every pair of entries summed: a[i] + b[j], a's index outermost
 ])
 def test_combinations(comb, expected):
     # a (2-vector) and b (1-vector: broadcast) combined in one grounding
@@ -66,21 +71,54 @@ def test_combinations(comb, expected):
     np.testing.assert_allclose(out[0], expected)
 
 
+def test_max_min_combination_pick_whole_vectors():
+    # [1, 5] vs [3, 2]: sums 6 and 5, so max is [1, 5] (not the elementwise [3, 5])
+    x = {"a": torch.tensor([[1.0, 5.0]]), "b": torch.tensor([[3.0, 2.0]])}
+    assert run("h :- a, b. [combination=max]\n?- h.", x, dims={"a": 2, "b": 2})[0].tolist() == [1, 5]
+    assert run("h :- a, b. [combination=min]\n?- h.", x, dims={"a": 2, "b": 2})[0].tolist() == [3, 2]
+
+
+def test_cosim_softmax_combinations():
+    a, b = [1.0, 2.0, 2.0], [2.0, 0.0, 1.0]
+    x = {"a": torch.tensor([a]), "b": torch.tensor([b])}
+    out = run("h :- a, b. [combination=cossim]\n?- h.", x, dims={"a": 3, "b": 3})
+    assert out[0, 0] == pytest.approx(4.0 / (3.0 * math.sqrt(5.0)), rel=1e-12)
+    # a softmax over several scalars: one entry per literal
+    s = {"p": torch.tensor([[1.0]]), "q": torch.tensor([[3.0]])}
+    out = run("h :- p, q. [combination=softmax]\n?- h.", s)
+    np.testing.assert_allclose(out[0], [1 / (1 + math.e ** 2), 1 / (1 + math.e ** -2)], rtol=1e-12)
+
+
+# PyNeuraLogic's element-wise transformations (its Java backend's definitions), by hand
 TRANSFORMS = {
     "identity": lambda x: x, "sigmoid": lambda x: 1 / (1 + math.exp(-x)), "tanh": math.tanh,
     "relu": lambda x: max(x, 0.0), "leaky_relu": lambda x: x if x > 0 else 0.01 * x,
-    "exp": math.exp, "sqrt": lambda x: math.sqrt(abs(x)) if x >= 0 else float("nan"),
-    "log": lambda x: math.log(x) if x > 0 else float("nan"), "inverse": lambda x: 1 / x,
-    "reverse": lambda x: -x, "sign": lambda x: float(np.sign(x)),
-    "signum": lambda x: float(np.sign(x)), "lukasiewicz": lambda x: min(max(x, 0.0), 1.0),
+    "exp": math.exp, "sqrt": math.sqrt, "log": math.log, "inverse": lambda x: 1 / x,
+    "reverse": lambda x: 1 - x,                  # 1 - x, not -x
+    "signum": lambda x: 1.0 if x > 0 else 0.0,   # a step: 0 for negatives and 0
+    "sign": lambda x: float(np.sign(x)),         # polyir's own three-valued sign
+    "lukasiewicz": lambda x: 1 / (1 + math.exp(-6 * x - 0.5)),  # a steep, shifted sigmoid
 }
+
+
+def test_lukasiewicz_is_pyneuralogics_sigmoid():
+    # the values PyNeuraLogic 0.9.2 gives for [-1.5, 0, 0.25, 2], to the 2 digits it prints
+    out = run("h :- x. [transformation=lukasiewicz]\n?- h.",
+              {"x": torch.tensor([[-1.5, 0.0, 0.25, 2.0]], dtype=torch.float64)}, dims={"x": 4})
+    np.testing.assert_allclose(out[0], [2.03e-4, 0.6225, 0.8808, 1.0], atol=5e-5)
+
+
+@pytest.mark.parametrize("fn", ["sqrt", "log"])
+def test_sqrt_log_of_negative_is_an_error(fn):
+    with pytest.raises(GraphError, match=f"{fn} of a negative value"):
+        run(f"h :- x. [transformation={fn}]\n?- h.", {"x": torch.tensor([[-0.5]])})
 
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
 def test_transformations_elementwise(name):
-    xs = [0.3, 1.7, 2.5] if name in ("sqrt", "log") else [-1.5, 0.25, 2.0]
+    xs = [0.3, 1.7, 2.5] if name in ("sqrt", "log", "inverse") else [-1.5, 0.0, 0.25, 2.0]
     out = run(f"h :- x. [transformation={name}]\n?- h.",
-              {"x": torch.tensor([xs], dtype=torch.float64)}, dims={"x": 3})
+              {"x": torch.tensor([xs], dtype=torch.float64)}, dims={"x": len(xs)})
     np.testing.assert_allclose(out[0], [TRANSFORMS[name](v) for v in xs], rtol=1e-12)
 
 
@@ -205,8 +243,10 @@ def test_input_errors_name_the_predicate():
         layer2({"g": (None, [[1]])})
     with pytest.raises(GraphError, match="integer constants"):
         layer2({"f": (None, np.array([[0.5]]))})
-    with pytest.raises(GraphError, match="not supported"):
-        RuleLayer("h :- a, b. [combination=cosim]")
+    with pytest.raises(polyir.FormatError, match="cosim compares two literals"):
+        RuleLayer("h :- a, b, c. [combination=cosim]")
+    with pytest.raises(polyir.FormatError, match="no fixed dimension"):
+        RuleLayer("h :- a. [aggregation=softmax]")
 
 
 # --- the seed example -------------------------------------------------------------------------
@@ -475,3 +515,77 @@ def test_sparse_fast_path_equals_gather_path(text):
     torch.testing.assert_close(e1, e2, rtol=1e-12, atol=1e-12)
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+# --- PyNeuraLogic's language: templates as PyNeuraLogic writes and prints them ----------------
+GCNCONV_PRINTED = """\
+<1.0> h__edge(I, I).
+h__edge(I, J) :- edge(I, J).
+h__edge_count(I, J) :- h__edge(X, J). [aggregation=sum]
+h__edge_count(I, J) :- h__edge(X, I). [aggregation=sum]
+h__edge_count/2 [transformation=inverse, combination=product]
+{2, 3} h(I) :- feat(J), h__edge(J, I), sqrt(h__edge_count(J, I)). [combination=product, aggregation=sum]
+h/1 [transformation=identity]
+"""
+
+
+def test_pyneuralogic_printed_gcnconv_template_is_a_gcn():
+    # what PyNeuraLogic 0.9.2 prints for GCNConv(3, 2, "h", "feat", "edge"): template facts with
+    # variables, an atom combination, a function on a literal, a product combination
+    rng = np.random.default_rng(2)
+    n = 5
+    edges = [(0, 1), (1, 0), (1, 2), (2, 1), (2, 3), (3, 2), (3, 4), (4, 3)]
+    x = rng.normal(size=(n, 3))
+    layer = RuleLayer(GCNCONV_PRINTED, queries=[f"h({i})" for i in range(n)], dims={"feat": 3},
+                      dtype=np.float64)
+    out = layer({"feat": (torch.tensor(x), np.arange(n)[:, None]),
+                 "edge": (None, np.array(edges))}).detach().numpy()[0].reshape(n, 2)
+    a = np.eye(n)
+    for i, j in edges:
+        a[i, j] = 1.0
+    deg = a.sum(0)  # in-degrees with the self loop
+    norm = a / np.sqrt(np.outer(deg, deg))
+    w = layer.weight(layer.ruleset.rules[-1].weight).detach().numpy()
+    np.testing.assert_allclose(out, norm.T @ x @ w.T, rtol=1e-10)
+
+
+def test_weight_after_rule_without_metadata_and_function_on_literal():
+    rs = parse_rules("a :- b.\n[2.0, 3.0] c :- b.\nh :- sigmoid(b). [duplicate_grounding=true]\n"
+                     "?- a, c, h.", dims={"b": 1})
+    assert [r.head for r in rs.rules] == ["a", "c", "h"]
+    assert rs.rules[2].body[0].function == "sigmoid" and not rs.rules[2].merge_duplicates
+    out = RuleLayer(rs).double()({"b": torch.tensor([[0.5]], dtype=torch.float64)})
+    np.testing.assert_allclose(out.detach().numpy()[0], [0.5, 1.0, 1.5, 1 / (1 + math.exp(-0.5))])
+
+
+def test_template_facts_in_text_and_builder():
+    from polyir.nn.rule_builder import F
+    layer = RuleLayer("0.5 e(1, 2).\n<3.0> e(2, 3).\nh(X) :- e(X, Y), f(Y).\n?- h(1), h(2).",
+                      dtype=np.float64)
+    out = layer({"f": (torch.tensor([[10.0], [20.0]], dtype=torch.float64), [[2], [3]])})
+    np.testing.assert_allclose(out.detach().numpy()[0], [10.5, 23.0])
+    assert [n for n, _ in layer.named_parameters()] == ["weights.w0"]  # 0.5 learns, <3.0> not
+    t = Template([R.e(1, 2)[0.5], (R.h(V.X) <= (F.sqrt(R.e(V.X, V.Y)), R.f(V.Y)))])
+    layer = RuleLayer(t, queries=[R.h(1)], dtype=np.float64)
+    out = layer({"f": (torch.tensor([[4.0]], dtype=torch.float64), [[2]])})
+    assert out.item() == pytest.approx(math.sqrt(0.5) + 4.0, rel=1e-12)
+
+
+def test_builder_vector_dims_and_f_namespace():
+    from polyir.nn.rule_builder import F
+    rs = Template([R.h[2, 3] <= R.a[3,]]).build()
+    w_body = rs.weights[rs.rules[0].body[0].weight]
+    assert w_body.shape == (3,) and np.abs(w_body).max() > 0 and len(np.unique(w_body)) == 3
+    rs = Template([(R.h <= (R.a, R.b)) | [F.product, F.sum_agg, F.sigmoid]]).build()
+    r = rs.rules[0]
+    assert (r.combination, r.aggregation, r.transformation) == ("product", "sum", "sigmoid")
+    assert RuleLayer(Template([R.h(V.X) <= R.a(V.X)]), queries=[R.h(1), "h(2)"]) \
+        .ruleset.queries[0].terms == ("1",)
+
+
+def test_predicate_combination_product_and_max():
+    text = "h :- a.\nh :- b.\nh/0 [combination={c}]\n?- h."
+    x = {"a": torch.tensor([[2.0]]), "b": torch.tensor([[5.0]])}
+    assert run(text.format(c="product"), x)[0, 0] == 10.0
+    assert run(text.format(c="max"), x)[0, 0] == 5.0
+    assert run(text.format(c="avg"), x)[0, 0] == 3.5

@@ -8,22 +8,29 @@ What PyNeuraLogic prints for a template parses here, so a printed template can b
 
 Statements
   rule          ``[weight] head[(terms)] :- literal, literal, ... . [key=value, ...]``
-  predicate     ``name/arity [key=value, ...]`` (transformation; polyir adds ``dim=N`` and
-                ``input=true``, which PyNeuraLogic has no need for: its facts come with the data)
+  fact          ``[weight] head[(terms)].`` (a template fact: holds in every sample, the weight its
+                value, 1.0 fixed when none is written; variables range over the sample's constants)
+  predicate     ``name/arity [key=value, ...]`` (transformation, combination of the rules with
+                this head; polyir adds ``dim=N`` and ``input=true``, which PyNeuraLogic has no need
+                for: its facts come with the data)
   query         ``?- atom, atom.`` (polyir's; the RuleSet's outputs, in order)
   comments      ``% ...`` or ``// ...`` to the end of the line
+A ``[`` after a statement opens metadata only as ``[key=``; otherwise it is the next rule's weight.
 
-Literals: ``[weight] [*][@]name[(terms)]``; ``*`` hidden (matching only), ``@`` a built-in
-(``@alldiff(X, Y, ...)``, ``@eq``, ``@neq``, ``@lt``, ``@leq``, ``@gt``, ``@geq``), a leading ``!``
-or ``~`` negation as failure. Terms: variables start upper-case or with ``_`` (each bare ``_`` is a
-fresh variable), constants are lower-case names or integers.
+Literals: ``[weight] [*][@]name[(terms)]`` or ``[weight] function(name[(terms)])`` (a
+transformation applied to the atom's value, then the weight); ``*`` hidden (matching only), ``@``
+a built-in (``@alldiff(X, Y, ...)``, ``@eq``, ``@neq``, ``@lt``, ``@leq``, ``@gt``, ``@geq`` on
+integer constants, ``@next(X, Y)``: Y = X + 1, binding Y), a leading ``!`` or ``~`` negation as
+failure. Terms: variables start upper-case or with ``_`` (each bare ``_`` is a fresh variable),
+constants are lower-case names or integers.
 
 Weights: a number ``0.5``; a value ``[1.0, 2.0]`` or ``[[...], [...]]``; dimensions ``{3, 2}``
 (initialised at random: Glorot-uniform, from `seed`); named ``$w={3, 2}`` (shared by every literal
 that names ``$w``; a later ``$w`` may omit the value); fixed (not trained) ``<...>``.
 
 Rule metadata keys: transformation, combination, aggregation, learnable (false fixes the rule's
-weights), duplicit_grounding (true keeps identical groundings apart: `Rule.merge_duplicates`).
+weights), duplicit_grounding or duplicate_grounding (true keeps identical groundings apart:
+`Rule.merge_duplicates`).
 Function names accept PyNeuraLogic's spellings (leakyrelu, crosssum, cossim).
 
 Predicate dimensions that the text leaves open are inferred from the weights' shapes (a 2-D weight
@@ -38,11 +45,25 @@ import re
 import numpy as np
 
 from .errors import FormatError, GraphError
-from .kinds.rules import (AGGREGATIONS, BUILTINS, COMBINATIONS, TRANSFORMATIONS, Literal, Predicate,
-                          Query, Rule, RuleSet, is_variable)
+from .kinds.rules import (AGGREGATIONS, BROADCASTING, BUILTINS, COMBINATIONS, TRANSFORMATIONS, Fact,
+                          Literal, Predicate, Query, Rule, RuleSet, is_variable)
 
 ALIASES = {"leakyrelu": "leaky_relu", "crosssum": "crossum", "cossim": "cosim",
-           "average": "avg", "maximum": "max", "minimum": "min"}
+           "average": "avg", "maximum": "max", "minimum": "min", "logarithm": "log",
+           "exponentiation": "exp"}
+#: PyNeuraLogic functions polyir does not offer, and why (the parser says so)
+UNSUPPORTED = {
+    ("aggregation", "softmax"): "a softmax aggregation gives a vector with one entry per grounding "
+                                "(or normalises across atoms), so the atom has no fixed dimension",
+    ("aggregation", "concat"): "a concat aggregation gives a vector whose length is the number of "
+                               "groundings, so the atom has no fixed dimension",
+    ("transformation", "sparsemax"): "not implemented in polyir",
+    ("transformation", "transp"): "polyir atoms are vectors (nothing to transpose)",
+    ("transformation", "norm"): "not implemented in polyir",
+    ("combination", "sparsemax"): "not implemented in polyir",
+}
+#: the rule metadata keys PyNeuraLogic writes for keeping identical groundings apart
+DUPLICATE_KEYS = ("duplicit_grounding", "duplicate_grounding")
 #: how the printer spells the IR's names (PyNeuraLogic's spelling where it differs)
 PRINTED = {"leaky_relu": "leakyrelu", "crossum": "crosssum", "cosim": "cossim"}
 RULE_DEFAULTS = {"transformation": "identity", "combination": "sum", "aggregation": "avg"}
@@ -74,6 +95,7 @@ class Program:
     weights: dict = dataclasses.field(default_factory=dict)
     predicates: dict = dataclasses.field(default_factory=dict)
     queries: list = dataclasses.field(default_factory=list)
+    facts: list = dataclasses.field(default_factory=list)
     _anon: int = 0
 
     def new_weight_name(self) -> str:
@@ -125,11 +147,13 @@ class Program:
                 if not lit.predicate.startswith("@"):
                     self.declare(lit.predicate, len(lit.terms))
             self.declare(r.head, len(r.head_terms))
+        for f in self.facts:
+            self.declare(f.predicate, len(f.terms))
         for name, w in self.weights.items():
             if w.value is None and w.dims is None:
                 raise GraphError(f"weight ${name} is used but never given a value or dimensions",
                                  field="weights", fix=f"write ${name}=<value or {{dims}}> once")
-        heads = {r.head for r in self.rules}
+        heads = {r.head for r in self.rules} | {f.predicate for f in self.facts}
         input_names = set(inputs) if inputs is not None else \
             {n for n, d in self.predicates.items() if d.get("input") or n not in heads}
         pred_dims = infer_dims(self, dict(dims or {}))
@@ -137,6 +161,7 @@ class Program:
         for name, d in self.predicates.items():
             preds.append(Predicate(name, arity=d["arity"], dim=pred_dims[name],
                                    transformation=d.get("transformation", "identity"),
+                                   combination=d.get("combination", "sum"),
                                    input=name in input_names))
         rng = np.random.default_rng(seed)
         weights = {}
@@ -155,9 +180,10 @@ class Program:
             used = {lit.predicate for r in self.rules for lit in r.body}
             queries = [Query(n) for n, d in self.predicates.items()
                        if n in heads and d["arity"] == 0 and n not in used]
-        queries = [q if isinstance(q, Query) else parse_atom_query(q) for q in queries]
+        queries = [as_query(q) for q in queries]
         return RuleSet(predicates=preds, rules=list(self.rules), weights=weights,
-                       queries=queries, fixed=fixed, metadata=metadata or {})
+                       queries=queries, fixed=fixed, facts=list(self.facts),
+                       metadata=metadata or {})
 
 
 def weight_out_in(shape: tuple, dim_in: int | None):
@@ -173,8 +199,13 @@ def infer_dims(prog, given: dict) -> dict:
     """Predicate dimensions from weight shapes; see the module docstring."""
     d = {n: given.get(n, meta.get("dim")) for n, meta in prog.predicates.items()}
     shapes = {n: w.shape for n, w in prog.weights.items()}
+    for f in getattr(prog, "facts", ()):
+        size = int(np.prod(shapes[f.weight]))
+        if size > 1 and d.get(f.predicate) is None:
+            d[f.predicate] = size
     rdim: list = [None] * len(prog.rules)
-    for _ in range(2 * len(prog.rules) + 2):
+    stage = 0
+    for _ in range(4 * len(prog.rules) + 4):
         changed = False
 
         def setd(name, value):
@@ -195,15 +226,27 @@ def infer_dims(prog, given: dict) -> dict:
                 else:
                     out = d.get(lit.predicate)
                 outs.append(out)
+            complete = bool(outs) and all(o is not None for o in outs)
             if r.combination == "concat":
-                comb = sum(outs) if outs and all(o is not None for o in outs) else None
+                comb = sum(outs) if complete else None
+            elif r.combination == "crossum":
+                comb = int(np.prod(outs)) if complete else None
+            elif r.combination == "cosim":
+                comb = 1
+            elif r.combination == "softmax" and len(outs) > 1:
+                comb = len(outs)
             else:
                 known = [o for o in outs if o is not None]
                 big = [o for o in known if o != 1]
                 comb = big[0] if big else (1 if known and len(known) == len(outs) else None)
             if comb is not None and rdim[i] is None:
                 rdim[i], changed = comb, True
-            if r.weight is not None:
+            if r.aggregation == "count":
+                if r.weight is not None:
+                    setd(r.head, weight_out_in(shapes[r.weight], 1)[0])
+                else:
+                    setd(r.head, 1)
+            elif r.weight is not None:
                 out, need = weight_out_in(shapes[r.weight], rdim[i])
                 if need is not None and rdim[i] is None:
                     rdim[i], changed = need, True
@@ -212,11 +255,22 @@ def infer_dims(prog, given: dict) -> dict:
                 setd(r.head, rdim[i])
                 if rdim[i] is None and d.get(r.head) is not None:
                     rdim[i], changed = d[r.head], True
-            # an unweighted lone body literal has the rule's dimension
-            if rdim[i] is not None and len(visible) == 1 and visible[0].weight is None \
-                    and r.combination != "concat":
-                setd(visible[0].predicate, rdim[i])
+            # an unweighted lone body literal has the rule's dimension; so has the one literal
+            # still open among literals that are all scalars (a GCN's feat beside edge values)
+            if rdim[i] is not None and r.combination in BROADCASTING + ("softmax",):
+                open_ = [k for k, o in enumerate(outs) if o is None]
+                if len(visible) == 1 and visible[0].weight is None:
+                    setd(visible[0].predicate, rdim[i])
+                elif len(open_) == 1 and visible[open_[0]].weight is None and \
+                        all(o == 1 for o in outs if o is not None):
+                    setd(visible[open_[0]].predicate, rdim[i])
         if not changed:
+            if stage == 0:  # then: template facts with one number are scalars
+                stage = 1
+                for f in getattr(prog, "facts", ()):
+                    if int(np.prod(shapes[f.weight])) == 1 and d.get(f.predicate) is None:
+                        d[f.predicate] = 1
+                continue
             break
     return {n: (v if v is not None else 1) for n, v in d.items()}
 
@@ -224,6 +278,19 @@ def infer_dims(prog, given: dict) -> dict:
 def parse_atom_query(text: str) -> Query:
     prog = parse_program(f"?- {text}.")
     return prog.queries[0]
+
+
+def as_query(q) -> Query:
+    """A Query from a Query, text (`"h(1)"`) or an atom object with `name` and `terms` (the
+    builder's `R.h(1)`; constants may be ints or strings)."""
+    if isinstance(q, Query):
+        return q
+    if isinstance(q, str):
+        return parse_atom_query(q)
+    if hasattr(q, "name") and hasattr(q, "terms"):
+        return Query(str(q.name), tuple(str(t) for t in q.terms))
+    raise GraphError(f"a query must be an atom, text or ir.Query, got {type(q).__name__}",
+                     field="queries", fix='write R.h(1) or "h(1)"')
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,6 +358,10 @@ class _Parser:
     def at(self, text: str) -> bool:
         return self.tok.kind == "op" and self.tok.text == text
 
+    def at_metadata(self) -> bool:
+        """`[key=...` (metadata) rather than `[1.0, ...] head :- ...` (the next rule's weight)."""
+        return self.at("[") and self.peek().kind == "name" and self.peek(2).text == "="
+
     def expect(self, text: str, what: str = "") -> Tok:
         if not self.at(text):
             got = self.tok.text or "end of text"
@@ -353,15 +424,19 @@ class _Parser:
             raise self.error("expected the arity (an integer) after '/'")
         arity = int(self.tok.text)
         self.i += 1
-        meta = self.metadata() if self.at("[") else {}
-        allowed = {"transformation", "dim", "input"}
+        meta = self.metadata() if self.at_metadata() else {}
+        allowed = {"transformation", "combination", "dim", "input"}
         bad = set(meta) - allowed
         if bad:
             raise self.error(f"predicate metadata {sorted(bad)} not understood (a predicate "
                              f"takes {sorted(allowed)})", tok)
         kw = {}
         if "transformation" in meta:
-            kw["transformation"] = self.function(meta["transformation"], TRANSFORMATIONS, tok)
+            kw["transformation"] = self.function(meta["transformation"], TRANSFORMATIONS, tok,
+                                                 "transformation")
+        if "combination" in meta:
+            kw["combination"] = self.function(meta["combination"], BROADCASTING, tok,
+                                              "combination")
         if "dim" in meta:
             kw["dim"] = self.intval(meta["dim"], tok)
         if "input" in meta:
@@ -378,23 +453,25 @@ class _Parser:
         htok = self.tok
         head, head_terms = self.atom_terms()
         if self.at("."):
-            raise self.error("a fact in the template: facts are the layer's inputs, not rules "
-                             "(give them to RuleLayer)", htok)
+            self.i += 1
+            self.template_fact(weight, head, head_terms, htok)
+            return
         self.expect(":-", "after the rule head")
         body = [self.literal()]
         while self.at(","):
             self.i += 1
             body.append(self.literal())
         self.expect(".", "at the end of the rule")
-        meta = self.metadata() if self.at("[") else {}
+        meta = self.metadata() if self.at_metadata() else {}
         kw = {}
         for key in ("transformation", "combination", "aggregation"):
             if key in meta:
                 table = {"transformation": TRANSFORMATIONS, "combination": COMBINATIONS,
                          "aggregation": AGGREGATIONS}[key]
-                kw[key] = self.function(meta.pop(key), table, start)
-        if "duplicit_grounding" in meta:
-            kw["merge_duplicates"] = not self.boolval(meta.pop("duplicit_grounding"), start)
+                kw[key] = self.function(meta.pop(key), table, start, key)
+        for key in DUPLICATE_KEYS:
+            if key in meta:
+                kw["merge_duplicates"] = not self.boolval(meta.pop(key), start)
         learnable = self.boolval(meta.pop("learnable"), start) if "learnable" in meta else True
         if meta:
             raise self.error(f"rule metadata {sorted(meta)} not understood", start)
@@ -411,6 +488,15 @@ class _Parser:
                 if n is not None:
                     self.prog.weights[n].fixed = True
         self.prog.rules.append(Rule(head, tuple(head_terms), tuple(lits), weight=wname, **kw))
+
+    def template_fact(self, weight, head, terms, tok):
+        """`[weight] head(terms).`: the atom holds in every sample with that value (1.0, fixed,
+        when no weight is written)."""
+        if weight is None:
+            weight = WeightSpec("", value=np.asarray(1.0), fixed=True)
+        name = self.wrap(lambda: self.prog.add_weight(weight), tok)
+        self.wrap(lambda: self.prog.declare(head, len(terms)), tok)
+        self.prog.facts.append(Fact(head, name, tuple(terms)))
 
     def literal(self):
         tok = self.tok
@@ -434,12 +520,39 @@ class _Parser:
         if (hidden or special) and weight is not None:
             raise self.error("a hidden or built-in literal cannot carry a weight", tok)
         ptok = self.tok
+        function = "identity"
+        if not special and self.function_call():
+            function = self.function((self.tok.text, self.tok), TRANSFORMATIONS, ptok,
+                                     "transformation")
+            self.i += 2
+            if self.at("*") or self.at("@") or self.at("!") or self.at("~"):
+                raise self.error("write the function inside the marks: *sqrt(b(X)) is not "
+                                 "supported, sqrt(b(X)) is")
+            ptok = self.tok
+            name, terms = self.atom_terms()
+            self.expect(")", f"closing {function}(...)")
+            if hidden:
+                raise self.error("a hidden literal has no value to apply a function to", tok)
+            return Literal(name, tuple(terms), negated=negated, function=function), weight, tok
         name, terms = self.atom_terms()
         if special:
             name = "@" + name
             if name not in BUILTINS:
                 raise self.error(f"unknown built-in {name!r} (known: {', '.join(BUILTINS)})", ptok)
         return Literal(name, tuple(terms), negated=negated, hidden=hidden), weight, tok
+
+    def function_call(self) -> bool:
+        """`name(literal(...))` or `name(literal)`: a function applied to a literal (the
+        PyNeuraLogic form `sqrt(h(X))`); a term list never holds a name followed by `(` or `)`
+        alone after a lower-case name that is a known function."""
+        t = self.tok
+        if t.kind != "name" or ALIASES.get(t.text.lower(), t.text.lower()) not in \
+                TRANSFORMATIONS + tuple(n for _, n in UNSUPPORTED):
+            return False
+        if self.peek().text != "(" or self.peek(2).kind != "name":
+            return False
+        inner = self.peek(2).text
+        return inner[:1].islower() and self.peek(3).text in ("(", ")")
 
     def atom_terms(self):
         tok = self.name("a predicate name")
@@ -449,8 +562,8 @@ class _Parser:
         if self.at("("):
             self.i += 1
             if self.tok.kind == "name" and self.peek().text == "(":
-                raise self.error(f"{tok.text}(...) wraps a literal in a function; polyir rules "
-                                 "take transformations in metadata, not on literals", tok)
+                raise self.error(f"{tok.text}(...) wraps a literal, but {tok.text!r} is not a "
+                                 f"function (known: {', '.join(TRANSFORMATIONS)})", tok)
             while True:
                 t = self.tok
                 if t.kind == "name":
@@ -558,11 +671,15 @@ class _Parser:
         self.expect("]")
         return meta
 
-    def function(self, val, table, tok):
+    def function(self, val, table, tok, what=""):
         text, t = val
         name = ALIASES.get(text.lower(), text.lower())
+        if (what, name) in UNSUPPORTED:
+            raise self.error(f"{what} {name!r} is PyNeuraLogic's but not supported by polyir: "
+                             f"{UNSUPPORTED[(what, name)]}", t)
         if name not in table:
-            raise self.error(f"unknown function {text!r} (known: {', '.join(table)})", t)
+            raise self.error(f"unknown {what or 'function'} {text!r} (known: "
+                             f"{', '.join(table)})", t)
         return name
 
     def intval(self, val, tok):
@@ -643,12 +760,15 @@ def format_rule(rs: RuleSet, r: Rule, values=True, seen: set | None = None) -> s
     for lit in r.body:
         pred = lit.predicate
         text = ("!" if lit.negated else "") + _weight_text(rs, lit.weight, values, seen)
-        text += ("*" if lit.hidden else "") + _atom(pred, lit.terms)
+        atom = _atom(pred, lit.terms)
+        if lit.function != "identity":
+            atom = f"{PRINTED.get(lit.function, lit.function)}({atom})"
+        text += ("*" if lit.hidden else "") + atom
         body.append(text)
     meta = [f"{k}={PRINTED.get(getattr(r, k), getattr(r, k))}"
             for k, default in RULE_DEFAULTS.items() if getattr(r, k) != default]
     if not r.merge_duplicates:
-        meta.append("duplicit_grounding=true")
+        meta.append("duplicit_grounding=true")  # PyNeuraLogic's spelling
     return f"{head} :- {', '.join(body)}." + (f" [{', '.join(meta)}]" if meta else "")
 
 
@@ -656,9 +776,11 @@ def format_ruleset(rs: RuleSet, values: bool | str = True) -> str:
     """RuleSet -> text. With values=True the text parses back to an equal RuleSet (weights
     exact); values='auto' prints weights of more than 8 numbers as {dims}; False always does."""
     seen: set = set()
-    lines = [format_rule(rs, r, values, seen) for r in rs.rules]
+    lines = [_weight_text(rs, f.weight, values, seen) + _atom(f.predicate, f.terms) + "."
+             for f in rs.facts]
+    lines += [format_rule(rs, r, values, seen) for r in rs.rules]
     # declarations: what the rules alone would not say
-    prog = Program(rules=list(rs.rules),
+    prog = Program(rules=list(rs.rules), facts=list(rs.facts),
                    weights={n: WeightSpec(n, value=v) for n, v in rs.weights.items()})
     for p in rs.predicates:
         prog.declare(p.name, p.arity)
@@ -670,8 +792,11 @@ def format_ruleset(rs: RuleSet, values: bool | str = True) -> str:
         if not wrong:
             break
         stated.update({n: actual[n] for n in wrong})
-    heads = {r.head for r in rs.rules}
-    natural = []  # the order parsing the rules alone declares predicates in
+    heads = {r.head for r in rs.rules} | {f.predicate for f in rs.facts}
+    natural = []  # the order parsing the facts and rules alone declares predicates in
+    for name in [f.predicate for f in rs.facts]:
+        if name not in natural:
+            natural.append(name)
     for r in rs.rules:
         for name in [lit.predicate for lit in r.body] + [r.head]:
             if not name.startswith("@") and name not in natural:
@@ -682,6 +807,8 @@ def format_ruleset(rs: RuleSet, values: bool | str = True) -> str:
         meta = []
         if p.transformation != "identity":
             meta.append(f"transformation={PRINTED.get(p.transformation, p.transformation)}")
+        if p.combination != "sum":
+            meta.append(f"combination={p.combination}")
         if p.name in stated:
             meta.append(f"dim={p.dim}")
         if p.input == (p.name in heads):

@@ -2,13 +2,24 @@
 
 Every relation is an int64 table whose column 0 is the sample (a batch of samples grounds as one
 block-diagonal program: constants of different samples never join) and whose other columns are
-the atom's constants. `least_model` computes the least model stratum by stratum (negation as
-failure needs the negated predicate complete first; a negative edge inside a recursive component
-is refused), with semi-naive iteration inside recursive components. `ground` also returns, per
-rule, the groundings as index arrays (head atom, one row per visible body literal) that RuleLayer
-gathers and scatters along. Identical groundings (same head, same visible body atoms) merge into
-one unless the rule has merge_duplicates=False; hidden literals only restrict the matches, as do
-negated literals and built-ins (@alldiff, @eq, @neq, @lt, @leq, @gt, @geq).
+the atom's constants. Rows are identified by one int64 key per row (mixed radix over the columns'
+ranges), so that de-duplication and joins are one pass: a bucket table indexed by the key where
+the key range is small (the usual case: sample x node), one sort otherwise. No relation is sorted
+more than once per join, and groundings are de-duplicated only where a rule can produce duplicates
+(a variable that neither the head nor a visible literal shows).
+
+`Engine.ground` computes the least model stratum by stratum (negation as failure needs the
+negated predicate complete first; a negative edge inside a recursive component is refused), with
+semi-naive iteration inside recursive components, then the groundings of every rule as index
+arrays (head atom, one row per visible body literal) that RuleLayer gathers and scatters along.
+Hidden literals only restrict the matches, as do negated literals and built-ins. Recursive
+components are ordered over their ground atoms: an atom's level is one more than the highest
+level of the atoms of its own component its groundings read, atoms are stored level by level, and
+RuleLayer evaluates one level at a time. A ground network with a cycle (path(a, b) needing
+path(a, b)) has no such order and is refused, naming the cycle.
+
+A head variable no positive literal binds, and a variable of a template fact, range over the
+sample's active domain: the constants of its input facts.
 
 `GroundingCache` keys groundings by a hash of the relational structure (which facts, not their
 values), so a batch that repeats (every epoch) is grounded once.
@@ -18,6 +29,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import os
+import sys
+import time
 
 import numpy as np
 
@@ -25,55 +39,182 @@ from ..ir import GraphError
 from ..ir.kinds.rules import RuleSet, is_variable
 
 I64 = np.int64
+#: a bucket table (one slot per possible key) is used while it is at most this many slots per row
+DENSE_SLOTS_PER_ROW = 8
+DENSE_MIN_SLOTS = 1 << 20
 
 
 # --------------------------------------------------------------------------------------------
 # relational primitives
 # --------------------------------------------------------------------------------------------
-def _factorize(*cols):
-    """One dense int key per row of the given equal-length int columns."""
-    key = None
-    for c in cols:
-        c = np.asarray(c, dtype=I64)
-        if key is None:
-            _, key = np.unique(c, return_inverse=True)
-        else:
-            _, inv = np.unique(c, return_inverse=True)
-            _, key = np.unique(key * (int(inv.max(initial=0)) + 1) + inv, return_inverse=True)
-    return key.reshape(-1)
+def encode(left: list, right: list | None = None):
+    """One int64 key per row of the given int columns (and of `right`'s columns, on the same
+    scale, so that equal rows on both sides get equal keys). Returns (left keys, right keys or
+    None, the key range)."""
+    right = right if right is not None else []
+    n = len(left[0]) if left else 0
+    m = len(right[0]) if right else 0
+    if not left:
+        return np.zeros(n, I64), (np.zeros(m, I64) if right else None), 1
+    lows, spans = [], []
+    for k, c in enumerate(left):
+        parts = [c] + ([right[k]] if right else [])
+        parts = [p for p in parts if len(p)]
+        lo = min(int(p.min()) for p in parts) if parts else 0
+        hi = max(int(p.max()) for p in parts) if parts else 0
+        lows.append(lo)
+        spans.append(hi - lo + 1)
+    total = 1
+    for s in spans:
+        total *= s
+    if total >= 1 << 62:  # too wide for one int64: dense codes per column, then recombine
+        left, right, lows, spans = _compress(left, right)
+        total = 1
+        for s in spans:
+            total *= s
+    return _mix(left, lows, spans, n), (_mix(right, lows, spans, m) if right else None), total
 
 
-def _keys(left_cols, right_cols):
-    """Dense keys for rows on both sides (so that equal rows get equal keys)."""
-    n = len(left_cols[0])
-    key = _factorize(*[np.concatenate([a, b]) for a, b in zip(left_cols, right_cols)])
-    return key[:n], key[n:]
+def _mix(cols, lows, spans, n):
+    key = np.zeros(n, I64)
+    for c, lo, span in zip(cols, lows, spans):
+        if span > 1:
+            key *= span
+            key += c
+            if lo:
+                key -= lo
+    return key
 
 
-def join_indices(kl: np.ndarray, kr: np.ndarray):
-    """All pairs (i, j) with kl[i] == kr[j], i ascending."""
-    order = np.argsort(kr, kind="stable")
-    krs = kr[order]
-    lo = np.searchsorted(krs, kl, "left")
-    hi = np.searchsorted(krs, kl, "right")
-    cnt = hi - lo
+def _compress(left, right):
+    """Per column: replace values by their rank among the distinct values of both sides."""
+    n = len(left[0])
+    out_l, out_r, lows, spans = [], [], [], []
+    for k, c in enumerate(left):
+        both = np.concatenate([c, right[k]]) if right else c
+        uniq, inv = np.unique(both, return_inverse=True)
+        out_l.append(inv[:n].astype(I64))
+        if right:
+            out_r.append(inv[n:].astype(I64))
+        lows.append(0)
+        spans.append(max(len(uniq), 1))
+    return out_l, out_r, lows, spans
+
+
+def _dense(size: int, rows: int) -> bool:
+    return size <= max(DENSE_MIN_SLOTS, DENSE_SLOTS_PER_ROW * rows)
+
+
+def unique_keys(key: np.ndarray, size: int):
+    """(the distinct keys ascending, each row's index among them)."""
+    if len(key) == 0:
+        return key, np.zeros(0, I64)
+    if _dense(size, len(key)):
+        seen = np.zeros(size, bool)
+        seen[key] = True
+        uniq = np.flatnonzero(seen)
+        rank = np.cumsum(seen, dtype=I64)
+        rank -= 1
+        return uniq.astype(I64), rank[key]
+    uniq, inv = np.unique(key, return_inverse=True)
+    return uniq, inv.reshape(-1).astype(I64)
+
+
+def member(key: np.ndarray, of: np.ndarray, size: int) -> np.ndarray:
+    """key[i] in of, for each i."""
+    if len(key) == 0 or len(of) == 0:
+        return np.zeros(len(key), bool)
+    if _dense(size, len(key) + len(of)):
+        seen = np.zeros(size, bool)
+        seen[of] = True
+        return seen[key]
+    return np.isin(key, of)
+
+
+def join_indices(kl: np.ndarray, kr: np.ndarray, size: int | None = None):
+    """All pairs (i, j) with kl[i] == kr[j]. A bucket table when the key range is small (a plain
+    lookup when one side's keys are distinct), else one sort of the right side."""
+    nl, nr = len(kl), len(kr)
+    if nl == 0 or nr == 0:
+        return np.zeros(0, I64), np.zeros(0, I64)
+    if size is None:
+        size = int(max(kl.max(), kr.max())) + 1
+    if _dense(size, nl + nr):
+        count_r = np.bincount(kr, minlength=size)
+        if count_r.max() <= 1:  # right keys distinct: a lookup per left row
+            slot = np.full(size, -1, I64)
+            slot[kr] = np.arange(nr, dtype=I64)
+            ri = slot[kl]
+            li = np.flatnonzero(ri >= 0)
+            return li, ri[li]
+        count_l = np.bincount(kl, minlength=size)
+        if count_l.max() <= 1:  # left keys distinct
+            slot = np.full(size, -1, I64)
+            slot[kl] = np.arange(nl, dtype=I64)
+            li = slot[kr]
+            ri = np.flatnonzero(li >= 0)
+            return li[ri], ri
+        start = np.zeros(size + 1, I64)
+        np.cumsum(count_r, out=start[1:])
+        order = np.argsort(kr, kind="stable")
+        lo, cnt = start[kl], count_r[kl]
+    else:
+        order = np.argsort(kr, kind="stable")
+        krs = kr[order]
+        lo = np.searchsorted(krs, kl, "left")
+        cnt = np.searchsorted(krs, kl, "right") - lo
     total = int(cnt.sum())
-    li = np.repeat(np.arange(len(kl), dtype=I64), cnt)
-    starts = np.repeat(np.cumsum(cnt) - cnt, cnt)
-    ri = order[np.repeat(lo, cnt) + (np.arange(total, dtype=I64) - starts)]
+    li = np.repeat(np.arange(nl, dtype=I64), cnt)
+    first = np.repeat(np.cumsum(cnt) - cnt, cnt)
+    ri = order[np.repeat(lo, cnt) + (np.arange(total, dtype=I64) - first)]
     return li, ri
 
 
 def unique_rows(table: np.ndarray):
-    """(unique rows in first-seen order, inverse index)."""
+    """(the distinct rows, ordered by their key, and each row's index among them)."""
     if table.shape[0] == 0:
         return table, np.zeros(0, I64)
-    key = _factorize(*table.T)
-    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return table[first[order]], rank[inv.reshape(-1)]
+    key, _, size = encode(list(table.T))
+    uniq, inv = unique_keys(key, size)
+    first = np.empty(len(uniq), I64)
+    first[inv] = np.arange(len(inv), dtype=I64)
+    return table[first], inv
+
+
+# --------------------------------------------------------------------------------------------
+# progress
+# --------------------------------------------------------------------------------------------
+class Progress:
+    """A rich progress bar that appears only once grounding has taken longer than `after`
+    seconds, on a terminal (or when POLYIR_PROGRESS=1); otherwise it costs a clock read."""
+
+    def __init__(self, total: int, enabled: bool | None = None, after: float = 1.0):
+        if enabled is None:
+            enabled = os.environ.get("POLYIR_PROGRESS", "") == "1" or \
+                (os.environ.get("POLYIR_PROGRESS", "") != "0" and sys.stderr.isatty())
+        self.enabled, self.total, self.after = enabled, total, after
+        self.start = time.perf_counter()
+        self.done = 0
+        self.bar = self.task = None
+
+    def step(self, what: str):
+        self.done += 1
+        if not self.enabled:
+            return
+        if self.bar is None and time.perf_counter() - self.start > self.after:
+            from rich.progress import (BarColumn, Progress as Bar, TextColumn,
+                                       TimeElapsedColumn)
+            self.bar = Bar(TextColumn("grounding {task.description}"), BarColumn(),
+                           TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                           transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(what, total=self.total)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, description=what)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,8 +222,8 @@ def unique_rows(table: np.ndarray):
 # --------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class RuleGrounding:
-    """Groundings of one rule: head[g] is the head atom's row, body[k][g] the row of the k-th
-    visible literal (in `visible` order: positions in rule.body)."""
+    """Groundings of one rule, sorted by head: head[g] is the head atom's row, body[k][g] the row
+    of the k-th visible literal (in `visible` order: positions in rule.body)."""
 
     head: np.ndarray
     visible: list
@@ -92,16 +233,23 @@ class RuleGrounding:
 @dataclasses.dataclass
 class Grounding:
     """The result of grounding a batch: every predicate's atoms (int table, column 0 the
-    sample), each rule's groundings, each query's atom row per sample (-1: underivable), and the
-    order to evaluate derived predicates in."""
+    sample), each rule's groundings, each template fact's atom rows, each query's atom row per
+    sample (-1: underivable), the derived predicates' components in evaluation order, and per
+    predicate the row bounds of its levels ([0, n] unless recursive)."""
 
     batch_size: int
     atoms: dict
     rules: list
+    facts: list
     queries: list
-    order: list
+    strata: list
+    levels: dict
     heads: list
     _torch: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def order(self) -> list:
+        return [p for comp in self.strata for p in comp]
 
     def torch(self, device):
         """The index arrays as torch tensors on `device` (converted once per device)."""
@@ -113,6 +261,7 @@ class Grounding:
                 "rules": [(t(g.head), [t(b) for b in g.body],
                            t(np.bincount(g.head, minlength=len(self.atoms[r_head]))))
                           for g, r_head in zip(self.rules, self.heads)],
+                "facts": [t(f) for f in self.facts],
                 "queries": [t(q) for q in self.queries],
                 "n_atoms": {p: len(a) for p, a in self.atoms.items()},
             }
@@ -120,7 +269,7 @@ class Grounding:
 
 
 class Engine:
-    """Grounds one RuleSet; `constants` maps non-integer constant names in rules to ints."""
+    """Grounds one RuleSet; `constants` maps the rules' non-integer constants to ints."""
 
     def __init__(self, ruleset: RuleSet, constants: dict | None = None, name: str | None = None):
         self.rs = ruleset
@@ -131,8 +280,13 @@ class Engine:
         self.by_head = collections.defaultdict(list)
         for i, r in enumerate(ruleset.rules):
             self.by_head[r.head].append(i)
+        self.facts_of = collections.defaultdict(list)
+        for i, f in enumerate(ruleset.facts):
+            self.facts_of[f.predicate].append(i)
         self.strata = self._stratify()
-        self.recursive = [s for s in self.strata if s[1]]
+        self.may_repeat = [self._may_repeat(r) for r in ruleset.rules]
+        self.needs_domain = any(is_variable(t) for f in ruleset.facts for t in f.terms) or any(
+            self._unbound_head(r) for r in ruleset.rules)
 
     # --- analysis ----------------------------------------------------------------------------
     def _stratify(self):
@@ -150,7 +304,7 @@ class Engine:
         index, low, stack, on, comps = {}, {}, [], set(), []
         counter = [0]
 
-        def visit(v):  # Tarjan, iterative enough for rule sets of modest size
+        def visit(v):  # Tarjan; rule sets are small
             index[v] = low[v] = counter[0]
             counter[0] += 1
             stack.append(v)
@@ -187,14 +341,20 @@ class Engine:
             strata.append((comp, rec))
         return strata
 
-    def check_nonrecursive(self):
-        if self.recursive:
-            comp = self.recursive[0][0]
-            cycle = " -> ".join(comp + [comp[0]])
-            raise GraphError(f"the rules are recursive ({cycle}); RuleLayer evaluates "
-                             "non-recursive rule sets", node=self.name, field="rules",
-                             fix="unroll the recursion into layers (h1, h2, ...) of distinct "
-                                 "predicates")
+    def _unbound_head(self, r) -> set:
+        bound = {t for lit in r.body if not lit.negated and not lit.predicate.startswith("@")
+                 for t in lit.terms if is_variable(t)}
+        bound |= {lit.terms[1] for lit in r.body if lit.predicate == "@next"}
+        return {t for t in r.head_terms if is_variable(t)} - bound
+
+    def _may_repeat(self, r) -> bool:
+        """Whether two groundings of r can have the same head and visible atoms: only when a
+        variable of a positive literal shows in neither the head nor a visible literal."""
+        shown = {t for t in r.head_terms if is_variable(t)}
+        for lit in self.rs.visible(r):
+            shown |= {t for t in lit.terms if is_variable(t)}
+        used = {t for lit in r.body if not lit.negated for t in lit.terms if is_variable(t)}
+        return bool(used - shown)
 
     def const(self, term: str) -> int:
         try:
@@ -210,20 +370,26 @@ class Engine:
     def _match(self, rel: np.ndarray, terms) -> tuple[np.ndarray, dict]:
         """Rows of `rel` matching the literal's constants and repeated variables, and the
         variable -> column map."""
-        keep = np.ones(len(rel), bool)
+        keep = None
         cols = {}
         for k, t in enumerate(terms):
             c = rel[:, 1 + k]
             if not is_variable(t):
-                keep &= c == self.const(t)
+                cond = c == self.const(t)
             elif t in cols:
-                keep &= c == rel[:, 1 + cols[t]]
+                cond = c == rel[:, cols[t]]
             else:
-                cols[t] = k
-        rows = np.nonzero(keep)[0] if not keep.all() else np.arange(len(rel), dtype=I64)
-        return rows, {v: 1 + k for v, k in cols.items()}
+                cols[t] = 1 + k
+                continue
+            keep = cond if keep is None else keep & cond
+        rows = np.arange(len(rel), dtype=I64) if keep is None else np.flatnonzero(keep)
+        return rows, cols
 
-    def eval_rule(self, i: int, rels: dict, delta: dict | None = None, delta_pos: int = -1):
+    def _term(self, t, binds, n):
+        return binds[t] if is_variable(t) else np.full(n, self.const(t), I64)
+
+    def eval_rule(self, i: int, rels: dict, domain, delta: dict | None = None,
+                  delta_pos: int = -1):
         """Join rule i's body over `rels` (literal `delta_pos` over `delta` instead). Returns
         (bindings: var -> column, sample column, src: body position -> row index)."""
         r = self.rs.rules[i]
@@ -242,9 +408,9 @@ class Engine:
                 src = {j: rows}
                 continue
             shared = [v for v in cols if v in binds]
-            kl, kr = _keys([sample] + [binds[v] for v in shared],
-                           [rel[rows, 0]] + [rel[rows, cols[v]] for v in shared])
-            li, ri = join_indices(kl, kr)
+            kl, kr, size = encode([sample] + [binds[v] for v in shared],
+                                  [rel[rows, 0]] + [rel[rows, cols[v]] for v in shared])
+            li, ri = join_indices(kl, kr, size)
             sample = sample[li]
             binds = {v: c[li] for v, c in binds.items()}
             src = {k: s[li] for k, s in src.items()}
@@ -252,35 +418,47 @@ class Engine:
                 if v not in binds:
                     binds[v] = rel[rows[ri], c]
             src[j] = rows[ri]
-        keep = np.ones(len(sample), bool)
+        n = len(sample)
+        keep = np.ones(n, bool)
         for lit in r.body:
             if lit.predicate.startswith("@"):
-                vals = [binds[t] if is_variable(t) else np.full(len(sample), self.const(t), I64)
-                        for t in lit.terms]
-                keep &= _builtin(lit.predicate, vals, len(sample))
+                a = lit.terms
+                if lit.predicate == "@next" and is_variable(a[1]) and a[1] not in binds:
+                    binds[a[1]] = self._term(a[0], binds, n) + 1
+                    continue
+                keep &= _builtin(lit.predicate, [self._term(t, binds, n) for t in a], n)
         for lit in r.body:
             if lit.negated:
                 rel = rels[lit.predicate]
-                rows, cols = self._match(rel, lit.terms)
-                if lit.terms:
-                    left = [sample] + [binds[t] if is_variable(t) else
-                                       np.full(len(sample), self.const(t), I64) for t in lit.terms]
-                    right = [rel[rows, 0]] + [rel[rows, 1 + k] for k in range(len(lit.terms))]
-                else:
-                    left, right = [sample], [rel[rows, 0]]
-                kl, kr = _keys(left, right)
-                keep &= ~np.isin(kl, kr)
+                rows, _ = self._match(rel, lit.terms)
+                left = [sample] + [self._term(t, binds, n) for t in lit.terms]
+                right = [rel[rows, 0]] + [rel[rows, 1 + k] for k in range(len(lit.terms))]
+                kl, kr, size = encode(left, right)
+                keep &= ~member(kl, kr, size)
         if not keep.all():
             sample = sample[keep]
             binds = {v: c[keep] for v, c in binds.items()}
             src = {k: s[keep] for k, s in src.items()}
+        for v in sorted({t for t in r.head_terms if is_variable(t)} - set(binds)):
+            sample, binds, src = _spread(domain, sample, binds, src, v)
         return binds, sample, src
 
     def head_rows(self, i: int, binds, sample) -> np.ndarray:
         r = self.rs.rules[i]
-        cols = [sample] + [binds[t] if is_variable(t) else np.full(len(sample), self.const(t), I64)
-                           for t in r.head_terms]
-        return np.stack(cols, 1) if len(sample) else np.zeros((0, 1 + len(r.head_terms)), I64)
+        n = len(sample)
+        cols = [sample] + [self._term(t, binds, n) for t in r.head_terms]
+        return np.stack(cols, 1) if n else np.zeros((0, 1 + len(r.head_terms)), I64)
+
+    def fact_rows(self, k: int, domain, batch_size: int) -> np.ndarray:
+        """The atoms template fact k holds for: every sample, variables over its domain."""
+        f = self.rs.facts[k]
+        sample = np.arange(batch_size, dtype=I64)
+        binds: dict = {}
+        for v in dict.fromkeys(t for t in f.terms if is_variable(t)):
+            sample, binds, _ = _spread(domain, sample, binds, {}, v)
+        n = len(sample)
+        cols = [sample] + [self._term(t, binds, n) for t in f.terms]
+        return np.stack(cols, 1)
 
     # --- the least model ---------------------------------------------------------------------
     def input_relations(self, facts: dict, batch_size: int) -> dict:
@@ -296,88 +474,88 @@ class Engine:
             if len(sample) and (sample.min() < 0 or sample.max() >= batch_size):
                 raise GraphError(f"{name}: sample index out of range 0..{batch_size - 1}",
                                  node=self.name, field=name, fix="index samples from 0")
-            table = np.concatenate([sample[:, None], args], 1)
-            if len(table) > 1 and len(unique_rows(table)[0]) != len(table):
-                raise GraphError(f"{name}: the same fact is given twice in one sample",
-                                 node=self.name, field=name, fix="give each fact once")
+            table = np.empty((len(sample), 1 + p.arity), I64)
+            table[:, 0] = sample
+            table[:, 1:] = args
+            if len(table) > 1:
+                key, _, size = encode(list(table.T))
+                uniq, _ = unique_keys(key, size)
+                if len(uniq) != len(table):
+                    raise GraphError(f"{name}: the same fact is given twice in one sample",
+                                     node=self.name, field=name, fix="give each fact once")
             rels[name] = table
         return rels
 
-    def least_model(self, facts: dict, batch_size: int, keep_groundings: bool = False):
+    def active_domain(self, rels: dict):
+        """(sample, constant) pairs, distinct, sorted by sample: the constants of each sample's
+        input facts."""
+        parts = [np.stack([t[:, 0], t[:, 1 + k]], 1) for t in rels.values()
+                 for k in range(t.shape[1] - 1)]
+        if not parts:
+            return np.zeros((0, 2), I64)
+        return unique_rows(np.concatenate(parts))[0]
+
+    def ground(self, facts: dict, batch_size: int, progress: bool | None = None) -> Grounding:
+        """Atoms, groundings (merged per the rules), template-fact rows and query rows for a
+        batch of samples. `facts[name] = (sample (m,), args (m, arity))` for every input."""
+        steps = len(self.rs.rules) + len(self.strata) + 1
+        bar = Progress(steps, progress)
+        try:
+            return self._ground(facts, batch_size, bar)
+        finally:
+            bar.close()
+
+    def _ground(self, facts, batch_size, bar) -> Grounding:
         rels = self.input_relations(facts, batch_size)
-        groundings = {}
+        bar.step("input facts")
+        domain = self.active_domain(rels) if self.needs_domain else None
+        raw: dict = {}
+        fact_rows: dict = {}
+        levels: dict = {}
         for comp, rec in self.strata:
+            bar.step(", ".join(comp))
+            seeds = {p: [self.fact_rows(k, domain, batch_size) for k in self.facts_of[p]]
+                     for p in comp}
             if not rec:
                 p = comp[0]
-                heads = []
+                heads = list(seeds[p])  # template facts first, then each rule's heads
                 for i in self.by_head[p]:
-                    binds, sample, src = self.eval_rule(i, rels)
+                    binds, sample, src = self.eval_rule(i, rels, domain)
                     heads.append(self.head_rows(i, binds, sample))
-                    if keep_groundings:
-                        groundings[i] = (heads[-1], src)
-                ar = self.preds[p].arity
-                allh = np.concatenate(heads) if heads else np.zeros((0, 1 + ar), I64)
-                rels[p], inv = unique_rows(allh)
-                if keep_groundings:
-                    start = 0
-                    for i in self.by_head[p]:
-                        h, src = groundings[i]
-                        groundings[i] = (inv[start:start + len(h)], src)
-                        start += len(h)
+                    raw[i] = src
+                    bar.step(f"rule {i} ({p})")
+                rels[p], inv = _distinct(heads, self.preds[p].arity)
+                bounds = np.cumsum([0] + [len(h) for h in heads])
+                for n, k in enumerate(self.facts_of[p]):
+                    fact_rows[k] = inv[bounds[n]:bounds[n + 1]]
+                for n, i in enumerate(self.by_head[p], start=len(seeds[p])):
+                    raw[i] = (inv[bounds[n]:bounds[n + 1]], raw[i])
+                levels[p] = np.array([0, len(rels[p])], I64)
                 continue
-            # semi-naive iteration over a recursive component
+            self._fixpoint(comp, rels, domain, seeds)
             for p in comp:
-                rels[p] = np.zeros((0, 1 + self.preds[p].arity), I64)
+                for k, rows in zip(self.facts_of[p], seeds[p]):
+                    fact_rows[k] = _rows_of(rows, rels[p])
             rules = [i for p in comp for i in self.by_head[p]]
-            delta = {}
-            new = collections.defaultdict(list)
             for i in rules:
-                binds, sample, _ = self.eval_rule(i, rels)
-                new[self.rs.rules[i].head].append(self.head_rows(i, binds, sample))
-            while True:
-                delta = {}
-                for p in comp:
-                    cand = np.concatenate(new[p]) if new[p] else rels[p][:0]
-                    if len(cand):
-                        cand = unique_rows(cand)[0]
-                        old_k, new_k = _keys(list(rels[p].T), list(cand.T))
-                        cand = cand[~np.isin(new_k, old_k)]
-                    delta[p] = cand
-                    rels[p] = np.concatenate([rels[p], cand])
-                if not any(len(d) for d in delta.values()):
-                    break
-                new = collections.defaultdict(list)
-                for i in rules:
-                    r = self.rs.rules[i]
-                    for j, lit in enumerate(r.body):
-                        if lit.predicate in comp and not lit.negated and len(delta[lit.predicate]):
-                            binds, sample, _ = self.eval_rule(i, rels, delta, j)
-                            new[r.head].append(self.head_rows(i, binds, sample))
-            if keep_groundings:
-                for p in comp:
-                    rels[p] = rels[p][np.lexsort(rels[p].T[::-1])]
-                for i in rules:
-                    binds, sample, src = self.eval_rule(i, rels)
-                    h = self.head_rows(i, binds, sample)
-                    hk, ak = _keys(list(h.T), list(rels[self.rs.rules[i].head].T))
-                    li, ri = join_indices(hk, ak)
-                    groundings[i] = (ri[np.argsort(li)], src)
-        return rels, groundings
-
-    def ground(self, facts: dict, batch_size: int) -> Grounding:
-        """Atoms, groundings (merged per the rules) and query rows for a batch of samples.
-        `facts[name] = (sample (m,), args (m, arity))` for every input predicate."""
-        rels, raw = self.least_model(facts, batch_size, keep_groundings=True)
+                binds, sample, src = self.eval_rule(i, rels, domain)
+                raw[i] = (_rows_of(self.head_rows(i, binds, sample),
+                                   rels[self.rs.rules[i].head]), src)
+                bar.step(f"rule {i} ({self.rs.rules[i].head})")
+            self._order_levels(comp, rels, raw, fact_rows, levels)
         rules = []
         for i, r in enumerate(self.rs.rules):
             head, src = raw[i]
             visible = [j for j, lit in enumerate(r.body)
                        if not (lit.hidden or lit.negated or lit.predicate.startswith("@"))]
             body = [src[j] for j in visible]
-            if r.merge_duplicates and len(head):
+            if r.merge_duplicates and self.may_repeat[i] and len(head):
                 table = np.stack([head] + body, 1)
                 table, _ = unique_rows(table)
                 head, body = table[:, 0], [table[:, 1 + k] for k in range(len(body))]
+            order = np.argsort(head, kind="stable")
+            if len(order) and not (order[1:] > order[:-1]).all():
+                head, body = head[order], [b[order] for b in body]
             rules.append(RuleGrounding(np.ascontiguousarray(head), visible,
                                        [np.ascontiguousarray(b) for b in body]))
         queries = []
@@ -387,9 +565,155 @@ class Engine:
             out = np.full(batch_size, -1, I64)
             out[rel[rows, 0]] = rows
             queries.append(out)
-        order = [p for comp, _ in self.strata for p in comp]
-        return Grounding(batch_size, rels, rules, queries, order,
+        return Grounding(batch_size, rels, rules,
+                         [fact_rows[k] for k in range(len(self.rs.facts))], queries,
+                         [comp for comp, _ in self.strata], levels,
                          [r.head for r in self.rs.rules])
+
+    def _fixpoint(self, comp, rels, domain, seeds):
+        """Semi-naive iteration: each round joins only with the atoms new in the last one."""
+        for p in comp:
+            rels[p] = np.zeros((0, 1 + self.preds[p].arity), I64)
+        rules = [i for p in comp for i in self.by_head[p]]
+        new = collections.defaultdict(list)
+        for p in comp:
+            new[p].extend(seeds[p])
+        for i in rules:
+            binds, sample, _ = self.eval_rule(i, rels, domain)
+            new[self.rs.rules[i].head].append(self.head_rows(i, binds, sample))
+        while True:
+            delta = {}
+            for p in comp:
+                cand = _distinct(new[p], self.preds[p].arity)[0]
+                if len(cand) and len(rels[p]):
+                    kc, ko, size = encode(list(cand.T), list(rels[p].T))
+                    cand = cand[~member(kc, ko, size)]
+                delta[p] = cand
+                rels[p] = np.concatenate([rels[p], cand])
+            if not any(len(d) for d in delta.values()):
+                break
+            new = collections.defaultdict(list)
+            for i in rules:
+                r = self.rs.rules[i]
+                for j, lit in enumerate(r.body):
+                    if lit.predicate in comp and not lit.negated and len(delta[lit.predicate]):
+                        binds, sample, _ = self.eval_rule(i, rels, domain, delta, j)
+                        new[r.head].append(self.head_rows(i, binds, sample))
+        for p in comp:
+            rels[p] = unique_rows(rels[p])[0]
+
+    def _order_levels(self, comp, rels, raw, fact_rows, levels):
+        """Give every atom of a recursive component its level (Kahn's algorithm, one frontier
+        at a time), store the atoms level by level and renumber every index into them."""
+        offset, total = {}, 0
+        for p in comp:
+            offset[p] = total
+            total += len(rels[p])
+        src, dst = [], []
+        for p in comp:
+            for i in self.by_head[p]:
+                r = self.rs.rules[i]
+                head, body = raw[i]
+                for j, lit in enumerate(r.body):
+                    if lit.predicate in comp and j in body and not lit.hidden:
+                        src.append(body[j] + offset[lit.predicate])
+                        dst.append(head + offset[p])
+        src = np.concatenate(src) if src else np.zeros(0, I64)
+        dst = np.concatenate(dst) if dst else np.zeros(0, I64)
+        level = np.full(total, -1, I64)
+        indeg = np.bincount(dst, minlength=total)
+        order = np.argsort(src, kind="stable")
+        start = np.zeros(total + 1, I64)
+        np.cumsum(np.bincount(src, minlength=total), out=start[1:])
+        frontier = np.flatnonzero(indeg == 0)
+        depth = 0
+        while len(frontier):
+            level[frontier] = depth
+            cnt = start[frontier + 1] - start[frontier]
+            first = np.repeat(np.cumsum(cnt) - cnt, cnt)
+            edges = order[np.repeat(start[frontier], cnt) +
+                          (np.arange(int(cnt.sum()), dtype=I64) - first)]
+            hit = dst[edges]
+            indeg -= np.bincount(hit, minlength=total)
+            touched = np.unique(hit)
+            frontier = touched[indeg[touched] == 0]
+            depth += 1
+        if (level < 0).any():
+            cycle = self._cycle(level, src, dst, comp, rels, offset)
+            raise GraphError(f"the ground network is cyclic: {cycle}", node=self.name,
+                             field="rules",
+                             fix="the facts make a recursive rule depend on itself (e.g. a cycle "
+                                 "in the edges of a path rule); break the cycle in the data or "
+                                 "unroll the recursion into a fixed number of layers")
+        for p in comp:
+            lv = level[offset[p]:offset[p] + len(rels[p])]
+            perm = np.argsort(lv, kind="stable")
+            rank = np.empty_like(perm)
+            rank[perm] = np.arange(len(perm), dtype=I64)
+            rels[p] = rels[p][perm]
+            counts = np.bincount(lv, minlength=depth)
+            levels[p] = np.concatenate([[0], np.cumsum(counts)]).astype(I64)
+            for i in self.by_head[p]:
+                raw[i] = (rank[raw[i][0]], raw[i][1])
+            for k in self.facts_of[p]:
+                fact_rows[k] = rank[fact_rows[k]]
+            for q in comp:
+                for i in self.by_head[q]:
+                    r = self.rs.rules[i]
+                    for j, lit in enumerate(r.body):
+                        if lit.predicate == p and j in raw[i][1]:
+                            raw[i][1][j] = rank[raw[i][1][j]]
+
+    def _cycle(self, level, src, dst, comp, rels, offset) -> str:
+        """One cycle among the atoms left without a level, as text."""
+        left = level < 0
+        keep = left[src] & left[dst]
+        into = {}
+        for s, d in zip(src[keep].tolist(), dst[keep].tolist()):
+            into.setdefault(d, s)
+        atom = int(np.flatnonzero(left)[0])
+        seen = []
+        while atom not in seen:
+            seen.append(atom)
+            atom = into[atom]
+        cyc = seen[seen.index(atom):] + [atom]
+        names = {v: k for k, v in self.constants.items()}
+
+        def text(a):
+            for p in reversed(comp):
+                if a >= offset[p]:
+                    row = rels[p][a - offset[p]]
+                    args = ", ".join(str(names.get(int(c), int(c))) for c in row[1:])
+                    return f"{p}({args})" + (f" in sample {int(row[0])}" if row[0] else "")
+            return str(a)
+        return " <- ".join(text(a) for a in cyc) + " (each needs the next)"
+
+
+def _distinct(tables: list, arity: int):
+    table = np.concatenate(tables) if tables else np.zeros((0, 1 + arity), I64)
+    return unique_rows(table)
+
+
+def _rows_of(rows: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    """The index in `rel` (distinct rows) of each row of `rows` (all present)."""
+    kq, kr, size = encode(list(rows.T), list(rel.T))
+    li, ri = join_indices(kq, kr, size)
+    out = np.empty(len(rows), I64)
+    out[li] = ri
+    return out
+
+
+def _spread(domain, sample, binds, src, var):
+    """Every binding repeated once per constant of its sample's domain, `var` bound to it."""
+    d_sample = domain[:, 0]
+    lo = np.searchsorted(d_sample, sample, "left")
+    cnt = np.searchsorted(d_sample, sample, "right") - lo
+    first = np.repeat(np.cumsum(cnt) - cnt, cnt)
+    pick = np.repeat(lo, cnt) + (np.arange(int(cnt.sum()), dtype=I64) - first)
+    rep = np.repeat(np.arange(len(sample), dtype=I64), cnt)
+    binds = {v: c[rep] for v, c in binds.items()}
+    binds[var] = domain[pick, 1]
+    return sample[rep], binds, {k: s[rep] for k, s in src.items()}
 
 
 def _builtin(name: str, vals: list, n: int) -> np.ndarray:
@@ -399,12 +723,9 @@ def _builtin(name: str, vals: list, n: int) -> np.ndarray:
             for b in range(a + 1, len(vals)):
                 keep &= vals[a] != vals[b]
         return keep
-    if len(vals) != 2:
-        raise GraphError(f"{name} takes 2 terms, got {len(vals)}", field="rules",
-                         fix=f"write {name}(A, B)")
     a, b = vals
     return {"@eq": a == b, "@neq": a != b, "@lt": a < b, "@leq": a <= b, "@gt": a > b,
-            "@geq": a >= b}[name]
+            "@geq": a >= b, "@next": b == a + 1}[name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,7 +754,8 @@ class GroundingCache:
         self.store: collections.OrderedDict = collections.OrderedDict()
         self.hits = self.misses = 0
 
-    def __call__(self, facts: dict, batch_size: int, key: bytes | None = None) -> Grounding:
+    def __call__(self, facts: dict, batch_size: int, key: bytes | None = None,
+                 progress: bool | None = None) -> Grounding:
         key = key if key is not None else structure_key(facts, batch_size)
         g = self.store.get(key)
         if g is not None:
@@ -441,7 +763,7 @@ class GroundingCache:
             self.store.move_to_end(key)
             return g
         self.misses += 1
-        g = self.engine.ground(facts, batch_size)
+        g = self.engine.ground(facts, batch_size, progress)
         self.store[key] = g
         if len(self.store) > self.size:
             self.store.popitem(last=False)
@@ -449,4 +771,4 @@ class GroundingCache:
 
 
 __all__ = ["Engine", "Grounding", "RuleGrounding", "GroundingCache", "structure_key",
-           "join_indices", "unique_rows"]
+           "join_indices", "unique_rows", "encode", "unique_keys", "Progress"]

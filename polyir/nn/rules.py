@@ -1,19 +1,18 @@
 """Relational rules in torch: `RuleLayer` evaluates an ir.RuleSet (a weighted Datalog program,
 PyNeuraLogic >= 0.8 semantics) with gather / matmul / scatter-reduce, batched, its weights
-nn.Parameters; `R`, `V`, `Template` author rule sets PyNeuraLogic-style.
+nn.Parameters. This module is the torch layer only: rule sets are written with
+`polyir.nn.rule_builder` (R, V, F, Template) or as text, data with `polyir.nn.rule_data`.
 
-Semantics (DESIGN.md). For a ground head h:
-  rule neuron   z = T_rule(Comb_i(w_i * v(body_i)))      per grounding of rule r with head h
+Semantics (DESIGN.md, docs/kinds/rules.md). For a ground head h:
+  rule neuron   z = T_rule(Comb_i(w_i * F_i(v(body_i))))  per grounding of rule r with head h
   aggregation   a_r(h) = Agg_r(z over those groundings)  avg by default; max / min pick the whole
                                                           z with the largest / smallest element sum
-  atom value    v(h) = T_atom(sum_r W_r * a_r(h))        (rules without a grounding for h add 0)
+  atom value    v(h) = T_atom(Comb_h(W_r * a_r(h) over the rules deriving h, template facts))
 Defaults: identity transformations, sum combination, avg aggregation, no bias; a fact given
 without a value is 1.0; an underivable query is 0.0; a missing weight is 1. A 2-D weight (out, in)
 is a matrix product, a scalar or 1-D weight multiplies elementwise. Hidden (*), negated and
-built-in literals only decide which groundings exist. Combinations: sum, avg, max, min
-(elementwise), elproduct, concat (dims of 1 broadcast). Transformations: every name in
-ir.kinds.rules.TRANSFORMATIONS (leaky_relu slope 0.01, softmax over the vector, lukasiewicz =
-clamp to [0, 1], inverse = 1/x, reverse = -x).
+built-in literals only decide which groundings exist. The functions are PyNeuraLogic's own
+definitions (TRANSFORMS, COMBINE and AGGREGATE below, one entry per name).
 
 Inputs, one per input predicate (the RuleSet's input ports), in one of the forms:
   propositional   a tensor (batch, dim) for an arity-0 predicate: its value in each sample (the
@@ -22,17 +21,20 @@ Inputs, one per input predicate (the RuleSet's input ports), in one of the forms
   batched         (values (M, dim) or None, args (M, arity), sample (M,)): facts of many samples
                   at once (a batch of graphs); the batch size is `batch_size=` or max(sample)+1
   list            [ {pred: (values, args)}, ... ] one dict per sample
+  samples         a polyir.nn.rule_data.Sample or Dataset (facts written as atoms with string
+                  or int constants); the output is then one row per query of each sample
 Pass them as `layer({"feat": ..., "edge": ...})` or `layer(feat=..., edge=...)`. The output is
 (batch, sum of the queries' dims); `layer.atoms(inputs, predicate="h")` gives every derived atom
 of a predicate. The relational structure (which facts, not their values) is grounded once and
 cached by its hash, so a batch that repeats every epoch grounds once.
 
-Evaluation: per rule, each visible literal's values are gathered along the grounding's index
-arrays (a 2-D weight is applied before the gather when that is cheaper), combined, transformed
-and scatter-reduced onto the head atoms (index_add_ for sum / avg, scatter_reduce for max / min).
-A rule that is linear in one literal (identity transformation, sum / avg aggregation, one visible
-literal or an elproduct whose other factors are 1-dimensional, as in a GCN layer) runs instead as
-one CSR sparse product whose transpose for the backward pass is built once per grounding.
+Evaluation: component by component of the rules' dependency graph; a recursive component level
+by level over its ground atoms (see polyir.nn.grounding). Per rule, each visible literal's values
+are gathered along the grounding's index arrays (a 2-D weight is applied before the gather when
+that is cheaper), combined, transformed and scatter-reduced onto the head atoms. A rule that is
+linear in one literal (identity transformation, sum / avg aggregation, one visible literal or an
+elproduct / product whose other factors are 1-dimensional, as in a GCN layer) runs instead as one
+CSR sparse product whose transpose for the backward pass is built once per grounding.
 
 A GCN layer h = D^-1/2 (A + I) D^-1/2 X W^T is the rule
     h(X) :- $w={out, in} feat(Y), edge(X, Y). [combination=elproduct, aggregation=sum]
@@ -41,7 +43,6 @@ data, the rule multiplies it into W feat(Y) and sums over the neighbours.
 """
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import numpy as np
@@ -50,70 +51,136 @@ from torch import nn
 
 from .. import ir
 from ..ir import GraphError
-from ..ir.kinds.rules import is_variable
-from ..ir.rules_text import Program, WeightSpec, format_ruleset, parse_rules
+from ..ir.rules_text import format_ruleset, parse_rules
 from .grounding import Engine, GroundingCache, structure_key
 
-SUPPORTED_COMBINATIONS = ("sum", "avg", "max", "min", "elproduct", "concat")
 # the sparse products below use CSR tensors, which torch calls beta (its API, not our numbers)
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state",
                         category=UserWarning)
 
 
+def _nonnegative(name, fn):
+    def apply(x):
+        if bool((x.detach() < 0).any()):
+            bad = float(x.detach()[x.detach() < 0].reshape(-1)[0])
+            raise GraphError(f"{name} of a negative value ({bad:g})", field="transformation",
+                             fix=f"keep the argument of {name} non-negative (e.g. a relu or exp "
+                                 "before it, or non-negative fact values)")
+        return fn(x)
+    return apply
+
+
+def _lukasiewicz(x):
+    # PyNeuraLogic's LukasiewiczSigmoid: a sigmoid steepened to approximate min(1, max(0, x)),
+    # 1 / (1 + exp(-6x - 0.5)), saturated to exactly 0 / 1 beyond |x| > 100
+    s = torch.sigmoid(6.0 * x + 0.5)
+    return torch.where(x > 100, torch.ones_like(s), torch.where(x < -100, torch.zeros_like(s), s))
+
+
+class _Step(torch.autograd.Function):
+    """PyNeuraLogic's signum: 1 where x > 0, else 0, with a zero gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.zeros_like(grad)
+
+
+#: transformation name -> elementwise (or, for softmax, whole-vector) function
+TRANSFORMS = {
+    "identity": lambda x: x,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "leaky_relu": lambda x: torch.nn.functional.leaky_relu(x, 0.01),
+    "exp": torch.exp,
+    "softmax": lambda x: torch.softmax(x, -1),
+    "sqrt": _nonnegative("sqrt", torch.sqrt),
+    "log": _nonnegative("log", torch.log),
+    "inverse": lambda x: 1.0 / x,
+    "reverse": lambda x: 1.0 - x,
+    "signum": _Step.apply,
+    "sign": torch.sign,  # polyir's three-valued sign (-1, 0, 1); not a PyNeuraLogic function
+    "lukasiewicz": _lukasiewicz,
+}
+
+
 def _transform(name: str, x: torch.Tensor) -> torch.Tensor:
-    if name == "identity":
-        return x
-    if name == "sigmoid":
-        return torch.sigmoid(x)
-    if name == "tanh":
-        return torch.tanh(x)
-    if name == "relu":
-        return torch.relu(x)
-    if name == "leaky_relu":
-        return torch.nn.functional.leaky_relu(x, 0.01)
-    if name == "exp":
-        return torch.exp(x)
-    if name == "softmax":
-        return torch.softmax(x, -1)
-    if name == "sqrt":
-        return torch.sqrt(x)
-    if name == "log":
-        return torch.log(x)
-    if name == "inverse":
-        return 1.0 / x
-    if name == "reverse":
-        return -x
-    if name in ("sign", "signum"):
-        return torch.sign(x)
-    if name == "lukasiewicz":
-        return torch.clamp(x, 0.0, 1.0)
-    raise GraphError(f"unknown transformation {name!r}", field="transformation",
-                     fix=f"use one of {ir.kinds.rules.TRANSFORMATIONS}")
+    if name not in TRANSFORMS:
+        raise GraphError(f"unknown transformation {name!r}", field="transformation",
+                         fix=f"use one of {sorted(TRANSFORMS)}")
+    return TRANSFORMS[name](x)
+
+
+def _broadcast(parts):
+    d = max(p.shape[-1] for p in parts)
+    return [p.expand(p.shape[0], d) if p.shape[-1] != d else p for p in parts]
+
+
+def _pick_by_sum(parts, largest: bool):
+    """PyNeuraLogic's max / min of values: the whole value with the largest (smallest) element
+    sum, the first on ties (a 1-dim value compares by itself and broadcasts if chosen)."""
+    sums = torch.stack([p.detach().sum(-1) for p in parts], -1)
+    k = sums.argmax(-1) if largest else sums.argmin(-1)
+    stack = torch.stack(_broadcast(parts), 1)
+    return stack[torch.arange(stack.shape[0], device=stack.device), k]
+
+
+def _crossum(parts):
+    out = parts[0]
+    for x in parts[1:]:
+        out = (out[:, :, None] + x[:, None, :]).reshape(out.shape[0], -1)
+    return out
+
+
+def _cosim(parts):
+    a, b = parts
+    return ((a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)))[:, None]
+
+
+def _softmax_comb(parts):
+    if len(parts) == 1:
+        return torch.softmax(parts[0], -1)
+    return torch.softmax(torch.cat(parts, -1), -1)
+
+
+def _product(parts):
+    out = parts[0]
+    for x in parts[1:]:
+        out = out * x
+    return out
+
+
+#: combination name -> function of the visible literals' values (each (groundings, d_i))
+COMBINE = {
+    "sum": lambda parts: sum(_broadcast(parts)),
+    "avg": lambda parts: sum(_broadcast(parts)) / len(parts),
+    "max": lambda parts: _pick_by_sum(parts, True),
+    "min": lambda parts: _pick_by_sum(parts, False),
+    "elproduct": _product,
+    "product": _product,  # at most one vector among scalars (checked by RuleSet.rule_dim)
+    "concat": lambda parts: torch.cat(parts, -1),
+    "crossum": _crossum,
+    "cosim": _cosim,
+    "softmax": _softmax_comb,
+}
 
 
 def _combine(name: str, parts: list) -> torch.Tensor:
-    out = parts[0]
-    if name == "concat":
-        return torch.cat(parts, -1) if len(parts) > 1 else out
-    for x in parts[1:]:
-        if name in ("sum", "avg"):
-            out = out + x
-        elif name == "elproduct":
-            out = out * x
-        elif name == "max":
-            out = torch.maximum(out, x)
-        elif name == "min":
-            out = torch.minimum(out, x)
-    if name == "avg" and len(parts) > 1:
-        out = out / len(parts)
-    return out
+    return parts[0] if len(parts) == 1 and name in ("sum", "avg", "max", "min", "elproduct",
+                                                    "product", "concat") else COMBINE[name](parts)
 
 
 def _aggregate(name: str, z: torch.Tensor, head: torch.Tensor, counts: torch.Tensor,
                n: int) -> torch.Tensor:
+    """Agg_r over the groundings of each head atom: rows 0..n-1 (atoms without a grounding
+    get 0)."""
     d = z.shape[-1]
-    if name == "count":
-        return counts.to(z.dtype)[:, None].expand(n, d)
+    if name == "count":  # PyNeuraLogic: the number of groundings, a scalar without a gradient
+        return counts.to(z.dtype)[:, None]
     if name in ("sum", "avg"):
         out = z.new_zeros((n, d)).index_add_(0, head, z)
         if name == "avg":
@@ -130,6 +197,24 @@ def _aggregate(name: str, z: torch.Tensor, head: torch.Tensor, counts: torch.Ten
     pick = pick.scatter_reduce(0, head[is_best], g[is_best], "amin")
     zpad = torch.cat([z, z.new_zeros((1, d))])
     return zpad[pick]
+
+
+def _combine_atom(name: str, parts: list, present: list) -> torch.Tensor:
+    """Comb_h over the contributions (rules, template facts) to each atom; `present[k]` marks
+    the atoms contribution k reaches (others take no part, as in PyNeuraLogic's atom neuron)."""
+    if len(parts) == 1 or name == "sum":
+        return sum(_broadcast(parts)) if len(parts) > 1 else parts[0]
+    parts = _broadcast(parts)
+    mask = torch.stack(present, 0)[:, :, None]
+    stack = torch.stack(parts, 0)
+    if name == "avg":
+        return (stack * mask).sum(0) / mask.sum(0).clamp(min=1)
+    if name in ("product", "elproduct"):
+        return torch.where(mask, stack, torch.ones_like(stack)).prod(0)
+    s = stack.detach().sum(-1, keepdim=True)
+    s = torch.where(mask, s if name == "max" else -s, torch.full_like(s, float("-inf")))
+    k = s.argmax(0)
+    return stack.gather(0, k[None].expand(1, *stack.shape[1:]))[0]
 
 
 def _csr(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int):
@@ -185,8 +270,9 @@ class RuleLayer(nn.Module):
 
     def __init__(self, rules, *, constants: dict | None = None, dims: dict | None = None,
                  queries=None, seed: int = 0, dtype=np.float32, cache_size: int = 64,
-                 name: str | None = None):
+                 name: str | None = None, progress: bool | None = None):
         super().__init__()
+        from .rule_builder import Template
         if isinstance(rules, str):
             rules = parse_rules(rules, dims=dims, queries=queries, seed=seed, dtype=dtype)
         elif isinstance(rules, Template):
@@ -194,14 +280,14 @@ class RuleLayer(nn.Module):
         if not isinstance(rules, ir.RuleSet):
             raise GraphError(f"RuleLayer takes an ir.RuleSet, a Template or rule text, got "
                              f"{type(rules).__name__}", node=name, field="rules",
-                             fix="build the rules with polyir.nn.rules.Template or text")
+                             fix="build the rules with polyir.nn.rule_builder.Template or text")
         rules.validate(name)
         self.name = name
         self.ruleset = rules  # the structure; the live weights are the parameters below
-        self.constants = dict(constants or {})
+        self.constants = _code_constants(rules, constants or {})
         self.engine = Engine(rules, self.constants, name)
-        self.engine.check_nonrecursive()
         self.cache = GroundingCache(self.engine, cache_size)
+        self.progress = progress
         self.preds = {p.name: p for p in rules.predicates}
         self.input_names = [p.name for p in rules.predicates if p.input]
         for p in rules.predicates:
@@ -209,11 +295,6 @@ class RuleLayer(nn.Module):
                 raise GraphError(f"input predicate {p.name!r} has transformation "
                                  f"{p.transformation!r}; inputs are taken as given", node=name,
                                  field="predicates", fix="transform the values before the layer")
-        for i, r in enumerate(rules.rules):
-            if r.combination not in SUPPORTED_COMBINATIONS:
-                raise GraphError(f"rule {i} ({r.head}): combination {r.combination!r} is not "
-                                 f"supported by RuleLayer", node=name, field="rules",
-                                 fix=f"use one of {SUPPORTED_COMBINATIONS}")
         self._fast = [self._fast_path(r) for r in rules.rules]
         # linear rules with at least `fast_min` groundings run as one sparse product (below it
         # the gather / scatter path costs less); fast=False: always gather / combine / scatter
@@ -235,54 +316,54 @@ class RuleLayer(nn.Module):
 
     def _fast_path(self, r):
         """For a rule that is linear in one body literal (identity transformation, sum / avg
-        aggregation, one literal or an elproduct whose other factors are 1-dimensional): the
-        position (among visible literals) of that literal, evaluated as one sparse product.
-        Else None (gather, combine, transform, scatter)."""
-        visible = [lit for lit in r.body
-                   if not (lit.hidden or lit.negated or lit.predicate.startswith("@"))]
+        aggregation, one literal or an elproduct / product whose other factors are
+        1-dimensional): the position (among visible literals) of that literal, evaluated as one
+        sparse product. Else None (gather, combine, transform, scatter)."""
+        visible = self.ruleset.visible(r)
         if r.transformation != "identity" or r.aggregation not in ("sum", "avg"):
             return None
-        if len(visible) == 1:
-            return 0
-        if r.combination != "elproduct":
+        if len(visible) > 1 and r.combination not in ("elproduct", "product"):
             return None
         dims = []
         for lit in visible:
             d = self.preds[lit.predicate].dim
             if lit.weight is not None:
                 w = self.ruleset.weights[lit.weight]
-                d = w.shape[0] if w.ndim == 2 else (w.shape[0] if w.ndim == 1 else d)
+                d = w.shape[0] if w.ndim in (1, 2) else d
             dims.append(d)
         wide = [k for k, d in enumerate(dims) if d > 1]
-        if len(wide) > 1:
+        carrier = wide[0] if len(wide) == 1 else (0 if not wide else None)
+        if carrier is None or visible[carrier].function != "identity":
             return None
-        return wide[0] if wide else 0
+        return carrier
 
-    def _literal_values(self, table, idx, wname):
-        """table[idx] with the literal's weight applied."""
-        if wname is None:
-            return table[idx]
-        w = self.weight(wname)
+    def _literal_values(self, table, idx, lit):
+        """F(table[idx]) with the literal's weight applied."""
+        if lit.weight is None:
+            return _transform(lit.function, table[idx])
+        w = self.weight(lit.weight)
         if w.dim() == 2:
-            return (table @ w.T)[idx] if idx.numel() > table.shape[0] else table[idx] @ w.T
-        return table[idx] * w
+            if lit.function == "identity" and idx.numel() > table.shape[0]:
+                return (table @ w.T)[idx]
+            return _transform(lit.function, table[idx]) @ w.T
+        return _transform(lit.function, table[idx]) * w
 
-    def _linear_rule(self, i, r, visible, V, gt, n):
+    def _linear_rule(self, i, r, V, gt, n):
         """The fast path (see `_fast_path`): a_r = S @ table (W applied before or after)."""
         head, body, counts = gt["rules"][i]
+        visible = self.ruleset.visible(r)
         carrier = self._fast[i]
         coef = None
-        for k, j in enumerate(visible):
+        for k, lit in enumerate(visible):
             if k == carrier:
                 continue
-            lit = r.body[j]
-            part = self._literal_values(V[lit.predicate], body[k], lit.weight)[:, 0]
+            part = self._literal_values(V[lit.predicate], body[k], lit)[:, 0]
             coef = part if coef is None else coef * part
-        if r.aggregation == "avg":
-            scale = 1.0 / counts.clamp(min=1).to(V[r.body[visible[carrier]].predicate].dtype)[head]
-            coef = scale if coef is None else coef * scale
-        lit = r.body[visible[carrier]]
+        lit = visible[carrier]
         table = V[lit.predicate]
+        if r.aggregation == "avg":
+            scale = 1.0 / counts.clamp(min=1).to(table.dtype)[head]
+            coef = scale if coef is None else coef * scale
         if coef is None:
             coef = table.new_ones(head.shape[0])
         post = None
@@ -299,6 +380,47 @@ class RuleLayer(nn.Module):
         if post is not None:
             a = a @ post.T if post.dim() == 2 else a * post
         return a
+
+    def _rule_value(self, i, V, gt, head, body, counts, n, whole: bool):
+        """W_r * a_r for the n head atoms `head` indexes (0..n-1)."""
+        r = self.ruleset.rules[i]
+        if whole and self._fast[i] is not None and self.fast and head.numel() >= self.fast_min:
+            a = self._linear_rule(i, r, V, gt, n)
+        else:
+            parts = [self._literal_values(V[lit.predicate], body[k], lit)
+                     for k, lit in enumerate(self.ruleset.visible(r))]
+            z = _transform(r.transformation, _combine(r.combination, parts))
+            a = _aggregate(r.aggregation, z, head, counts, n)
+        if r.weight is not None:
+            w = self.weight(r.weight)
+            a = a @ w.T if w.dim() == 2 else a * w
+        return a
+
+    def _atom_values(self, p, V, g, gt, lo, hi, dtype, device):
+        """v(h) for the atoms lo..hi-1 of predicate p (one level of its component)."""
+        pred = self.preds[p]
+        n = hi - lo
+        whole = lo == 0 and hi == gt["n_atoms"][p]
+        parts, present = [], []
+        for i in self.engine.by_head[p]:
+            head, body, counts = gt["rules"][i]
+            if not whole:
+                g0, g1 = np.searchsorted(g.rules[i].head, [lo, hi])
+                head, body = head[g0:g1] - lo, [b[g0:g1] for b in body]
+                counts = counts[lo:hi]
+            parts.append(self._rule_value(i, V, gt, head, body, counts, n, whole))
+            present.append(counts > 0)
+        for k in self.engine.facts_of[p]:
+            rows = gt["facts"][k]
+            rows = rows[(rows >= lo) & (rows < hi)] - lo
+            w = self.weight(self.ruleset.facts[k].weight).reshape(-1)
+            d = max(w.shape[0], pred.dim)
+            parts.append(w.new_zeros((n, d)).index_add_(0, rows, w.expand(len(rows), d)))
+            present.append(torch.zeros(n, dtype=torch.bool, device=device).index_fill_(0, rows,
+                                                                                         True))
+        if not parts:
+            return torch.zeros((n, pred.dim), dtype=dtype, device=device)
+        return _transform(pred.transformation, _combine_atom(pred.combination, parts, present))
 
     # --- IR ------------------------------------------------------------------------------------
     @classmethod
@@ -417,33 +539,24 @@ class RuleLayer(nn.Module):
     def evaluate(self, x=None, *, batch_size: int | None = None, **ports):
         """All atoms' values: ({predicate: (n, dim) tensor}, Grounding)."""
         facts, values, B = self._normalise(x, ports, batch_size)
-        grounding = self.cache(facts, B, structure_key(facts, B))
-        gt = grounding.torch(next(iter(values.values())).device if values else "cpu")
+        grounding = self.cache(facts, B, structure_key(facts, B), self.progress)
+        dtype, device = self._dtype_device(ports)
+        gt = grounding.torch(device)
         V = dict(values)
-        rs = self.ruleset
-        dtype = next(iter(values.values())).dtype if values else torch.get_default_dtype()
-        for p in grounding.order:
-            pred = self.preds[p]
-            n = gt["n_atoms"][p]
-            total = None
-            for i in self.engine.by_head[p]:
-                r = rs.rules[i]
-                head, body, counts = gt["rules"][i]
-                visible = grounding.rules[i].visible
-                if self._fast[i] is not None and self.fast and head.numel() >= self.fast_min:
-                    a = self._linear_rule(i, r, visible, V, gt, n)
-                else:
-                    parts = [self._literal_values(V[r.body[j].predicate], body[k], r.body[j].weight)
-                             for k, j in enumerate(visible)]
-                    z = _transform(r.transformation, _combine(r.combination, parts))
-                    a = _aggregate(r.aggregation, z, head, counts, n)
-                if r.weight is not None:
-                    w = self.weight(r.weight)
-                    a = a @ w.T if w.dim() == 2 else a * w
-                total = a if total is None else total + a
-            if total is None:
-                total = torch.zeros((n, pred.dim), dtype=dtype)
-            V[p] = _transform(pred.transformation, total)
+        for comp in grounding.strata:
+            levels = {p: grounding.levels[p] for p in comp}
+            done: dict = {p: [] for p in comp}
+            for p in comp:  # a rule may read a predicate of its component with no atoms yet
+                V[p] = torch.zeros((0, self.preds[p].dim), dtype=dtype, device=device)
+            for lev in range(max(len(b) - 1 for b in levels.values())):
+                for p in comp:
+                    if lev + 1 < len(levels[p]):
+                        lo, hi = int(levels[p][lev]), int(levels[p][lev + 1])
+                        done[p].append(self._atom_values(p, V, grounding, gt, lo, hi, dtype,
+                                                         device))
+                for p in comp:  # the next level reads every atom below it
+                    V[p] = done[p][0] if len(done[p]) == 1 else torch.cat(done[p]) if done[p] \
+                        else torch.zeros((0, self.preds[p].dim), dtype=dtype, device=device)
         return V, grounding
 
     def forward(self, x=None, *, batch_size: int | None = None, **ports) -> torch.Tensor:
@@ -514,279 +627,29 @@ def _stack_samples(samples: list, names: list, preds: dict) -> dict:
     return out
 
 
+def _code_constants(rs: ir.RuleSet, given: dict) -> dict:
+    """Integer codes for the rules' named constants: those given, and for the rest negative
+    codes (data constants that are ints keep their value, so they never meet these)."""
+    from ..ir.kinds.rules import is_variable
+    codes = {str(k): int(v) for k, v in given.items()}
+    terms = [t for r in rs.rules for t in r.head_terms] + \
+        [t for r in rs.rules for lit in r.body for t in lit.terms] + \
+        [t for f in rs.facts for t in f.terms] + [t for q in rs.queries for t in q.terms]
+    nxt = min([0] + list(codes.values())) - 1
+    for t in terms:
+        if is_variable(t) or t in codes:
+            continue
+        try:
+            int(t)
+        except ValueError:
+            codes[t] = nxt
+            nxt -= 1
+    return codes
+
+
 def _encode_constants(constants: dict) -> str:
     return ",".join(f"{k}={int(v)}" for k, v in constants.items())
 
 
 def _decode_constants(text: str) -> dict:
     return {k: int(v) for k, v in (item.split("=") for item in str(text).split(",") if item)}
-
-
-# --------------------------------------------------------------------------------------------
-# authoring: R, V, C, Template (PyNeuraLogic-style)
-# --------------------------------------------------------------------------------------------
-class _Fn(str):
-    """A function name tagged with its kind (Transformation.SIGMOID etc.)."""
-
-    kind = ""
-
-
-def _fns(kind: str, names):
-    ns = type(kind.capitalize(), (), {})
-    for n in names:
-        f = _Fn(n)
-        f.kind = kind
-        setattr(ns, n.upper(), f)
-    return ns
-
-
-Transformation = _fns("transformation", ir.kinds.rules.TRANSFORMATIONS)
-Combination = _fns("combination", ir.kinds.rules.COMBINATIONS)
-Aggregation = _fns("aggregation", ir.kinds.rules.AGGREGATIONS)
-
-
-class _Vars:
-    def __getattr__(self, name: str) -> str:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return name[:1].upper() + name[1:]
-
-
-class _Consts:
-    def __getattr__(self, name: str) -> str:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return name[:1].lower() + name[1:]
-
-
-V = _Vars()
-C = _Consts()
-
-
-def _weight_spec(item) -> WeightSpec:
-    name = ""
-    if isinstance(item, slice):
-        name, item = str(item.start), item.stop
-    elif isinstance(item, tuple) and item and isinstance(item[0], slice):
-        name, item = str(item[0].start), (item[0].stop, *item[1:])
-    if isinstance(item, str):
-        return WeightSpec(item)
-    if item is None and name:
-        return WeightSpec(name)
-    if isinstance(item, tuple) and len(item) >= 2 and all(isinstance(i, numbers.Integral)
-                                                          for i in item):
-        if len(item) > 2:
-            raise GraphError(f"weight dimensions {item}: at most 2", field="weights",
-                             fix="weights are scalars, vectors or matrices")
-        return WeightSpec(name, dims=tuple(int(i) for i in item))
-    if torch.is_tensor(item):
-        item = item.detach().cpu().numpy()
-    value = np.asarray(item, dtype=np.float64)
-    if value.ndim > 2:
-        raise GraphError(f"weight value of shape {value.shape}: at most 2-D", field="weights",
-                         fix="weights are scalars, vectors or matrices")
-    return WeightSpec(name, value=value)
-
-
-class Atom:
-    """`R.name(terms)` with optional weight, hidden / negated / built-in flags."""
-
-    def __init__(self, name, terms=(), weight=None, hidden=False, negated=False, special=False):
-        self.name, self.terms, self.weight = name, tuple(terms), weight
-        self.hidden, self.negated, self.special = hidden, negated, special
-
-    def _copy(self, **kw):
-        d = dict(name=self.name, terms=self.terms, weight=self.weight, hidden=self.hidden,
-                 negated=self.negated, special=self.special)
-        d.update(kw)
-        return Atom(**d)
-
-    def __call__(self, *terms):
-        if len(terms) == 1 and isinstance(terms[0], (list, tuple)):
-            terms = tuple(terms[0])
-        return self._copy(terms=tuple(str(t) for t in terms))
-
-    def __getitem__(self, item):
-        if self.hidden or self.special:
-            raise GraphError(f"hidden / built-in literal {self.name} cannot carry a weight",
-                             field="weights", fix="weight a visible literal")
-        return self._copy(weight=_weight_spec(item))
-
-    def fixed(self):
-        if self.weight is None:
-            raise GraphError(f"{self.name}: fixed() needs a weight", field="weights",
-                             fix="write R.name[value].fixed()")
-        w = WeightSpec(self.weight.name, self.weight.value, self.weight.dims, True)
-        return self._copy(weight=w)
-
-    def __invert__(self):
-        if self.weight is not None:
-            raise GraphError(f"weighted literal {self.name} cannot be negated", field="rules",
-                             fix="negate the unweighted literal")
-        return self._copy(negated=not self.negated)
-
-    def __le__(self, body) -> "RuleSpec":
-        if isinstance(body, Atom):
-            body = [body]
-        return RuleSpec(self, list(body))
-
-    def __truediv__(self, arity: int) -> "PredicateSpec":
-        return PredicateSpec(self.name, int(arity))
-
-    def literal(self, prog: Program) -> ir.Literal:
-        name = ("@" + self.name) if self.special else self.name
-        weight = prog.add_weight(self.weight and WeightSpec(self.weight.name, self.weight.value,
-                                                            self.weight.dims, self.weight.fixed))
-        return ir.Literal(name, self.terms, weight=weight, negated=self.negated,
-                          hidden=self.hidden)
-
-
-def _meta(items) -> dict:
-    if isinstance(items, dict):
-        return dict(items)
-    out = {}
-    for f in items:
-        if not isinstance(f, _Fn):
-            raise GraphError(f"metadata entry {f!r} is not a Transformation / Combination / "
-                             "Aggregation", field="rules", fix="e.g. | [Transformation.SIGMOID]")
-        out[f.kind] = str(f)
-    return out
-
-
-class RuleSpec:
-    def __init__(self, head: Atom, body: list):
-        self.head, self.body, self.meta = head, body, {}
-
-    def __or__(self, items):
-        self.meta.update(_meta(items))
-        return self
-
-    def add_to(self, prog: Program):
-        meta = dict(self.meta)
-        merge = not meta.pop("duplicit_grounding", False)
-        learnable = meta.pop("learnable", True)
-        body = [a.literal(prog) for a in self.body]
-        for lit in body:  # declared in the order the text parser declares them
-            if not lit.predicate.startswith("@"):
-                prog.declare(lit.predicate, len(lit.terms))
-        prog.declare(self.head.name, len(self.head.terms))
-        head_w = prog.add_weight(self.head.weight and WeightSpec(
-            self.head.weight.name, self.head.weight.value, self.head.weight.dims,
-            self.head.weight.fixed))
-        for k in meta:
-            if k not in ("transformation", "combination", "aggregation"):
-                raise GraphError(f"rule metadata {k!r} not understood", field="rules",
-                                 fix="use transformation, combination, aggregation, learnable, "
-                                     "duplicit_grounding")
-        if not learnable:
-            for n in [head_w] + [lit.weight for lit in body]:
-                if n is not None:
-                    prog.weights[n].fixed = True
-        prog.rules.append(ir.Rule(self.head.name, self.head.terms, tuple(body), weight=head_w,
-                                  merge_duplicates=merge, **meta))
-
-    def __repr__(self):
-        return f"RuleSpec({self.head.name} :- {[a.name for a in self.body]})"
-
-
-class PredicateSpec:
-    def __init__(self, name: str, arity: int):
-        self.name, self.arity, self.meta = name, arity, {}
-
-    def __or__(self, items):
-        self.meta.update(_meta(items))
-        return self
-
-    def add_to(self, prog: Program):
-        prog.declare(self.name, self.arity, **self.meta)
-
-
-class _Hidden:
-    def __init__(self, special=False):
-        self.special_ = special
-
-    @property
-    def special(self):
-        return _Hidden(True)
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return Atom(name, hidden=True, special=self.special_)
-
-    def get(self, name):
-        return Atom(name, hidden=True, special=self.special_)
-
-
-class _Special:
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return Atom(name, special=True)
-
-
-class _Relations:
-    """`R.name` -> an atom; `R.hidden.name`, `R.special.alldiff`, `R.get("name")`."""
-
-    hidden = _Hidden()
-    special = _Special()
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        if name.startswith("_"):
-            return Atom(name[1:], hidden=True)
-        return Atom(name)
-
-    def get(self, name: str) -> Atom:
-        return Atom(name)
-
-
-R = _Relations()
-
-
-class Template:
-    """A list of rules and predicate declarations, PyNeuraLogic-style::
-
-        t = Template([R.xor[1, 8] <= R.xy])
-        t += (R.h(V.X) <= (R.feat(V.Y)["w": 3, 2], R.hidden.edge(V.X, V.Y))) | [Aggregation.SUM]
-        t += R.h / 1 | [Transformation.SIGMOID]
-        rs = t.build()        # -> ir.RuleSet (dims inferred, {dims} weights Glorot-initialised)
-    """
-
-    def __init__(self, entries=()):
-        self.entries = list(entries)
-
-    def add_rule(self, entry):
-        self.entries.append(entry)
-        return self
-
-    def add_rules(self, entries):
-        self.entries.extend(entries)
-        return self
-
-    def __iadd__(self, entry):
-        if isinstance(entry, (list, tuple)):
-            return self.add_rules(entry)
-        return self.add_rule(entry)
-
-    def program(self) -> Program:
-        prog = Program()
-        for e in self.entries:
-            if not isinstance(e, (RuleSpec, PredicateSpec)):
-                raise GraphError(f"template entry {e!r} is not a rule or predicate declaration",
-                                 field="rules", fix="facts are the layer's inputs")
-            e.add_to(prog)
-        return prog
-
-    def build(self, *, dims: dict | None = None, inputs=None, queries=None, seed: int = 0,
-              dtype=np.float32) -> ir.RuleSet:
-        return self.program().to_ruleset(dims=dims, inputs=inputs, queries=queries, seed=seed,
-                                          dtype=dtype)
-
-    def __str__(self):
-        return format_ruleset(self.build(), values="auto")
-
-
-__all__ = ["RuleLayer", "Template", "R", "V", "C", "Transformation", "Combination",
-           "Aggregation", "is_variable"]

@@ -9,13 +9,13 @@ from .neurons import (DISCRETIZATIONS, IF, LI, LIF, NEURONS, CubaLI, CubaLIF, I,
                       SpikingNeuron)
 from .nir import (NIR_KINDS, Affine, AvgPool2d, Conv1d, Conv2d, Delay, Flatten, Input, Linear,
                   Output, Scale, SumPool2d, Threshold)
-from .rules import Literal, Predicate, Query, Rule, RuleSet
+from .rules import Fact, Literal, Predicate, Query, Rule, RuleSet
 
 __all__ = ["KINDS", "Kind", "kind", "ACTIVATIONS", "Activation", "GATE_COEFFS", "GATE_NAMES",
            "GATE_TABLE", "Binarize", "GroupSum", "LogicLayer", "LogicTree2d", "OrPool2d", "IF",
            "LI", "LIF", "NIR_KINDS", "Affine", "AvgPool2d", "Conv1d", "Conv2d", "CubaLI", "CubaLIF",
            "Delay", "Flatten", "I", "Input", "Linear", "Output", "Scale", "SumPool2d", "Threshold",
-           "Literal", "Predicate", "Query", "Rule", "RuleSet", "BINARY_FNS", "CNN_KINDS",
+           "Fact", "Literal", "Predicate", "Query", "Rule", "RuleSet", "BINARY_FNS", "CNN_KINDS",
            "AdaptiveAvgPool2d", "Binary", "ChannelAffine", "Clamp", "Concat", "LayerNorm",
            "MaxPool1d", "MaxPool2d", "Softmax", "DISCRETIZATIONS", "NEURONS",
            "Neuron", "SpikingNeuron"]

@@ -1,19 +1,26 @@
 """RuleSet: a weighted Datalog program (lifted relational neural network, PyNeuraLogic >= 0.8).
 
 For a ground head h:
-  rule neuron   z = T_rule(Comb_i(w_i * v(body_i)))       per grounding of rule r with head h
+  rule neuron   z = T_rule(Comb_i(w_i * F_i(v(body_i))))  per grounding of rule r with head h
   aggregation   a_r(h) = Agg_r(z over those groundings)   (avg by default; max/min pick the whole
                                                            value with the largest/smallest sum)
-  atom value    v(h) = T_atom(sum_r W_r * a_r(h))
-No bias; a fact without a value is 1.0; an underivable query is 0.0; a missing weight is 1.
-A weight w applied to a value v: a 2-D w (out, in) is w @ v; a scalar or 1-D w is w * v.
-Terms starting with an upper-case letter or '_' are variables, others are constants. Every default
-is a stored field, so files say exactly what they mean.
+  atom value    v(h) = T_atom(Comb_atom(W_r * a_r(h) over the rules r with head h,
+                                        and the template facts' weights for h))
+F_i is a literal's own function (identity unless written `sqrt(b(X))`); Comb_atom is the head
+predicate's combination (sum by default). No bias; a fact without a value is 1.0; an underivable
+query is 0.0; a missing weight is 1. A weight w applied to a value v: a 2-D w (out, in) is w @ v; a
+scalar or 1-D w is w * v. Terms starting with an upper-case letter or '_' are variables, others are
+constants; a head variable no positive body literal binds ranges over the sample's constants (its
+active domain), as does a variable of a template fact. Every default is a stored field, so files
+say exactly what they mean. The functions are PyNeuraLogic's (see docs/kinds/rules.md for each
+definition and the few deliberate differences).
 """
 from __future__ import annotations
 
 import dataclasses
 import re
+
+import numpy as np
 
 from ..errors import GraphError
 from ..fields import NamedArrays, Optional, Record, Records, Scalar, Strs, param
@@ -25,7 +32,10 @@ TRANSFORMATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "exp", "
 COMBINATIONS = ("sum", "avg", "max", "min", "product", "elproduct", "softmax", "crossum", "concat",
                 "cosim")
 AGGREGATIONS = ("avg", "sum", "max", "min", "count")
-BUILTINS = ("@alldiff", "@eq", "@neq", "@lt", "@leq", "@gt", "@geq")
+#: filters on bound integer terms; `@next(X, Y)` also binds Y = X + 1 when only X is bound
+BUILTINS = ("@alldiff", "@eq", "@neq", "@lt", "@leq", "@gt", "@geq", "@next")
+#: combinations whose inputs broadcast to one dimension (a 1-dim input broadcasts)
+BROADCASTING = ("sum", "avg", "max", "min", "product", "elproduct")
 _NAME = re.compile(r"^@?[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -43,18 +53,32 @@ class Predicate(Record):
     dim: int = param(Scalar(int), default=1)
     transformation: str = param(Scalar(str), default="identity")
     input: bool = param(Scalar(bool), default=False)
+    combination: str = param(Scalar(str), default="sum")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Literal(Record):
-    """A body literal `weight predicate(terms)`; `hidden` literals only restrict groundings,
-    `negated` ones hold when the atom is not derivable (negation as failure)."""
+    """A body literal `weight function(predicate(terms))`; `hidden` literals only restrict
+    groundings, `negated` ones hold when the atom is not derivable (negation as failure).
+    `function` (a transformation) applies to the atom's value before the weight."""
 
     predicate: str = param(Scalar(str))
     terms: tuple = param(Strs(), default=())
     weight: str | None = param(Optional(Scalar(str)), default=None)
     negated: bool = param(Scalar(bool), default=False)
     hidden: bool = param(Scalar(bool), default=False)
+    function: str = param(Scalar(str), default="identity")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Fact(Record):
+    """A fact written in the template, `<weight> predicate(terms).`: the atom holds in every
+    sample with the weight as its value (trained unless fixed); variables range over the sample's
+    constants. It adds to the atom's value like one more rule."""
+
+    predicate: str = param(Scalar(str))
+    weight: str = param(Scalar(str))
+    terms: tuple = param(Strs(), default=())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -93,6 +117,7 @@ class RuleSet(Kind):
     weights: dict = param(NamedArrays(), default_factory=dict)
     queries: tuple = param(Records(Query), default=())
     fixed: tuple = param(Strs(), default=())
+    facts: tuple = param(Records(Fact), default=())
 
     def predicate(self, name: str) -> Predicate:
         for p in self.predicates:
@@ -112,10 +137,11 @@ class RuleSet(Kind):
             if p.arity < 0 or p.dim < 1:
                 raise GraphError(f"predicate {p.name!r} has arity {p.arity}, dim {p.dim}",
                                  node=name, field="predicates", fix="arity >= 0 and dim >= 1")
-            if p.transformation not in TRANSFORMATIONS:
-                raise GraphError(f"predicate {p.name!r}: unknown transformation "
-                                 f"{p.transformation!r}", node=name, field="predicates",
-                                 fix=f"use one of {TRANSFORMATIONS}")
+            if p.transformation not in TRANSFORMATIONS or p.combination not in BROADCASTING:
+                raise GraphError(f"predicate {p.name!r}: transformation {p.transformation!r} / "
+                                 f"combination {p.combination!r} unknown", node=name,
+                                 field="predicates",
+                                 fix=f"use one of {TRANSFORMATIONS} / {BROADCASTING}")
             preds[p.name] = p
 
         def literal_ok(pred, terms, where):
@@ -123,6 +149,9 @@ class RuleSet(Kind):
                 if pred not in BUILTINS:
                     raise GraphError(f"{where}: unknown built-in {pred!r}", node=name,
                                      field="rules", fix=f"use one of {BUILTINS}")
+                if pred != "@alldiff" and len(terms) != 2:
+                    raise GraphError(f"{where}: {pred} takes 2 terms, got {len(terms)}",
+                                     node=name, field="rules", fix=f"write {pred}(A, B)")
                 return None
             if pred not in preds:
                 raise GraphError(f"{where}: predicate {pred!r} is not declared", node=name,
@@ -132,6 +161,23 @@ class RuleSet(Kind):
                                  f"{len(terms)}", node=name, field="rules", fix="fix the arity")
             return preds[pred]
 
+        def weight_ok(w, where):
+            if w is not None and w not in self.weights:
+                raise GraphError(f"{where}: weight {w!r} is not defined", node=name,
+                                 field="weights", fix="add it to weights")
+
+        for i, f in enumerate(self.facts):
+            where = f"template fact {i} ({f.predicate})"
+            p = literal_ok(f.predicate, f.terms, where)
+            if p is None or p.input:
+                raise GraphError(f"{where}: a template fact's predicate must not be an input",
+                                 node=name, field="facts",
+                                 fix="give facts of input predicates with the data")
+            weight_ok(f.weight, where)
+            w = self.weights[f.weight]
+            if w.size not in (1, p.dim) or w.ndim > 1:
+                raise GraphError(f"{where}: value of shape {w.shape} for {p.name} of dim {p.dim}",
+                                 node=name, field="facts", fix=f"give a scalar or {p.dim} values")
         for i, r in enumerate(self.rules):
             where = f"rule {i} ({r.head})"
             head = literal_ok(r.head, r.head_terms, where)
@@ -146,24 +192,30 @@ class RuleSet(Kind):
                                  fix=f"use {TRANSFORMATIONS} / {COMBINATIONS} / {AGGREGATIONS}")
             if not r.body:
                 raise GraphError(f"{where}: empty body", node=name, field="rules",
-                                 fix="a rule needs at least one body literal (facts are inputs)")
+                                 fix="write a body, or a template fact `head(terms).`")
             bound = set()
             for lit in r.body:
                 literal_ok(lit.predicate, lit.terms, where)
+                if lit.function not in TRANSFORMATIONS:
+                    raise GraphError(f"{where}: unknown function {lit.function!r} on "
+                                     f"{lit.predicate}", node=name, field="rules",
+                                     fix=f"use one of {TRANSFORMATIONS}")
                 if not lit.negated and not lit.predicate.startswith("@"):
                     bound |= {t for t in lit.terms if is_variable(t)}
-            unbound = {t for t in r.head_terms if is_variable(t)} - bound
+            for lit in r.body:
+                if lit.predicate == "@next" and is_variable(lit.terms[1]):
+                    bound.add(lit.terms[1])
+            unbound = set()
             for lit in r.body:
                 if lit.negated or lit.predicate.startswith("@"):
                     unbound |= {t for t in lit.terms if is_variable(t)} - bound
             if unbound:
-                raise GraphError(f"{where}: variable(s) {sorted(unbound)} are not bound by a "
-                                 "positive body literal", node=name, field="rules",
-                                 fix="rules must be range-restricted")
+                raise GraphError(f"{where}: variable(s) {sorted(unbound)} of a negated or "
+                                 "built-in literal are not bound by a positive literal",
+                                 node=name, field="rules",
+                                 fix="bind them with a positive (possibly hidden) literal")
             for w in [r.weight] + [lit.weight for lit in r.body]:
-                if w is not None and w not in self.weights:
-                    raise GraphError(f"{where}: weight {w!r} is not defined", node=name,
-                                     field="weights", fix="add it to weights")
+                weight_ok(w, where)
         for i, r in enumerate(self.rules):
             self.rule_dim(i, name)
         for f in self.fixed:
@@ -182,13 +234,24 @@ class RuleSet(Kind):
                 raise GraphError(f"query {q.predicate}{q.terms} has variables", node=name,
                                  field="queries", fix="queries are ground atoms")
 
+    def visible(self, rule: Rule) -> list:
+        """The body literals whose values enter the rule neuron (not hidden, negated, built-in)."""
+        return [lit for lit in rule.body
+                if not (lit.hidden or lit.negated or lit.predicate.startswith("@"))]
+
     def rule_dim(self, i: int, name: str | None = None) -> int:
         """The dimension of rule i's neuron z, checking that weights and predicate dims agree:
-        a 2-D weight (out, in) takes an `in`-vector, a 1-D weight (k,) a k-vector (k > 1), and
-        the combined body literals have one dimension or 1 (broadcast); `concat` adds them up."""
+        a 2-D weight (out, in) takes an `in`-vector, a 1-D weight (k,) a k-vector (k > 1). How the
+        literals' dimensions d_i combine follows the combination: sum / avg / max / min / product
+        / elproduct broadcast them to one dimension (1 broadcasts); concat adds them; crossum
+        multiplies them; softmax keeps one literal's dimension, or takes one scalar per literal;
+        cosim takes two equal ones and gives 1. A count aggregation gives 1 whatever z is."""
         r = self.rules[i]
         dims = {p.name: p.dim for p in self.predicates}
         where = f"rule {i} ({r.head})"
+
+        def fail(msg, fix, field="rules"):
+            raise GraphError(f"{where}: {msg}", node=name, field=field, fix=fix)
 
         def apply(wname, d, what):
             if wname is None:
@@ -196,39 +259,52 @@ class RuleSet(Kind):
             w = self.weights[wname]
             if w.ndim == 2:
                 if w.shape[1] != d:
-                    raise GraphError(f"{where}: weight {wname!r} of shape {w.shape} is applied to "
-                                     f"{what} of dimension {d}", node=name, field="weights",
-                                     fix=f"give {wname!r} shape ({w.shape[0]}, {d})")
+                    fail(f"weight {wname!r} of shape {w.shape} is applied to {what} of dimension "
+                         f"{d}", f"give {wname!r} shape ({w.shape[0]}, {d})", "weights")
                 return w.shape[0]
             if w.ndim == 1 and w.shape[0] != 1:
                 if d not in (1, w.shape[0]):
-                    raise GraphError(f"{where}: weight {wname!r} of shape {w.shape} is applied to "
-                                     f"{what} of dimension {d}", node=name, field="weights",
-                                     fix=f"give {wname!r} shape ({d},)")
+                    fail(f"weight {wname!r} of shape {w.shape} is applied to {what} of dimension "
+                         f"{d}", f"give {wname!r} shape ({d},)", "weights")
                 return w.shape[0]
             if w.ndim > 2:
-                raise GraphError(f"{where}: weight {wname!r} has shape {w.shape}", node=name,
-                                 field="weights", fix="weights are scalars, vectors or matrices")
+                fail(f"weight {wname!r} has shape {w.shape}",
+                     "weights are scalars, vectors or matrices", "weights")
             return d
 
-        outs = [apply(lit.weight, dims[lit.predicate], lit.predicate) for lit in r.body
-                if not (lit.hidden or lit.negated or lit.predicate.startswith("@"))]
+        outs = [apply(lit.weight, dims[lit.predicate], lit.predicate) for lit in self.visible(r)]
         if not outs:
-            raise GraphError(f"{where}: every body literal is hidden, negated or built-in",
-                             node=name, field="rules", fix="keep at least one visible literal")
-        if r.combination == "concat":
+            fail("every body literal is hidden, negated or built-in",
+                 "keep at least one visible literal")
+        comb = r.combination
+        if comb == "concat":
             rd = sum(outs)
+        elif comb == "crossum":
+            rd = int(np.prod(outs))
+        elif comb == "cosim":
+            if len(outs) != 2 or outs[0] != outs[1]:
+                fail(f"cosim compares two literals of one dimension, got dimensions {outs}",
+                     "give the rule two visible literals of equal dimension")
+            rd = 1
+        elif comb == "softmax" and len(outs) > 1:
+            if any(o != 1 for o in outs):
+                fail(f"a softmax over several literals takes one number from each, got "
+                     f"dimensions {outs}", "weight each literal down to one number")
+            rd = len(outs)
         else:
             big = {o for o in outs if o != 1}
-            if len(big) > 1:
-                raise GraphError(f"{where}: body literals have dimensions {outs}", node=name,
-                                 field="rules", fix="weight the literals to one dimension")
+            if len(big) > 1 or (comb == "product" and sum(o != 1 for o in outs) > 1):
+                fail(f"body literals have dimensions {outs}" +
+                     (" (a product multiplies at most one vector by scalars: PyNeuraLogic refuses "
+                      "a column vector times a column vector)" if comb == "product" else ""),
+                     "weight the literals to one dimension" if comb != "product" else
+                     "use elproduct for elementwise products")
             rd = big.pop() if big else 1
-        out = apply(r.weight, rd, "the rule neuron")
+        agg_dim = 1 if r.aggregation == "count" else rd
+        out = apply(r.weight, agg_dim, "the rule neuron")
         if out != dims[r.head]:
-            raise GraphError(f"{where}: the rule gives {r.head} dimension {out}, declared "
-                             f"{dims[r.head]}", node=name, field="predicates",
-                             fix=f"declare {r.head} with dim={out} or fix the rule's weights")
+            fail(f"the rule gives {r.head} dimension {out}, declared {dims[r.head]}",
+                 f"declare {r.head} with dim={out} or fix the rule's weights", "predicates")
         return rd
 
     def in_ports(self):
