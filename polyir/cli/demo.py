@@ -18,7 +18,8 @@ def family_models(seed: int = 0) -> dict:
     from torch import nn
 
     from .. import nn as pnn
-    from ..nn.rules import R, RuleLayer, Template
+    from ..nn.rule_builder import R, Template
+    from ..nn.rules import RuleLayer
 
     class SpikingNet(nn.Module):
         """Linear -> LIF -> Linear -> LI, threading the neurons' state through forward."""
