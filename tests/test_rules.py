@@ -589,3 +589,29 @@ def test_predicate_combination_product_and_max():
     assert run(text.format(c="product"), x)[0, 0] == 10.0
     assert run(text.format(c="max"), x)[0, 0] == 5.0
     assert run(text.format(c="avg"), x)[0, 0] == 3.5
+
+
+# --- data: samples of facts with named constants, per-sample queries, datasets ---------------
+def test_samples_with_string_constants_and_per_sample_queries():
+    from polyir.nn.rule_data import Dataset, Sample
+    layer = RuleLayer("h(X) :- feat(Y), *edge(X, Y). [aggregation=sum]\n?- h(alice).",
+                      dims={"feat": 2}, dtype=np.float64)
+    s1 = Sample(R.h("alice")[[1.0, 0.0]],
+                [R.feat("alice")[[0.5, 1.0]], R.feat("bob")[[2.0, 0.0]],
+                 R.edge("alice", "bob"), R.edge("bob", "alice")])
+    s2 = Sample([R.h(1)[[0.0, 1.0]], R.h(7)[[0.0, 0.0]]],
+                [R.feat(1)[[1.0, 1.0]], R.feat(2)[[3.0, 4.0]], R.edge(1, 2), R.edge(1, 1)])
+    ds = Dataset([s1, s2])
+    # h(alice) = feat(bob); h(1) = feat(2) + feat(1); h(7) is underivable: 0
+    np.testing.assert_array_equal(layer(ds).detach().numpy(), [[2, 0], [4, 5], [0, 0]])
+    np.testing.assert_array_equal(ds.targets().numpy(), [[1, 0], [0, 1], [0, 0]])
+    # without per-sample queries the rule set's own (h(alice)) apply, one row per sample
+    np.testing.assert_array_equal(layer(Dataset([Sample(None, s1.facts)])).detach().numpy(),
+                                  [[2, 0]])
+    # a tensor-valued fact keeps its gradient (torch layers feeding the rules)
+    v = torch.tensor([2.0, 0.5], dtype=torch.float64, requires_grad=True)
+    out = layer(Sample(R.h("a"), [R.feat("b")[v], R.edge("a", "b")]))
+    out.sum().backward()
+    assert v.grad.tolist() == [1.0, 1.0]
+    with pytest.raises(GraphError, match="not an input predicate"):
+        layer(Sample(R.h(1), [R.foo(1)]))

@@ -167,7 +167,8 @@ class Program:
         weights = {}
         for name, w in self.weights.items():
             if w.value is not None:
-                weights[name] = np.asarray(w.value, dtype=dtype)
+                value = w.value.detach().cpu().numpy() if hasattr(w.value, "detach") else w.value
+                weights[name] = np.asarray(value, dtype=dtype)
             else:
                 shape = tuple(int(x) for x in w.dims)
                 fan = sum(shape[-2:]) if len(shape) >= 2 else 2 * (shape[0] if shape else 1)

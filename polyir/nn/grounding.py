@@ -703,6 +703,16 @@ def _rows_of(rows: np.ndarray, rel: np.ndarray) -> np.ndarray:
     return out
 
 
+def find_rows(rows: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    """The index in `rel` (distinct rows) of each row of `rows`, -1 where absent."""
+    out = np.full(len(rows), -1, I64)
+    if len(rows) and len(rel):
+        kq, kr, size = encode(list(rows.T), list(rel.T))
+        li, ri = join_indices(kq, kr, size)
+        out[li] = ri
+    return out
+
+
 def _spread(domain, sample, binds, src, var):
     """Every binding repeated once per constant of its sample's domain, `var` bound to it."""
     d_sample = domain[:, 0]
@@ -771,4 +781,4 @@ class GroundingCache:
 
 
 __all__ = ["Engine", "Grounding", "RuleGrounding", "GroundingCache", "structure_key",
-           "join_indices", "unique_rows", "encode", "unique_keys", "Progress"]
+           "join_indices", "unique_rows", "encode", "unique_keys", "find_rows", "Progress"]

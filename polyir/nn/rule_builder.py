@@ -116,8 +116,11 @@ def weight_spec(item) -> WeightSpec:
             raise GraphError(f"weight dimensions {item}: one or two positive sizes",
                              field="weights", fix="write R.a[3,] (a vector) or R.a[2, 3]")
         return WeightSpec(name, dims=tuple(int(i) for i in item))
-    if torch.is_tensor(item):
-        item = item.detach().cpu().numpy()
+    if torch.is_tensor(item):  # kept as a tensor: a sample fact's value keeps its gradient
+        if item.dim() > 2:
+            raise GraphError(f"weight value of shape {tuple(item.shape)}: at most 2-D",
+                             field="weights", fix="weights are scalars, vectors or matrices")
+        return WeightSpec(name, value=item)
     value = np.asarray(item, dtype=np.float64)
     if value.ndim > 2:
         raise GraphError(f"weight value of shape {value.shape}: at most 2-D", field="weights",

@@ -52,7 +52,9 @@ from torch import nn
 from .. import ir
 from ..ir import GraphError
 from ..ir.rules_text import format_ruleset, parse_rules
-from .grounding import Engine, GroundingCache, structure_key
+from .grounding import Engine, GroundingCache, find_rows, structure_key
+from .rule_data import as_dataset
+from .rule_data import encode as encode_dataset
 
 # the sparse products below use CSR tensors, which torch calls beta (its API, not our numbers)
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state",
@@ -538,6 +540,9 @@ class RuleLayer(nn.Module):
     # --- evaluation ----------------------------------------------------------------------------
     def evaluate(self, x=None, *, batch_size: int | None = None, **ports):
         """All atoms' values: ({predicate: (n, dim) tensor}, Grounding)."""
+        ds = as_dataset(x)
+        if ds is not None:
+            x, batch_size = self._dataset_inputs(ds)[0], len(ds)
         facts, values, B = self._normalise(x, ports, batch_size)
         grounding = self.cache(facts, B, structure_key(facts, B), self.progress)
         dtype, device = self._dtype_device(ports)
@@ -559,7 +564,49 @@ class RuleLayer(nn.Module):
                         else torch.zeros((0, self.preds[p].dim), dtype=dtype, device=device)
         return V, grounding
 
+    def _dataset_inputs(self, ds):
+        dtype, device = self._dtype_device({})
+        return encode_dataset(ds, self.preds, self.input_names, self.constants, dtype, device)
+
+    def _forward_dataset(self, ds) -> torch.Tensor:
+        """One row per query of each sample, in order: (number of queries, dim)."""
+        inputs, queries = self._dataset_inputs(ds)
+        asked = [bool(s.queries) for s in ds.samples]
+        if not any(asked):
+            return self.forward(inputs, batch_size=len(ds))
+        if not all(asked):
+            raise GraphError("some samples have queries and some do not", node=self.name,
+                             field="queries", fix="give every sample its queries, or none "
+                                                  "(then the rule set's queries apply)")
+        V, g = self.evaluate(inputs, batch_size=len(ds))
+        dims = set()
+        for s_i, name, args in queries:
+            p = self.preds.get(name)
+            if p is None or len(args) != p.arity:
+                raise GraphError(f"query {name}{tuple(args)} of sample {s_i}: no such predicate "
+                                 "with that arity", node=self.name, field="queries",
+                                 fix=f"query one of {sorted(self.preds)}")
+            dims.add(p.dim)
+        if len(dims) > 1:
+            raise GraphError(f"the queries' predicates have dimensions {sorted(dims)}",
+                             node=self.name, field="queries",
+                             fix="query predicates of one dimension in one call")
+        out = [None] * len(queries)
+        for name in dict.fromkeys(q[1] for q in queries):
+            which = [k for k, q in enumerate(queries) if q[1] == name]
+            rows = np.array([[queries[k][0], *queries[k][2]] for k in which], np.int64)
+            idx = torch.as_tensor(find_rows(rows, g.atoms[name]), device=V[name].device)
+            table = V[name]
+            pad = torch.cat([table, table.new_zeros((1, table.shape[1]))])
+            got = pad[torch.where(idx < 0, table.shape[0], idx)]
+            for j, k in enumerate(which):
+                out[k] = got[j]
+        return torch.stack(out)
+
     def forward(self, x=None, *, batch_size: int | None = None, **ports) -> torch.Tensor:
+        ds = as_dataset(x)
+        if ds is not None:
+            return self._forward_dataset(ds)
         V, g = self.evaluate(x, batch_size=batch_size, **ports)
         gt = g.torch(next(iter(V.values())).device)
         outs = []
