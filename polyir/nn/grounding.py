@@ -120,6 +120,19 @@ def unique_keys(key: np.ndarray, size: int):
     return uniq, inv.reshape(-1).astype(I64)
 
 
+def has_duplicates(key: np.ndarray, size: int) -> bool:
+    """Whether some key occurs twice: a bitmap of the key range (one byte per slot) when it is
+    at most 64 slots per row, else one sort."""
+    if len(key) < 2:
+        return False
+    if size <= max(DENSE_MIN_SLOTS, 64 * len(key)):
+        seen = np.zeros(size, bool)
+        seen[key] = True
+        return int(np.count_nonzero(seen)) != len(key)
+    k = np.sort(key)
+    return bool((k[1:] == k[:-1]).any())
+
+
 def member(key: np.ndarray, of: np.ndarray, size: int) -> np.ndarray:
     """key[i] in of, for each i."""
     if len(key) == 0 or len(of) == 0:
@@ -222,8 +235,9 @@ class Progress:
 # --------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class RuleGrounding:
-    """Groundings of one rule, sorted by head: head[g] is the head atom's row, body[k][g] the row
-    of the k-th visible literal (in `visible` order: positions in rule.body)."""
+    """Groundings of one rule (sorted by head in a recursive component, so that each level is a
+    slice): head[g] is the head atom's row, body[k][g] the row of the k-th visible literal (in
+    `visible` order: positions in rule.body)."""
 
     head: np.ndarray
     visible: list
@@ -382,8 +396,13 @@ class Engine:
                 cols[t] = 1 + k
                 continue
             keep = cond if keep is None else keep & cond
-        rows = np.arange(len(rel), dtype=I64) if keep is None else np.flatnonzero(keep)
+        rows = None if keep is None else np.flatnonzero(keep)
         return rows, cols
+
+    @staticmethod
+    def _col(rel, rows, c):
+        """Column c of the matched rows (a view when every row matched)."""
+        return rel[:, c] if rows is None else rel[rows, c]
 
     def _term(self, t, binds, n):
         return binds[t] if is_variable(t) else np.full(n, self.const(t), I64)
@@ -403,21 +422,25 @@ class Engine:
             rel = (delta if j == delta_pos else rels)[lit.predicate]
             rows, cols = self._match(rel, lit.terms)
             if sample is None:
-                sample = rel[rows, 0]
-                binds = {v: rel[rows, c] for v, c in cols.items()}
-                src = {j: rows}
+                sample = self._col(rel, rows, 0)
+                binds = {v: self._col(rel, rows, c) for v, c in cols.items()}
+                src = {j: np.arange(len(rel), dtype=I64) if rows is None else rows}
                 continue
             shared = [v for v in cols if v in binds]
             kl, kr, size = encode([sample] + [binds[v] for v in shared],
-                                  [rel[rows, 0]] + [rel[rows, cols[v]] for v in shared])
+                                  [self._col(rel, rows, 0)] +
+                                  [self._col(rel, rows, cols[v]) for v in shared])
             li, ri = join_indices(kl, kr, size)
+            del kl, kr
             sample = sample[li]
             binds = {v: c[li] for v, c in binds.items()}
             src = {k: s[li] for k, s in src.items()}
+            del li
+            picked = ri if rows is None else rows[ri]
             for v, c in cols.items():
                 if v not in binds:
-                    binds[v] = rel[rows[ri], c]
-            src[j] = rows[ri]
+                    binds[v] = rel[picked, c]
+            src[j] = picked
         n = len(sample)
         keep = np.ones(n, bool)
         for lit in r.body:
@@ -432,7 +455,7 @@ class Engine:
                 rel = rels[lit.predicate]
                 rows, _ = self._match(rel, lit.terms)
                 left = [sample] + [self._term(t, binds, n) for t in lit.terms]
-                right = [rel[rows, 0]] + [rel[rows, 1 + k] for k in range(len(lit.terms))]
+                right = [self._col(rel, rows, k) for k in range(1 + len(lit.terms))]
                 kl, kr, size = encode(left, right)
                 keep &= ~member(kl, kr, size)
         if not keep.all():
@@ -479,8 +502,7 @@ class Engine:
             table[:, 1:] = args
             if len(table) > 1:
                 key, _, size = encode(list(table.T))
-                uniq, _ = unique_keys(key, size)
-                if len(uniq) != len(table):
+                if has_duplicates(key, size):
                     raise GraphError(f"{name}: the same fact is given twice in one sample",
                                      node=self.name, field=name, fix="give each fact once")
             rels[name] = table
@@ -531,6 +553,7 @@ class Engine:
                 for n, i in enumerate(self.by_head[p], start=len(seeds[p])):
                     raw[i] = (inv[bounds[n]:bounds[n + 1]], raw[i])
                 levels[p] = np.array([0, len(rels[p])], I64)
+                del heads, inv
                 continue
             self._fixpoint(comp, rels, domain, seeds)
             for p in comp:
@@ -544,8 +567,10 @@ class Engine:
                 bar.step(f"rule {i} ({self.rs.rules[i].head})")
             self._order_levels(comp, rels, raw, fact_rows, levels)
         rules = []
+        recursive = {p for comp, rec in self.strata if rec for p in comp}
         for i, r in enumerate(self.rs.rules):
             head, src = raw[i]
+            raw[i] = None
             visible = [j for j, lit in enumerate(r.body)
                        if not (lit.hidden or lit.negated or lit.predicate.startswith("@"))]
             body = [src[j] for j in visible]
@@ -553,8 +578,8 @@ class Engine:
                 table = np.stack([head] + body, 1)
                 table, _ = unique_rows(table)
                 head, body = table[:, 0], [table[:, 1 + k] for k in range(len(body))]
-            order = np.argsort(head, kind="stable")
-            if len(order) and not (order[1:] > order[:-1]).all():
+            if r.head in recursive and len(head) and (head[1:] < head[:-1]).any():
+                order = np.argsort(head, kind="stable")  # levels are slices of the groundings
                 head, body = head[order], [b[order] for b in body]
             rules.append(RuleGrounding(np.ascontiguousarray(head), visible,
                                        [np.ascontiguousarray(b) for b in body]))
@@ -562,6 +587,7 @@ class Engine:
         for q in self.rs.queries:
             rel = rels[q.predicate]
             rows, _ = self._match(rel, q.terms)
+            rows = np.arange(len(rel), dtype=I64) if rows is None else rows
             out = np.full(batch_size, -1, I64)
             out[rel[rows, 0]] = rows
             queries.append(out)
@@ -690,6 +716,8 @@ class Engine:
 
 
 def _distinct(tables: list, arity: int):
+    if len(tables) == 1:
+        return unique_rows(tables[0])
     table = np.concatenate(tables) if tables else np.zeros((0, 1 + arity), I64)
     return unique_rows(table)
 
