@@ -1,7 +1,12 @@
 """RuleLayer vs plain torch sparse ops (vs PyNeuraLogic where installed) on a 2-layer GCN-style
-template over random graphs: forward + backward per epoch, CPU.
+template: grounding, forward, forward+backward at 1k / 10k / 100k small graphs and one 100k-node
+graph, wall and CPU seconds and peak memory, CPU.
 
-    .venv/bin/python benchmarks/rules_gcn.py [--graphs 1000] [--batch 100] [--epochs 5]
+    .venv/bin/python benchmarks/rules_gcn.py [--sizes 1000,10000,100000] [--big 100000]
+
+Each scenario runs in its own process (its peak RSS is its own); grounding's peak is traced with
+tracemalloc (numpy's allocations). RuleLayer and the torch baseline alternate (A, B, A, B).
+PyNeuraLogic (1k graphs by default) reports its dataset building (its grounding) and one epoch.
 
 The template (normalisation carried by the edge facts' values, see tests/test_rules.py):
 
@@ -17,6 +22,13 @@ layer's grounding is cached once), and a segment mean by index_add_.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -87,97 +99,139 @@ def torch_forward(n, x, seg, counts, w1, w2, w3, n_graphs):
     return pooled @ w3.T
 
 
-def time_interleaved(runs, epochs):
-    """Seconds per epoch of each (step, batches), epochs interleaved so that load on a shared
-    machine hits every contender alike."""
-    times = [[] for _ in runs]
-    for _ in range(epochs):
-        for k, (step, batches) in enumerate(runs):
-            t = time.perf_counter()
-            for b in batches:
-                step(b)
-            times[k].append(time.perf_counter() - t)
-    return times
+def big_graph(n, d, seed=0):
+    """One graph of n nodes, ~4 random neighbours each (undirected) plus self loops, GCN-normed."""
+    rng = np.random.default_rng(seed)
+    m = 2 * n
+    a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+    keep = a != b
+    pairs = np.unique(np.concatenate([np.stack([a[keep], b[keep]], 1),
+                                      np.stack([b[keep], a[keep]], 1),
+                                      np.stack([np.arange(n)] * 2, 1)]), axis=0)
+    deg = np.bincount(pairs[:, 0], minlength=n).astype(np.float64)
+    coef = (1.0 / np.sqrt(deg[pairs[:, 0]] * deg[pairs[:, 1]])).astype(np.float32)
+    return [(rng.normal(size=(n, d)).astype(np.float32), pairs, coef)], \
+        rng.integers(0, 2, 1).astype(np.float32)
+
+
+def clock():
+    return time.perf_counter(), time.process_time()
+
+
+def since(start):
+    wall, cpu = time.perf_counter() - start[0], time.process_time() - start[1]
+    return wall, cpu
+
+
+def scenario(name, graphs, labels, args):
+    """Grounding, forward, forward+backward of one batch holding every graph, RuleLayer and the
+    torch sparse baseline alternated (A, B, A, B); returns a dict of numbers."""
+    import tracemalloc
+    layer = RuleLayer(TEMPLATE.format(h=args.hidden, d=args.dim), seed=0, progress=False)
+    inp = batch_inputs(graphs)
+    facts, _, batch = layer._normalise(inp, {}, None)
+    tracemalloc.start()
+    t = clock()
+    layer.engine.ground(facts, batch)
+    g_wall, g_cpu = since(t)
+    g_peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
+    tracemalloc.stop()
+    layer(inp)  # grounds once more into the layer's cache (not timed)
+    w1, w2, w3 = (layer.weights[k].detach().clone().requires_grad_(True)
+                  for k in ("w1", "w2", "w3"))
+    tb = torch_batch(graphs)
+    y = torch.from_numpy(labels)[:, None]
+
+    def rl(backward):
+        out = layer(inp)
+        if backward:
+            layer.zero_grad()
+            ((out - y) ** 2).mean().backward()
+        return out
+
+    def tr(backward):
+        n, x, seg, counts = tb
+        out = torch_forward(n, x, seg, counts, w1, w2, w3, len(graphs))
+        if backward:
+            for w in (w1, w2, w3):
+                w.grad = None
+            ((out - y) ** 2).mean().backward()
+        return out
+
+    diff = float((rl(False) - tr(False)).abs().max().detach())
+    res = {"name": name, "graphs": len(graphs), "nodes": int(sum(len(g[0]) for g in graphs)),
+           "edges": int(sum(len(g[1]) for g in graphs)), "ground_wall": g_wall,
+           "ground_cpu": g_cpu, "ground_peak_mb": g_peak, "max_diff": diff}
+    for backward in (False, True):
+        key = "fwdbwd" if backward else "fwd"
+        times = {"rl": [], "torch": []}
+        for _ in range(args.reps):
+            for who, fn in (("rl", rl), ("torch", tr)):
+                t = clock()
+                with torch.set_grad_enabled(backward):
+                    fn(backward)
+                times[who].append(since(t))
+        for who in times:
+            res[f"{key}_{who}_wall"] = min(w for w, _ in times[who])
+            res[f"{key}_{who}_cpu"] = min(c for _, c in times[who])
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return res
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--graphs", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=100, help="graphs per forward call")
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--dim", type=int, default=16)
-    ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--sizes", default="1000,10000,100000",
+                    help="numbers of small graphs (20-40 nodes), comma-separated")
+    ap.add_argument("--big", type=int, default=100000, help="nodes of the one big graph; 0 skips")
+    ap.add_argument("--reps", type=int, default=2, help="alternated repetitions (best is kept)")
+    ap.add_argument("--dim", type=int, default=8)
+    ap.add_argument("--hidden", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--neuralogic-graphs", type=int, default=100,
-                    help="graphs for the (much slower) PyNeuraLogic run; 0 skips it")
+    ap.add_argument("--neuralogic-graphs", type=int, default=1000,
+                    help="graphs for the PyNeuraLogic run (where installed); 0 skips it")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # run one scenario in this process
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    graphs, labels = make_graphs(args.graphs, args.dim)
-    chunks = [list(range(i, min(i + args.batch, args.graphs)))
-              for i in range(0, args.graphs, args.batch)]
-    layer = RuleLayer(TEMPLATE.format(h=args.hidden, d=args.dim), seed=0)
-    y = torch.from_numpy(labels)[:, None]
-
-    # --- polyir RuleLayer ---
-    rl_batches = [(batch_inputs([graphs[i] for i in c]), y[c]) for c in chunks]
-    t = time.perf_counter()
-    for inp, _ in rl_batches:  # the first epoch grounds each batch once (then cached)
-        layer(inp)
-    ground_s = time.perf_counter() - t
-
-    def rl_step(b):
-        inp, target = b
-        layer.zero_grad()
-        loss = ((layer(inp) - target) ** 2).mean()
-        loss.backward()
-
-
-    # --- plain torch, same weights ---
-    w1, w2, w3 = (layer.weights[k].detach().clone().requires_grad_(True) for k in ("w1", "w2", "w3"))
-    t_batches = []
-    t = time.perf_counter()
-    for c in chunks:
-        t_batches.append((torch_batch([graphs[i] for i in c]), y[c], len(c)))
-    prep_s = time.perf_counter() - t
-
-    def torch_step(b):
-        (n, x, seg, counts), target, k = b
-        for w in (w1, w2, w3):
-            w.grad = None
-        loss = ((torch_forward(n, x, seg, counts, w1, w2, w3, k) - target) ** 2).mean()
-        loss.backward()
-
-    rl_step(rl_batches[0])  # warm both up
-    torch_step(t_batches[0])
-    rl_times, torch_times = time_interleaved([(rl_step, rl_batches), (torch_step, t_batches)],
-                                             args.epochs)
-
-    # same numbers?
-    (n, x, seg, counts), _, k = t_batches[0]
-    ref = torch_forward(n, x, seg, counts, w1, w2, w3, k)
-    diff = float((layer(rl_batches[0][0]) - ref).abs().max().detach())
-
-    rows = [("polyir RuleLayer", min(rl_times), np.median(rl_times), f"grounding once {ground_s:.2f} s"),
-            ("torch sparse (CSR)", min(torch_times), np.median(torch_times),
-             f"building N once {prep_s:.2f} s")]
-    nl = neuralogic_epoch(graphs[:args.neuralogic_graphs], labels, args) \
-        if args.neuralogic_graphs else None
-    print(f"{args.graphs} graphs of 20-40 nodes, batches of {args.batch}, dim {args.dim}, hidden "
-          f"{args.hidden}, {args.threads} thread(s), forward+backward per epoch, best / median "
-          f"of {args.epochs}")
-    print(f"{'':22s} {'best s':>9s} {'median s':>9s}  note")
-    for name, best, med, note in rows:
-        print(f"{name:22s} {best:9.4f} {med:9.4f}  {note}")
-    if nl is not None:
-        per, n_g, build = nl
-        scaled = per * args.graphs / n_g
-        how = (f"measured on {n_g} graphs ({per:.3f} s), scaled" if n_g != args.graphs
-               else "one training epoch (includes its weight update)")
-        print(f"{'PyNeuraLogic (JVM)':22s} {scaled:9.4f} {'':9s}  {how}; building {build:.1f} s")
-    ratio = min(rl_times) / min(torch_times)
-    print(f"RuleLayer / torch = {ratio:.2f}x   (max |difference| {diff:.2e})")
-    if nl is not None:
-        print(f"PyNeuraLogic / RuleLayer = {nl[0] * args.graphs / nl[1] / min(rl_times):.0f}x")
+    if args.one:
+        kind, n = args.one.split(":")
+        graphs, labels = (big_graph if kind == "big" else make_graphs)(int(n), args.dim)
+        print(json.dumps(scenario(f"{kind} {n}", graphs, labels, args)))
+        return
+    print("uptime:", os.popen("uptime").read().strip())
+    jobs = [f"small:{n}" for n in args.sizes.split(",") if n] + \
+        ([f"big:{args.big}"] if args.big else [])
+    rows = []
+    for job in jobs:  # one process per scenario: peak memory is that scenario's own
+        cmd = [sys.executable, __file__, "--one", job, "--reps", str(args.reps), "--dim",
+               str(args.dim), "--hidden", str(args.hidden), "--threads", str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            print(f"{job}: failed\n{out.stderr[-2000:]}")
+            continue
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"dim {args.dim}, hidden {args.hidden}, {args.threads} thread(s); wall / CPU seconds "
+          f"(best of {args.reps}, RuleLayer and torch alternated); one batch holds every graph")
+    head = (f"{'scenario':14s} {'nodes':>9s} {'edges':>10s} {'ground':>14s} {'peak MB':>8s} "
+            f"{'fwd RuleLayer':>14s} {'fwd torch':>14s} {'f+b RuleLayer':>14s} "
+            f"{'f+b torch':>14s} {'RSS MB':>7s}")
+    print(head)
+    for r in rows:
+        cell = lambda k: f"{r[k + '_wall']:6.2f}/{r[k + '_cpu']:6.2f}"  # noqa: E731
+        print(f"{r['name']:14s} {r['nodes']:9d} {r['edges']:10d} {cell('ground'):>14s} "
+              f"{r['ground_peak_mb']:8.0f} {cell('fwd_rl'):>14s} {cell('fwd_torch'):>14s} "
+              f"{cell('fwdbwd_rl'):>14s} {cell('fwdbwd_torch'):>14s} {r['peak_rss_mb']:7.0f}"
+              f"   max |diff| {r['max_diff']:.1e}")
+    if args.neuralogic_graphs:
+        graphs, labels = make_graphs(args.neuralogic_graphs, args.dim)
+        with contextlib.redirect_stdout(io.StringIO()):  # the JVM's per-sample log lines
+            nl = neuralogic_epoch(graphs, labels, args)
+        if nl is None:
+            print("PyNeuraLogic: not installed")
+        else:
+            per, n_g, build = nl
+            print(f"PyNeuraLogic {n_g} graphs: building (grounding) {build:.2f} s wall, one "
+                  f"training epoch (forward+backward+update) {per:.2f} s wall")
+    print("uptime:", os.popen("uptime").read().strip())
 
 
 def neuralogic_epoch(graphs, labels, args):
