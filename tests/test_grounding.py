@@ -182,3 +182,19 @@ def test_cache_keys_on_structure_not_values():
     assert structure_key(f1, 1) != structure_key(f1, 2)
     cache(f1, 2)
     assert len(cache.store) == 2  # least recently used evicted
+
+
+def test_progress_bar_appears_only_after_the_threshold():
+    from polyir.nn.grounding import Progress
+    quiet = Progress(3, enabled=True, after=3600.0)
+    quiet.step("a")
+    assert quiet.bar is None  # a grounding under the threshold shows nothing
+    shown = Progress(3, enabled=True, after=0.0)
+    shown.step("a")
+    shown.step("b")
+    assert shown.bar is not None and shown.bar.tasks[0].completed == 2
+    shown.close()
+    rs = parse_rules("h(X) :- e(X, Y).\n?- h(0).")
+    g = Engine(rs).ground({"e": (np.zeros(2, int), np.array([[0, 1], [1, 2]]))}, 1,
+                          progress=True)
+    assert len(g.atoms["h"]) == 2

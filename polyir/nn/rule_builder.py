@@ -222,13 +222,19 @@ def _meta(items) -> dict:
     return out
 
 
-class RuleSpec:
-    def __init__(self, head: Atom, body: list):
-        self.head, self.body, self.meta = head, body, {}
+class _Annotated:
+    """`entry | [functions]` or `entry | {key: value}` adds metadata to a rule or predicate."""
+
+    meta: dict
 
     def __or__(self, items):
         self.meta.update(_meta(items))
         return self
+
+
+class RuleSpec(_Annotated):
+    def __init__(self, head: Atom, body: list):
+        self.head, self.body, self.meta = head, body, {}
 
     def add_to(self, prog: Program):
         meta = dict(self.meta)
@@ -259,13 +265,9 @@ class RuleSpec:
         return f"RuleSpec({self.head} :- {', '.join(str(a) for a in self.body)})"
 
 
-class PredicateSpec:
+class PredicateSpec(_Annotated):
     def __init__(self, name: str, arity: int):
         self.name, self.arity, self.meta = name, arity, {}
-
-    def __or__(self, items):
-        self.meta.update(_meta(items))
-        return self
 
     def add_to(self, prog: Program):
         bad = set(self.meta) - {"transformation", "combination"}
