@@ -615,3 +615,30 @@ def test_samples_with_string_constants_and_per_sample_queries():
     assert v.grad.tolist() == [1.0, 1.0]
     with pytest.raises(GraphError, match="not an input predicate"):
         layer(Sample(R.h(1), [R.foo(1)]))
+
+
+@pytest.mark.skipif(os.environ.get("POLYIR_SKIP_NEURALOGIC") == "1", reason="asked to skip")
+def test_functions_same_as_pyneuralogic():
+    _neuralogic()
+    from neuralogic.core import Aggregation as A, Combination as C, R as NR, Transformation as T
+    from neuralogic.core import V as NV
+    x = [-1.5, 0.25, 2.0]
+    cases = [([(NR.h <= NR.x) | [t]], f"h :- x. [transformation={name}]\n?- h.",
+              [NR.x[x]], {"x": torch.tensor([x], dtype=torch.float64)}, {"x": 3})
+             for t, name in [(T.REVERSE, "reverse"), (T.SIGNUM, "signum"),
+                             (T.LUKASIEWICZ, "lukasiewicz"), (T.INVERSE, "inverse"),
+                             (T.LEAKY_RELU, "leakyrelu")]]
+    a, b = [1.0, 5.0], [3.0, 2.0]
+    for comb, name in [(C.MAX, "max"), (C.MIN, "min"), (C.ELPRODUCT, "elproduct")]:
+        cases.append(([(NR.h <= (NR.a, NR.b)) | [comb]], f"h :- a, b. [combination={name}]\n?- h.",
+                      [NR.a[a], NR.b[b]], {"a": torch.tensor([a], dtype=torch.float64),
+                                           "b": torch.tensor([b], dtype=torch.float64)},
+                      {"a": 2, "b": 2}))
+    f = [[3.0, -5.0], [1.0, 1.0], [0.0, 4.0]]
+    cases.append(([(NR.h <= NR.f(NV.Y)) | [A.COUNT]], "h :- f(Y). [aggregation=count]\n?- h.",
+                  [NR.f(i)[f[i]] for i in range(3)],
+                  {"f": (torch.tensor(f, dtype=torch.float64), np.arange(3)[:, None])}, {"f": 2}))
+    for nl_rules, text, example, inputs, dims in cases:
+        expected = _nl_eval(nl_rules, example, NR.h)
+        mine = RuleLayer(text, dims=dims, dtype=np.float64)(inputs).detach().numpy()[0]
+        np.testing.assert_allclose(mine, expected, rtol=1e-9, atol=1e-12, err_msg=text)
