@@ -642,3 +642,8 @@ def test_functions_same_as_pyneuralogic():
         expected = _nl_eval(nl_rules, example, NR.h)
         mine = RuleLayer(text, dims=dims, dtype=np.float64)(inputs).detach().numpy()[0]
         np.testing.assert_allclose(mine, expected, rtol=1e-9, atol=1e-12, err_msg=text)
+
+
+def test_input_predicate_without_facts_is_an_empty_relation():
+    out = run("h(X) :- f(X), !g(X).\n?- h(1).", {"f": rel([[2.0]], [[1]])})
+    assert out[0, 0] == 2.0  # no g facts given: g is empty, so !g(1) holds

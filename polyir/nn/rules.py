@@ -472,6 +472,10 @@ class RuleLayer(nn.Module):
                                      f"the rules have {self.input_names}", node=self.name,
                                      field="input", fix="pass a dict {predicate: value}")
                 ports = {self.input_names[0]: x, **ports}
+        for p in self.input_names:  # an input predicate without facts is an empty relation
+            if p not in ports and self.preds[p].arity > 0:
+                ports[p] = (None, np.zeros((0, self.preds[p].arity), np.int64),
+                            np.zeros(0, np.int64))
         missing = [p for p in self.input_names if p not in ports]
         extra = [p for p in ports if p not in self.preds or not self.preds[p].input]
         if missing or extra:
