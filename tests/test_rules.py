@@ -647,3 +647,21 @@ def test_functions_same_as_pyneuralogic():
 def test_input_predicate_without_facts_is_an_empty_relation():
     out = run("h(X) :- f(X), !g(X).\n?- h(1).", {"f": rel([[2.0]], [[1]])})
     assert out[0, 0] == 2.0  # no g facts given: g is empty, so !g(1) holds
+
+
+def test_template_facts_functions_and_atom_combinations_survive_the_file(tmp_path):
+    rs = parse_rules(GCNCONV_PRINTED + "?- h(0).", dims={"feat": 3})
+    g = ir.Graph()
+    g.add("feat", ir.Input((3,), elem="relation", arity=1))
+    g.add("edge", ir.Input((1,), elem="relation", arity=2))
+    g.add("rules", rs)
+    g.add("out", ir.Output((2,)))
+    g.connect("feat", "rules", "feat")
+    g.connect("edge", "rules", "edge")
+    g.connect("rules", "out")
+    polyir.save(g, tmp_path / "gcn.h5")
+    back = polyir.load(tmp_path / "gcn.h5").nodes["rules"]
+    assert back == rs
+    assert back.facts[0].predicate == "h__edge" and back.facts[0].weight in back.fixed
+    assert back.rules[-1].body[2].function == "sqrt"
+    assert back.predicate("h__edge_count").combination == "product"
