@@ -31,10 +31,10 @@ def random_sample(rng) -> Sample:
     return Sample(R.label[float(triangle)], facts)
 
 
-def main():
+def main(samples: int = 400, epochs: int = 30) -> float:
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    data = Dataset([random_sample(rng) for _ in range(400)])
+    data = Dataset([random_sample(rng) for _ in range(samples)])
     X, Y = V.X, V.Y
     template = Template([
         (R.h1(X) <= (R.feat(Y)[8, 3], R.hidden.edge(X, Y))) | [Aggregation.AVG],
@@ -46,19 +46,34 @@ def main():
     ])
     layer = RuleLayer(template)
     opt = torch.optim.Adam(layer.parameters(), lr=0.02)
-    train, test = data[:300], data[300:]
-    for epoch in range(30):
+    split = samples * 3 // 4
+    train, test = data[:split], data[split:]
+
+    def train_loss():
+        with torch.no_grad():
+            return float(torch.nn.functional.binary_cross_entropy(layer(train),
+                                                                  train.targets()))
+    before = train_loss()
+    for epoch in range(epochs):
         for batch in train.batches(50):  # the same batches every epoch: grounded once each
             opt.zero_grad()
             loss = torch.nn.functional.binary_cross_entropy(layer(batch), batch.targets())
             loss.backward()
             opt.step()
+    after = train_loss()
     with torch.no_grad():
         acc = ((layer(test) > 0.5).float() == test.targets()).float().mean()
-    print(f"test accuracy {float(acc):.2f} (majority class "
-          f"{float(max(test.targets().mean(), 1 - test.targets().mean())):.2f}); "
-          f"groundings cached: {layer.cache.hits} hits, {layer.cache.misses} misses")
+    print(f"training loss {before:.3f} -> {after:.3f}; test accuracy {float(acc):.2f} "
+          f"(majority class {float(max(test.targets().mean(), 1 - test.targets().mean())):.2f})"
+          f"; groundings cached: {layer.cache.hits} hits, {layer.cache.misses} misses")
+    assert after < before, "training did not lower the loss"
+    return after
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--samples", type=int, default=400)
+    ap.add_argument("--epochs", type=int, default=30)
+    a = ap.parse_args()
+    main(a.samples, a.epochs)

@@ -15,7 +15,8 @@ EXAMPLES = ROOT / "examples"
 #: script -> arguments that keep its run short
 FAST_ARGS = {"logic_in_c.py": ["--epochs", "3"], "mlp_to_heyoka.py": ["--steps", "100"]}
 #: scripts whose functions another test file runs and checks in detail
-TESTED_ELSEWHERE = {"neural_ode_heyoka.py": "test_heyoka.py"}
+TESTED_ELSEWHERE = {"neural_ode_heyoka.py": "test_heyoka.py", "rules_xor.py": "test_rules.py",
+                    "rules_graphs.py": "test_rules.py"}
 #: a line each script prints when its checks have passed
 SUCCESS = {"export_and_import.py": "same outputs as the original",
            "run_in_c.py": "C backend:",
