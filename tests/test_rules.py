@@ -679,3 +679,31 @@ def test_examples_rules_xor_and_rules_graphs_run():
         return mod
     load("rules_xor.py").main()  # asserts the re-imported model's outputs equal the original's
     load("rules_graphs.py").main(samples=40, epochs=3)  # asserts the training loss fell
+
+
+@pytest.mark.skipif(os.environ.get("POLYIR_SKIP_NEURALOGIC") == "1", reason="asked to skip")
+def test_gcnconv_template_same_as_pyneuralogic():
+    _, Model, Settings, Dataset = _neuralogic()
+    import logging
+    from neuralogic.core import R as NR
+    from neuralogic.nn.module import GCNConv
+    logging.getLogger("neuralogic").setLevel(logging.ERROR)
+    m = Model()
+    m.add_rules(GCNConv(3, 2, "h", "feat", "edge")())
+    m.build(Settings(chain_pruning=False, iso_value_compression=False))
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(5, 3)).round(3)
+    edges = [(0, 1), (1, 0), (1, 2), (2, 1), (2, 3), (3, 2), (3, 4), (4, 3)]
+    example = [NR.feat(i)[x[i].tolist()] for i in range(5)] + [NR.edge(a, b) for a, b in edges]
+    ds = Dataset()
+    for i in range(5):
+        ds.add(NR.h(i), example)
+    expected = np.asarray(m(m.build_dataset(ds)), dtype=np.float64)
+    w = np.asarray(next(iter(m.parameters()["weights"].values())))
+    layer = RuleLayer(GCNCONV_PRINTED, queries=[f"h({i})" for i in range(5)],
+                      dims={"feat": 3}, dtype=np.float64)
+    with torch.no_grad():
+        layer.weights[layer.ruleset.rules[-1].weight].copy_(torch.tensor(w))
+    mine = layer({"feat": (torch.tensor(x), np.arange(5)[:, None]),
+                  "edge": (None, np.array(edges))}).detach().numpy()[0].reshape(5, 2)
+    np.testing.assert_allclose(mine, expected, rtol=1e-9, atol=1e-12)
