@@ -229,13 +229,16 @@ def main():
             print("PyNeuraLogic: not installed")
         else:
             per, n_g, build = nl
-            print(f"PyNeuraLogic {n_g} graphs: building (grounding) {build:.2f} s wall, one "
-                  f"training epoch (forward+backward+update) {per:.2f} s wall")
+            print(f"PyNeuraLogic {n_g} graphs: building (grounding) {build[0]:.2f}/"
+                  f"{build[1]:.2f} s wall/CPU, one training epoch (forward+backward+update) "
+                  f"{per[0]:.2f}/{per[1]:.2f} s wall/CPU (the JVM runs inside this process, so "
+                  "its threads count in the CPU time)")
     print("uptime:", os.popen("uptime").read().strip())
 
 
 def neuralogic_epoch(graphs, labels, args):
-    """Seconds for one training epoch (forward + backward + update) in PyNeuraLogic, or None."""
+    """(wall, CPU) of one training epoch (forward + backward + update) in PyNeuraLogic, the
+    number of graphs, (wall, CPU) of building the dataset (its grounding); or None."""
     try:
         import logging
         from neuralogic.core import Aggregation as A, Combination as C, Model, R, Settings
@@ -259,13 +262,13 @@ def neuralogic_epoch(graphs, labels, args):
         ex = [R.feat(i)[x[i].tolist()] for i in range(len(x))]
         ex += [R.edge(int(a), int(b))[float(c)] for (a, b), c in zip(pairs, coef)]
         ds.add(R.out[float(lab)], ex)
-    t = time.perf_counter()
+    t = clock()
     built = m.build_dataset(ds)
-    build_s = time.perf_counter() - t
+    build = since(t)
     m.train(built, epochs=1)  # warm-up
-    t = time.perf_counter()
+    t = clock()
     m.train(built, epochs=1)
-    return time.perf_counter() - t, len(graphs), build_s
+    return since(t), len(graphs), build
 
 
 if __name__ == "__main__":
