@@ -198,3 +198,13 @@ def test_progress_bar_appears_only_after_the_threshold():
     g = Engine(rs).ground({"e": (np.zeros(2, int), np.array([[0, 1], [1, 2]]))}, 1,
                           progress=True)
     assert len(g.atoms["h"]) == 2
+
+
+def test_next_builtin_filters_and_binds():
+    facts = {"f": (np.zeros(3, int), np.array([[1], [2], [5]]))}
+    # as a filter: X and Y both bound by f
+    g = Engine(parse_rules("h(X) :- f(X), f(Y), @next(X, Y).\n?- h(1).")).ground(facts, 1)
+    assert sorted(g.atoms["h"][:, 1].tolist()) == [1]
+    # binding: Y = X + 1 where only X is bound
+    g = Engine(parse_rules("s(Y) :- f(X), @next(X, Y).\n?- s(2).")).ground(facts, 1)
+    assert sorted(g.atoms["s"][:, 1].tolist()) == [2, 3, 6]
