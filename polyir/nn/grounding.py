@@ -466,6 +466,10 @@ class Engine:
             sample, binds, src = _spread(domain, sample, binds, src, v)
         return binds, sample, src
 
+    def head_cols(self, i: int, binds, sample) -> list:
+        n = len(sample)
+        return [sample] + [self._term(t, binds, n) for t in self.rs.rules[i].head_terms]
+
     def head_rows(self, i: int, binds, sample) -> np.ndarray:
         r = self.rs.rules[i]
         n = len(sample)
@@ -540,14 +544,16 @@ class Engine:
                      for p in comp}
             if not rec:
                 p = comp[0]
-                heads = list(seeds[p])  # template facts first, then each rule's heads
+                # template facts first, then each rule's heads, as columns (no row tables)
+                heads = [list(rows.T) for rows in seeds[p]]
                 for i in self.by_head[p]:
                     binds, sample, src = self.eval_rule(i, rels, domain)
-                    heads.append(self.head_rows(i, binds, sample))
+                    heads.append(self.head_cols(i, binds, sample))
+                    del binds, sample
                     raw[i] = src
                     bar.step(f"rule {i} ({p})")
-                rels[p], inv = _distinct(heads, self.preds[p].arity)
-                bounds = np.cumsum([0] + [len(h) for h in heads])
+                rels[p], inv = _distinct_cols(heads, self.preds[p].arity)
+                bounds = np.cumsum([0] + [len(h[0]) for h in heads])
                 for n, k in enumerate(self.facts_of[p]):
                     fact_rows[k] = inv[bounds[n]:bounds[n + 1]]
                 for n, i in enumerate(self.by_head[p], start=len(seeds[p])):
@@ -720,6 +726,22 @@ def _distinct(tables: list, arity: int):
         return unique_rows(tables[0])
     table = np.concatenate(tables) if tables else np.zeros((0, 1 + arity), I64)
     return unique_rows(table)
+
+
+def _distinct_cols(parts: list, arity: int):
+    """Like `_distinct` for heads given as column lists [sample, term columns...]: the distinct
+    rows (one table) and each input row's index among them."""
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        return np.zeros((0, 1 + arity), I64), np.zeros(0, I64)
+    cols = parts[0] if len(parts) == 1 else \
+        [np.concatenate([p[k] for p in parts]) for k in range(1 + arity)]
+    key, _, size = encode(cols)
+    uniq, inv = unique_keys(key, size)
+    del key
+    first = np.empty(len(uniq), I64)
+    first[inv] = np.arange(len(inv), dtype=I64)
+    return np.stack([c[first] for c in cols], 1), inv
 
 
 def _rows_of(rows: np.ndarray, rel: np.ndarray) -> np.ndarray:
