@@ -304,3 +304,4 @@ def test_demo_step_trains_and_round_trips(tmp_path):
     with torch.no_grad():
         acc = (state["imported"](state["x_test"]).argmax(-1) == state["y_test"]).float().mean()
     assert acc > 0.3  # ten classes: well above chance after one epoch
+    assert demo_steps.run_on_c(str(tmp_path), state)  # C predicts what torch predicts
