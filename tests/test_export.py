@@ -722,8 +722,9 @@ class Arithmetic(nn.Module):
 
     def forward(self, x):
         h = self.fc(x)
-        parts = [h - x, h * x, h / (x * x + 1.0), 2.0 - h, h + 0.5, h - 1.5, torch.clamp(h, max=0.2),
-                 F.relu6(h * 4), F.hardtanh(h, -0.1, 0.4), torch.softmax(h, 1), h.log_softmax(-1)]
+        parts = [h - x, h * x, h / (x * x + 1.0), 2.0 - h, h + 0.5, h - 1.5,
+                 torch.clamp(h, max=0.2), F.relu6(h * 4), F.hardtanh(h, -0.1, 0.4),
+                 torch.softmax(h, 1), h.log_softmax(-1)]
         return torch.cat(parts, dim=1), torch.stack([h, x], dim=1)
 
 
@@ -772,7 +773,7 @@ def test_layer_norm_softmax_and_maxpool1d_modules():
     eval_equal(model, g, torch.randn(7, 2, 6), atol=1e-6)
 
 
-# --- refusals: what is wrong and what to do --------------------------------------------------------
+# --- refusals: what is wrong and what to do -------------------------------------------------------
 @pytest.mark.parametrize("module, x", [
     (nn.LSTM(3, 4), torch.randn(2, 5, 3)),
     (nn.GRU(3, 4), torch.randn(2, 5, 3)),
@@ -858,7 +859,7 @@ def test_torchlogix_layers_without_a_polyir_kind_say_so():
     assert "LogicConv2d" in exc.value.fix and "cannot trace" not in str(exc.value)
 
 
-# --- training through exported models --------------------------------------------------------------
+# --- training through exported models -------------------------------------------------------------
 def test_difflogic_grad_factor_is_carried_and_honoured(tmp_path):
     model = nn.Sequential(LogicLayer(6, 12, 0, grad_factor=2.0),
                           LogicLayer(12, 8, 1, grad_factor=2.0), GroupSum(2, 1.0))

@@ -800,7 +800,7 @@ def _neuron(ctx, name, node, values):
                     body=body, consts=consts)
 
 
-# --- everyday CNN / MLP kinds (ir/kinds/cnn.py) ----------------------------------------------------
+# --- everyday CNN / MLP kinds (ir/kinds/cnn.py) ---------------------------------------------------
 BINARY_EXPR = {"mul": "a * b", "div": "a / b"}
 assert set(BINARY_EXPR) == set(ir.BINARY_FNS), "every ir Binary fn needs a C expression"
 

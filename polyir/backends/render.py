@@ -264,7 +264,7 @@ class CStyleRenderer:
         open_, close = self.loop2("i", n, "s", "TILE")
         return open_ + ["    const int64_t e = i * TILE + s;"] + ["    " + x for x in lines] + close
 
-    # --- ops: generic forms, valid for any tile / lane layout --------------------------------------
+    # --- ops: generic forms, valid for any tile / lane layout -------------------------------------
     def op_load(self, op: Op) -> list[str]:
         spec = self.program.inputs[op.attrs["index"]]
         n = int(np.prod(spec.shape, dtype=np.int64))
@@ -404,7 +404,7 @@ class CStyleRenderer:
         body += [f"S_{s}[e] = s_{s};" for s in states] + ["ys[e] = y;"]
         return lines + self.elementwise(op.attrs["n"], body)
 
-    # --- ops of the everyday CNN / MLP kinds ---------------------------------------------------------
+    # --- ops of the everyday CNN / MLP kinds ------------------------------------------------------
     def math(self, c99: str) -> str:
         """A C99 float function's spelling on this target."""
         return self.math_names.get(c99, c99)
@@ -416,7 +416,7 @@ class CStyleRenderer:
                 + open_ + ["    float acc = -INFINITY;",
                            f"    for (int64_t k = {ptr}[o]; k < {ptr}[o + 1]; k++) {{",
                            f"      const float v = x[(int64_t){col}[k] * TILE + s];",
-                           "      acc = (v > acc || v != v) ? v : acc;  /* NaN wins, as in torch */",
+                           "      acc = (v > acc || v != v) ? v : acc;  /* NaN wins (torch) */",
                            "    }", "    y[o * TILE + s] = acc;"] + close)
 
     def op_place(self, op: Op) -> list[str]:
@@ -444,10 +444,12 @@ class CStyleRenderer:
                 else f"y[PIDX(k)] = {exp}(x[PIDX(k)] - mx) / sum;")
         open_, close = self.loop2("g", op.attrs["groups"], "s", "TILE")
         return ([f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};",
-                 "#define PIDX(k) (((g / STRIDE) * N * STRIDE + g % STRIDE + (k) * STRIDE) * TILE + s)",
+                 "#define PIDX(k) (((g / STRIDE) * N * STRIDE + g % STRIDE + (k) * STRIDE) "
+                 "* TILE + s)",
                  f"#define N {n}", f"#define STRIDE {stride}"]
                 + open_ + ["    float mx = -INFINITY, sum = 0.0f;",
-                           "    for (int64_t k = 0; k < N; k++) mx = x[PIDX(k)] > mx ? x[PIDX(k)] : mx;",
+                           "    for (int64_t k = 0; k < N; k++) "
+                           "mx = x[PIDX(k)] > mx ? x[PIDX(k)] : mx;",
                            f"    for (int64_t k = 0; k < N; k++) sum += {exp}(x[PIDX(k)] - mx);",
                            f"    for (int64_t k = 0; k < N; k++) {last}"] + close
                 + ["#undef PIDX", "#undef N", "#undef STRIDE"])

@@ -37,7 +37,8 @@ METHODS: dict[str, Callable] = {}
 
 
 def function_rule(*targets):
-    """Decorator: `rule(ctx, name, n, values)` for each target (a function object, or a Tensor method name)."""
+    """Decorator: `rule(ctx, name, n, values)` for each target (a function object, or a Tensor
+    method name)."""
     def register(fn):
         for t in targets:
             (METHODS if isinstance(t, str) else FUNCTIONS)[t] = fn
@@ -261,7 +262,7 @@ def _neg(exp, name, n, values):
     return _node(exp, n, ir.Scale(np.full(_shape(exp, n), -1.0, exp.float_dtype)))
 
 
-# --- activations -----------------------------------------------------------------------------------
+# --- activations ----------------------------------------------------------------------------------
 def _activation(fn, alpha=None):
     def rule(exp, name, n, values):
         a = alpha(n) if alpha is not None else None
@@ -327,7 +328,7 @@ def _softmax(exp, name, n, values):
     return _node(exp, n, ir.Softmax(axis, log=name == "log_softmax"))
 
 
-# --- shape: flatten, reshape, join, pool -------------------------------------------------------------
+# --- shape: flatten, reshape, join, pool ----------------------------------------------------------
 @function_rule(torch.flatten, "flatten")
 def _flatten(exp, name, n, values):
     ndim = exp.example[n.args[0].name].ndim

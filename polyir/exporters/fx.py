@@ -7,11 +7,13 @@ How it works:
    `call_module` node. Everything else is traced through.
 2. The traced graph runs once on the example input (eval mode, no grad) to record every value's
    shape; a module's handler sees its example input and output (`ExportContext`).
-3. Each fx node becomes polyir: `call_module` -> the module's handler; elementwise functions and
-   methods (torch.tanh, F.relu, x.sigmoid(), ...) -> Activation; torch.flatten / x.view(B, -1) ->
-   Flatten; `a + b` of two traced values -> fan-in edges (several edges into one port are summed,
-   NIR's rule); `x * c`, `x / c`, `-x` with a number c -> Scale. Anything else fails with a
-   GraphError naming the fx node and saying how to register a handler.
+3. Each fx node becomes polyir: `call_module` -> the module's handler (BatchNorm folds into the
+   layer before it through `ExportContext.producer`); `call_function` / `call_method` -> the rule
+   of polyir.exporters.functions for that function (activations, arithmetic, cat / stack,
+   pooling, softmax, clamp, flatten, ...); `a + b` of two traced values -> fan-in edges (several
+   edges into one port are summed, NIR's rule). Anything else fails with a GraphError naming the
+   fx node, saying what polyir covers (docs/export.md) and how to register a handler; the
+   messages live in polyir.exporters.refusals.
 
 Stateful models (modules returning `(out, state)`, and one-step models `forward(x, state) ->
 (y, new_state)`) follow the protocol in polyir.exporters.state. torch functions and Tensor
@@ -24,7 +26,6 @@ declared elem='bit' (the example input must then be 0/1).
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from .functions import lookup_function, target_name
 from .handlers import Handler, load_builtin, lookup
 from .refusals import (EXPORT_DOC, is_refused_leaf, module_refusal, time_loop_refusal,
                        trace_refusal)
-from .state import (MISSING, Meta, META, Pair, Pending, StateProtocol, StateRef, StateView, Token,
+from .state import (MISSING, META, Pair, Pending, StateProtocol, StateRef, StateView, Token,
                     Value, has_missing, leaves, signature, stateful_result)
 
 __all__ = ["export", "ExportContext", "PolyirTracer"]
