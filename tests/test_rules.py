@@ -1,5 +1,6 @@
-"""RuleLayer: every semantic rule of DESIGN.md on hand-computed cases, the seed XOR example, a
-GCN template against its closed form, IR / file round trips, and (when installed) PyNeuraLogic."""
+"""RuleLayer: every semantic rule of docs/kinds/rules.md on hand-computed cases, the seed XOR
+example, a GCN template against its closed form, IR / file round trips, and (when installed)
+PyNeuraLogic."""
 import math
 import os
 
@@ -301,8 +302,8 @@ def test_seed_xor_rules_ir_save_load(trained_xor, tmp_path):
 
 
 def test_seed_xor_export_save_load_reimport(trained_xor, tmp_path):
-    """The issue's round trip through polyir.export / save / load / to_torch (needs the
-    exporter's RuleLayer handler)."""
+    """The seed XOR model through polyir.export / save / load / to_torch (with the exporter's
+    RuleLayer handler)."""
     try:
         import polyir.exporters.fx  # noqa: F401
         import polyir.exporters.handlers.rules  # noqa: F401  (registers RuleLayer)

@@ -3,7 +3,7 @@ PyNeuraLogic >= 0.8 semantics) with gather / matmul / scatter-reduce, batched, i
 nn.Parameters. This module is the torch layer only: rule sets are written with
 `polyir.nn.rule_builder` (R, V, F, Template) or as text, data with `polyir.nn.rule_data`.
 
-Semantics (DESIGN.md, docs/kinds/rules.md). For a ground head h:
+Semantics (docs/kinds/rules.md). For a ground head h:
   rule neuron   z = T_rule(Comb_i(w_i * F_i(v(body_i))))  per grounding of rule r with head h
   aggregation   a_r(h) = Agg_r(z over those groundings)  avg by default; max / min pick the whole
                                                           z with the largest / smallest element sum
