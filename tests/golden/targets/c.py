@@ -8,7 +8,7 @@ import tempfile
 
 import polyir
 
-from . import register_target
+from . import outputs, register_target
 
 _CACHE = tempfile.mkdtemp(prefix="polyir-golden-c-")
 atexit.register(shutil.rmtree, _CACHE, True)
@@ -19,10 +19,9 @@ def _c_kinds():
     return {k.__name__ for k in lower_rule.rules}
 
 
-def run_c(graph, inputs):
+def prepare_c(graph):
     m = polyir.compile(graph, "c", cache_dir=_CACHE)
-    out = m.run(*inputs) if m.stateful else m(*inputs)
-    return list(out) if isinstance(out, tuple) else [out]
+    return lambda inputs: outputs(m.run(*inputs) if m.stateful else m(*inputs))
 
 
-register_target("c", run_c, _c_kinds)
+register_target("c", prepare_c, _c_kinds, about="generated C (cc -O3), ctypes")

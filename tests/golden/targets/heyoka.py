@@ -1,15 +1,16 @@
-"""Target "heyoka": polyir.compile(graph, "heyoka") (a heyoka cfunc, float64, eval mode).
+"""Targets "heyoka" and "heyoka_ode": polyir.compile(graph, "heyoka") (float64, eval mode).
 
-heyoka solves neuron graphs as exact ODEs (zero-order-hold input), not with the forward-Euler
-steps the golden neuron cases expect, so this target claims only the stateless kinds that
-polyir.importers.heyoka builds expressions for; any other kind is refused with a GraphError
-naming it (tests/test_heyoka.py checks the ODEs against closed-form solutions instead).
+"heyoka" is a heyoka cfunc of the stateless kinds polyir.importers.heyoka builds expressions for;
+"heyoka_ode" integrates neuron graphs as the continuous-time system with each step's input held
+constant (heyoka's Taylor integrator, exact spike times). The ODE is not the forward-Euler
+recurrence the eval references follow, so it answers to the case's closed-form `ode` reference
+(cases without one are skipped), at that reference's own tolerance.
 """
 from __future__ import annotations
 
 import polyir
 
-from . import register_target
+from . import outputs, register_target
 
 
 def _heyoka_kinds():
@@ -17,16 +18,39 @@ def _heyoka_kinds():
     return {k.__name__ for k in heyoka_rule.rules}
 
 
-def run_heyoka(graph, inputs):
-    kinds = _heyoka_kinds()
+def _ode_kinds():
+    from polyir.importers import heyoka
+    table = getattr(heyoka, "heyoka_ode_rule", None)
+    neurons = table.rules if table is not None else heyoka._NEURONS
+    linear = {"Affine", "Linear", "Scale", "Flatten"}  # the path a spike's charge travels
+    return {k.__name__ for k in neurons} | (linear & _heyoka_kinds())
+
+
+def _refuse_unclaimed(graph, kinds, target):
     for name, node in graph.flattened().nodes.items():
-        if type(node).__name__ not in kinds:
-            raise polyir.GraphError(f"{type(node).__name__} is not claimed by the heyoka golden "
-                                    "target", node=name, field="type",
-                                    fix=f"heyoka target kinds: {sorted(kinds)}")
+        kind = type(node).__name__
+        if kind not in kinds | {"Input", "Output"}:
+            raise polyir.GraphError(f"{kind} is not supported by the {target} target", node=name,
+                                    field="type", fix=f"{target} supports {sorted(kinds)}")
+
+
+def prepare_heyoka(graph):
+    _refuse_unclaimed(graph, _heyoka_kinds(), "heyoka")
     prog = polyir.compile(graph, "heyoka")
-    outs = prog.run(*inputs) if graph.stateful else prog(*inputs)
-    return list(outs) if isinstance(outs, tuple) else [outs]
+    return lambda inputs: outputs(prog(*inputs))
+
+
+def prepare_ode(graph):
+    _refuse_unclaimed(graph, _ode_kinds(), "heyoka ODE")
+    if not graph.stateful:
+        raise polyir.GraphError("the heyoka ODE target integrates neuron graphs",
+                                field="type", fix="use the heyoka target for stateless graphs")
+    prog = polyir.compile(graph, "heyoka")
+    return lambda inputs: outputs(prog.run(*inputs))
+
+
+def ode_reference(case):
+    return case.ode
 
 
 def _skip():
@@ -37,4 +61,7 @@ def _skip():
     return None
 
 
-register_target("heyoka", run_heyoka, _heyoka_kinds, _skip)
+register_target("heyoka", prepare_heyoka, _heyoka_kinds, _skip,
+                about="heyoka cfunc (stateless kinds)")
+register_target("heyoka_ode", prepare_ode, _ode_kinds, _skip, reference=ode_reference,
+                about="heyoka Taylor ODE, input held per step, vs closed form")

@@ -1,4 +1,5 @@
-"""Targets "torch" (polyir.to_torch(graph).eval()) and "h5" (save, load, then the same)."""
+"""Targets "torch" (polyir.to_torch(graph).eval()), "torch_train" (the same module in train mode:
+relaxed logic gates) and "h5" (save, load, then torch eval)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,8 @@ import torch
 
 import polyir
 
-from . import register_target
+from . import outputs, register_target
+from .. import RELAXING_KINDS
 
 
 def _torch_kinds():
@@ -17,21 +19,40 @@ def _torch_kinds():
     return {k.__name__ for k in torch_rule.rules}
 
 
-def run_torch(graph, inputs):
-    m = polyir.to_torch(graph).eval()
-    xs = [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]
-    with torch.no_grad():
-        out = m.run(*xs) if m.stateful else m(*xs)
-    outs = out if isinstance(out, tuple) else (out,)
-    return [o.detach().cpu().numpy() for o in outs]
+def _tensor(x):
+    if isinstance(x, tuple):  # a relation: (values or None, args)
+        return tuple(None if a is None else torch.from_numpy(np.ascontiguousarray(a)) for a in x)
+    return torch.from_numpy(np.ascontiguousarray(x))
 
 
-def run_h5(graph, inputs):
+def _torch_program(graph, train: bool = False):
+    m = polyir.to_torch(graph).train(train)
+
+    def run(inputs):
+        with torch.no_grad():
+            xs = [_tensor(x) for x in inputs]
+            return outputs(m.run(*xs) if m.stateful else m(*xs))
+    return run
+
+
+def prepare_h5(graph):
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "model.h5")
         polyir.save(graph, path)
-        return run_torch(polyir.load(path), inputs)
+        return _torch_program(polyir.load(path))
 
 
-register_target("torch", run_torch, _torch_kinds)
-register_target("h5", run_h5, _torch_kinds)
+def relaxed_reference(case):
+    """Train mode answers to the case's relaxed reference; kinds without a relaxed form compute
+    their eval outputs in train mode too."""
+    if case.relaxed is not None:
+        return case.relaxed, max(case.rtol, 1e-5), max(case.atol, 1e-6)
+    if case.kinds & RELAXING_KINDS:
+        return None
+    return case.expected, case.rtol, case.atol
+
+
+register_target("torch", _torch_program, _torch_kinds, about="polyir.to_torch(g).eval()")
+register_target("torch_train", lambda g: _torch_program(g, train=True), _torch_kinds,
+                reference=relaxed_reference, about="polyir.to_torch(g).train()")
+register_target("h5", prepare_h5, _torch_kinds, about="save, load, torch eval")
