@@ -148,7 +148,7 @@ class HeyokaProgram(Compiled):
                                     field="threads", fix="leave threads unset (or 1)")
             return self._run_ode(arrays, steps, batch, lead)
         n = steps * batch
-        flat = [a.reshape(n, -1) for a in arrays]
+        flat = [a.reshape(n, int(np.prod(a.shape[1:], dtype=np.int64))) for a in arrays]
         x = np.concatenate(flat, axis=1) if len(flat) > 1 else flat[0]
         parallel = self.parallel if threads is None else threads > 1
         kw = {} if parallel is None else {"batch_parallel": bool(parallel)}

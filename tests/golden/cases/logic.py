@@ -1,6 +1,11 @@
-"""Logic kinds: LogicLayer, LogicTree2d, OrPool2d, Binarize, and logic nets. All exact.
+"""Logic kinds: LogicLayer, LogicTree2d, OrPool2d, Binarize, and logic nets. All exact in eval
+mode.
 
 The references below are written from the gate names (difflogic's order), not from polyir's tables.
+Train mode (the `relaxed` references) evaluates each gate as the softmax mixture of the 16
+real-valued gates (AND = ab, OR = a + b - ab, XOR = a + b - 2ab, NOT a = 1 - a); a graph without
+stored logits starts from HARD_LOGIT at the chosen gate and 0 elsewhere (polyir.nn's documented
+convention for imported hard gates).
 """
 import numpy as np
 
@@ -28,6 +33,46 @@ GATES = [
 ]
 
 
+# The same gates relaxed to [0, 1] values (products for AND, inclusion-exclusion for OR).
+RELAXED = [
+    lambda a, b: 0 * a,                # 0  FALSE
+    lambda a, b: a * b,                # 1  AND
+    lambda a, b: a - a * b,            # 2  A AND NOT B
+    lambda a, b: a,                    # 3  A
+    lambda a, b: b - a * b,            # 4  NOT A AND B
+    lambda a, b: b,                    # 5  B
+    lambda a, b: a + b - 2 * a * b,    # 6  XOR
+    lambda a, b: a + b - a * b,        # 7  OR
+    lambda a, b: 1 - (a + b - a * b),  # 8  NOR
+    lambda a, b: 1 - (a + b - 2 * a * b),  # 9  XNOR
+    lambda a, b: 1 - b,                # 10 NOT B
+    lambda a, b: 1 - b + a * b,        # 11 A OR NOT B
+    lambda a, b: 1 - a,                # 12 NOT A
+    lambda a, b: 1 - a + a * b,        # 13 NOT A OR B
+    lambda a, b: 1 - a * b,            # 14 NAND
+    lambda a, b: 1 + 0 * a,            # 15 TRUE
+]
+HARD_LOGIT = 10.0
+
+
+def gate_probs(gates, logits=None):
+    """(..., 16) softmax of the logits (or of HARD_LOGIT one-hot rows when none are stored)."""
+    if logits is None:
+        logits = np.eye(16)[np.asarray(gates)] * HARD_LOGIT
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def mix(p, a, b):
+    """Relaxed gate: sum_g p[g] * RELAXED[g](a, b), p (16,) or broadcasting (..., 16)."""
+    return sum(p[..., g] * RELAXED[g](a, b) for g in range(16))
+
+
+def layer_relaxed(x, a, b, gates, logits=None):
+    x = np.asarray(x, np.float64)
+    return mix(gate_probs(gates, logits), x[:, a], x[:, b])
+
+
 def gate_ref(g, a, b):
     """Gate ids g (n,) applied columnwise to integer bit arrays a, b (batch, n)."""
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
@@ -42,14 +87,16 @@ def layer_ref(x, a, b, g):
     return gate_ref(g, x[:, a], x[:, b])
 
 
-def tree_ref(x, leaves, gates, kernel, stride, padding):
-    x = np.asarray(x, np.int64)
+def tree_ref(x, leaves, gates, kernel, stride, padding, relaxed=False):
+    """Eval mode on integer bits; relaxed=True: the train-mode mixture on floats."""
+    x = np.asarray(x, np.float64 if relaxed else np.int64)
+    probs = gate_probs(gates) if relaxed else None
     bsz, _, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    xp = np.zeros((bsz, x.shape[1], h + 2 * ph, w + 2 * pw), np.int64)
+    xp = np.zeros((bsz, x.shape[1], h + 2 * ph, w + 2 * pw), x.dtype)
     xp[:, :, ph:ph + h, pw:pw + w] = x
     oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    out = np.zeros((bsz, len(leaves), oh, ow), np.int64)
+    out = np.zeros((bsz, len(leaves), oh, ow), x.dtype)
     for k in range(len(leaves)):
         for oy in range(oh):
             for ox in range(ow):
@@ -58,7 +105,9 @@ def tree_ref(x, leaves, gates, kernel, stride, padding):
                 while len(vals) > 1:
                     nxt = []
                     for i in range(len(vals) // 2):
-                        nxt.append(GATES[int(gates[k, gi])](vals[2 * i], vals[2 * i + 1]))
+                        u, v = vals[2 * i], vals[2 * i + 1]
+                        nxt.append(mix(probs[k, gi], u, v) if relaxed
+                                   else GATES[int(gates[k, gi])](u, v))
                         gi += 1
                     vals = nxt
                 out[:, k, oy, ox] = vals[0]
@@ -101,7 +150,8 @@ def logic_all_gates_all_pairs(rng):
                       [1, 0, 1, 0], [1, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 1], [1, 1, 1, 0],
                       [1, 1, 1, 1]]).T
     assert np.array_equal(layer_ref(x, np.zeros(16, int), np.ones(16, int), np.arange(16)), table)
-    case("logic_all_gates_all_pairs", g, x, table.astype(np.float32))
+    case("logic_all_gates_all_pairs", g, x, table.astype(np.float32),
+         relaxed=layer_relaxed(x, np.zeros(16, int), np.ones(16, int), np.arange(16)))
 
 
 @golden
@@ -110,7 +160,8 @@ def logic_random_1k(rng):
     a, b, gate = rng.integers(0, n_in, n), rng.integers(0, n_in, n), rng.integers(0, 16, n)
     g = P.Graph.sequential(P.LogicLayer(a, b, gate), input_shape=(n_in,), input_elem="bit")
     x = bits(rng, (257, n_in))
-    case("logic_random_1k", g, x, layer_ref(x, a, b, gate).astype(np.float32))
+    case("logic_random_1k", g, x, layer_ref(x, a, b, gate).astype(np.float32),
+         relaxed=layer_relaxed(x, a, b, gate))
 
 
 @golden
@@ -121,7 +172,8 @@ def logic_random_with_logits(rng):
     a, b = rng.integers(0, n_in, n), rng.integers(0, n_in, n)
     g = P.Graph.sequential(P.LogicLayer(a, b, gate, logits), input_shape=(n_in,), input_elem="bit")
     x = bits(rng, (65, n_in))
-    case("logic_random_with_logits", g, x, layer_ref(x, a, b, gate).astype(np.float32))
+    case("logic_random_with_logits", g, x, layer_ref(x, a, b, gate).astype(np.float32),
+         relaxed=layer_relaxed(x, a, b, gate, logits.astype(np.float64)))
 
 
 @golden
@@ -129,7 +181,8 @@ def logic_batch_of_one(rng):
     a, b, gate = rng.integers(0, 8, 30), rng.integers(0, 8, 30), rng.integers(0, 16, 30)
     g = P.Graph.sequential(P.LogicLayer(a, b, gate), input_shape=(8,), input_elem="bit")
     x = bits(rng, (1, 8))
-    case("logic_batch_of_one", g, x, layer_ref(x, a, b, gate).astype(np.float32))
+    case("logic_batch_of_one", g, x, layer_ref(x, a, b, gate).astype(np.float32),
+         relaxed=layer_relaxed(x, a, b, gate))
 
 
 @golden
@@ -144,8 +197,10 @@ def logic_net_binarize_layers_groupsum(rng):
     x[0, :3] = th  # equal to a threshold: strict x > t gives 0
     enc = (x[:, :, None] > th[None, None, :]).reshape(100, 18).astype(np.int64)
     h = layer_ref(layer_ref(layer_ref(enc, *l1), *l2), *l3)
+    soft = layer_relaxed(layer_relaxed(layer_relaxed(enc, *l1), *l2), *l3)
     case("logic_net_binarize_layers_groupsum", g, x,
-         h.reshape(100, 4, 5).sum(-1).astype(np.float32))
+         h.reshape(100, 4, 5).sum(-1).astype(np.float32),
+         relaxed=soft.reshape(100, 4, 5).sum(-1))
 
 
 @golden
@@ -156,7 +211,8 @@ def logic_tree2d_padded_strided(rng):
                            input_shape=(3, 7, 6), input_elem="bit")
     x = bits(rng, (9, 3, 7, 6))
     case("logic_tree2d_padded_strided", g, x,
-         tree_ref(x, leaves, gates, kernel, stride, padding).astype(np.float32))
+         tree_ref(x, leaves, gates, kernel, stride, padding).astype(np.float32),
+         relaxed=tree_ref(x, leaves, gates, kernel, stride, padding, relaxed=True))
 
 
 @golden
@@ -166,7 +222,8 @@ def logic_tree2d_depth1(rng):
                            input_elem="bit")
     x = bits(rng, (4, 2, 5, 5))
     case("logic_tree2d_depth1", g, x,
-         tree_ref(x, leaves, gates, (2, 2), (1, 1), (0, 0)).astype(np.float32))
+         tree_ref(x, leaves, gates, (2, 2), (1, 1), (0, 0)).astype(np.float32),
+         relaxed=tree_ref(x, leaves, gates, (2, 2), (1, 1), (0, 0), relaxed=True))
 
 
 @golden
@@ -194,7 +251,10 @@ def logic_conv_net(rng):
     x = bits(rng, (6, 2, 8, 8))
     h = orpool_ref(tree_ref(x, leaves, gates, (3, 3), (1, 1), (0, 0)), (2, 2), (2, 2), (0, 0))
     y = layer_ref(h.reshape(6, -1), a, b, gate).reshape(6, 2, 5).sum(-1)
-    case("logic_conv_net", g, x, y.astype(np.float32))
+    soft = orpool_ref(tree_ref(x, leaves, gates, (3, 3), (1, 1), (0, 0), relaxed=True), (2, 2),
+                      (2, 2), (0, 0))
+    soft = layer_relaxed(soft.reshape(6, -1), a, b, gate).reshape(6, 2, 5).sum(-1)
+    case("logic_conv_net", g, x, y.astype(np.float32), relaxed=soft)
 
 
 @golden

@@ -19,9 +19,9 @@ def _heyoka_kinds():
 
 
 def _ode_kinds():
-    from polyir.importers import heyoka
-    table = getattr(heyoka, "heyoka_ode_rule", None)
-    neurons = table.rules if table is not None else heyoka._NEURONS
+    from polyir.importers import heyoka_ode
+    table = getattr(heyoka_ode, "heyoka_ode_rule", None)  # the neurons the ODE builder takes
+    neurons = table.rules if table is not None else heyoka_ode._NEURONS
     linear = {"Affine", "Linear", "Scale", "Flatten"}  # the path a spike's charge travels
     return {k.__name__ for k in neurons} | (linear & _heyoka_kinds())
 
