@@ -80,16 +80,17 @@ GATE_EXPR = (
 GATE_OR, GATE_A = 7, 3
 
 # Activations as float32 C expressions of `x` and the constant `ALPHA`; function names are the
-# C99 <math.h> float functions (a renderer may map them, e.g. to CUDA's). These follow the torch
-# functionals polyir.nn uses (softplus switches to x above beta * x > 20 as torch does).
+# C99 <math.h> float functions (a renderer may map them, e.g. to CUDA's). They spell the
+# definitions of ir.ACTIVATIONS: a NaN input gives NaN (relu compares `x < 0`, false for NaN),
+# softplus is x above beta * x > SOFTPLUS_THRESHOLD.
 ACT_EXPR = {
     "identity": "x",
     "tanh": "tanhf(x)",
     "sigmoid": "1.0f / (1.0f + expf(-x))",
-    "relu": "(x > 0.0f ? x : 0.0f)",
+    "relu": "(x < 0.0f ? 0.0f : x)",
     "leaky_relu": "(x > 0.0f ? x : ALPHA * x)",
     "elu": "(x > 0.0f ? x : ALPHA * expm1f(x))",
-    "softplus": "(x * ALPHA > 20.0f ? x : log1pf(expf(x * ALPHA)) / ALPHA)",
+    "softplus": f"(x * ALPHA > {ir.SOFTPLUS_THRESHOLD:.1f}f ? x : log1pf(expf(x * ALPHA)) / ALPHA)",
     "gelu": "0.5f * x * (1.0f + erff(x * 0.70710678118654752f))",
     "silu": "x / (1.0f + expf(-x))",
     "hardtanh": "(x < -ALPHA ? -ALPHA : (x > ALPHA ? ALPHA : x))",

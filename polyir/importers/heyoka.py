@@ -56,22 +56,21 @@ def _hy():
 
 # --- activations ----------------------------------------------------------------------------
 def activation(fn: str, alpha: float | None = None, name: str | None = None) -> Callable:
-    """heyoka expression -> expression for one of ir.ACTIVATIONS, exact (same function as torch's
-    elementwise op; softplus without torch's linear cut-off above beta x > 20)."""
+    """heyoka expression -> expression for one of ir.ACTIVATIONS, with the definitions written
+    there (softplus linear above beta x > 20 as torch's; relu keeps NaN)."""
     hy = _hy()
     a = float(ir.ACTIVATIONS[fn][0] if alpha is None else alpha) if fn in ir.ACTIVATIONS else 0.0
 
     def softplus(x):
         bx = a * x
-        # log(1 + exp(bx)) / beta, written so that neither branch overflows.
-        return hy.select(hy.gt(bx, 0.0), x + hy.log1p(hy.exp(-bx)) / a,
-                         hy.log1p(hy.exp(bx)) / a)
+        # x above the threshold (exp(bx) cannot overflow below it)
+        return hy.select(hy.gt(bx, ir.SOFTPLUS_THRESHOLD), x, hy.log1p(hy.exp(bx)) / a)
 
     table: dict[str, Callable] = {
         "identity": lambda x: x,
         "tanh": hy.tanh,
         "sigmoid": hy.sigmoid,
-        "relu": hy.relu,
+        "relu": lambda x: hy.select(hy.lt(x, 0.0), hy.expression(0.0), x),  # NaN stays NaN
         "leaky_relu": lambda x: hy.relu(x, a),
         "elu": lambda x: hy.select(hy.gt(x, 0.0), x, a * hy.expm1(x)),
         "softplus": softplus,

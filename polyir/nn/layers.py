@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ir import ACTIVATIONS
+from ..ir import ACTIVATIONS, SOFTPLUS_THRESHOLD
 from .logic import Window2d
 from .neurons import _as_tensor, spike
 
@@ -21,8 +21,9 @@ ACTIVATION_FUNCTIONS = {
     "relu": lambda x, a: F.relu(x),
     "leaky_relu": lambda x, a: F.leaky_relu(x, a),
     "elu": lambda x, a: F.elu(x, a),
-    "softplus": lambda x, a: F.softplus(x, beta=a),
-    "gelu": lambda x, a: F.gelu(x),  # exact (erf) form
+    "softplus": lambda x, a: F.softplus(x, beta=a, threshold=SOFTPLUS_THRESHOLD),
+    # the erf form; torch's float32 CPU kernel gives NaN at +inf where the formula gives +inf
+    "gelu": lambda x, a: torch.where(x == float("inf"), x, F.gelu(x)),
     "silu": lambda x, a: F.silu(x),
     "hardtanh": lambda x, a: F.hardtanh(x, -a, a),
     "exp": lambda x, a: torch.exp(x),

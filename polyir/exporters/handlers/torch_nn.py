@@ -80,8 +80,8 @@ register(nn.ELU, _act("elu", lambda m, ctx: m.alpha), builtin=True)
 def check_softplus_threshold(ctx, threshold):
     if float(threshold) != 20.0:
         raise ctx.error(f"softplus threshold={threshold} differs from torch's default 20, which "
-                        "polyir's softplus follows (linear above beta*x > 20)", field="threshold",
-                        fix="use the default threshold=20")
+                        "polyir's softplus follows on every backend (x above beta*x > 20)",
+                        field="threshold", fix="use the default threshold=20")
 
 
 @handler(nn.Softplus, builtin=True)

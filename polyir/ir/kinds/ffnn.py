@@ -1,4 +1,23 @@
-"""Elementwise activations shared by torch and heyoka; with Affine/Linear they make FFNNs."""
+"""Elementwise activations shared by torch and heyoka; with Affine/Linear they make FFNNs.
+
+Each activation has one definition, which every backend (torch, C, CUDA, heyoka) computes:
+
+    identity   x
+    tanh       tanh(x)
+    sigmoid    1 / (1 + exp(-x))
+    relu       0 if x < 0 else x                    (NaN stays NaN)
+    leaky_relu x if x > 0 else alpha x
+    elu        x if x > 0 else alpha (exp(x) - 1)
+    softplus   x if beta x > 20 else log(1 + exp(beta x)) / beta     (alpha = beta; torch's
+               threshold: above it the result is x, within 2.1e-9 / beta of the exact function)
+    gelu       x / 2 (1 + erf(x / sqrt(2)))         (the erf form, not the tanh approximation)
+    silu       x / (1 + exp(-x))
+    hardtanh   clamp(x, -alpha, alpha)              (NaN stays NaN)
+    exp        exp(x)
+
+NaN and +-inf follow IEEE arithmetic through these formulas: NaN in gives NaN out, and
+gelu(+inf) = +inf, gelu(-inf) = silu(-inf) = NaN (-inf times 0), sigmoid(-inf) = 0.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +27,9 @@ from ..fields import Optional, Scalar, param
 from ..types import port
 from .base import Kind, kind, need_input
 
+#: softplus is x where beta * x exceeds this (torch's default threshold), see above
+SOFTPLUS_THRESHOLD = 20.0
+
 #: fn -> default alpha, and what alpha means for it (None: the fn takes no parameter).
 ACTIVATIONS: dict[str, tuple[float, str | None]] = {
     "identity": (0.0, None),
@@ -16,7 +38,7 @@ ACTIVATIONS: dict[str, tuple[float, str | None]] = {
     "relu": (0.0, None),
     "leaky_relu": (0.01, "negative slope"),
     "elu": (1.0, "alpha: alpha * (exp(x) - 1) for x <= 0"),
-    "softplus": (1.0, "beta: log(1 + exp(beta x)) / beta"),
+    "softplus": (1.0, "beta: log(1 + exp(beta x)) / beta, x above beta x > 20"),
     "gelu": (0.0, None),  # exact (erf) form
     "silu": (0.0, None),
     "hardtanh": (1.0, "bound: clamp(x, -alpha, alpha)"),

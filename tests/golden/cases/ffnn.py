@@ -19,15 +19,23 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-# fn -> (alpha used here, reference f(x, alpha)) written from the functions' textbook definitions
+def _softplus(x, beta):
+    """x where beta x > 20 (torch's threshold, polyir's definition), else log(1 + e^(beta x)) /
+    beta; the exp is evaluated only where it cannot overflow."""
+    bx = beta * x
+    return np.where(bx > 20, x, np.log1p(np.exp(np.minimum(bx, 20))) / beta)
+
+
+# fn -> (alpha used here, reference f(x, alpha)) written from the functions' definitions; IEEE
+# arithmetic on NaN / inf (relu and hardtanh keep NaN: numpy's where/clip do)
 ACT_REFS = {
     "identity": (None, lambda x, a: x),
     "tanh": (None, lambda x, a: np.tanh(x)),
     "sigmoid": (None, lambda x, a: _sigmoid(x)),
-    "relu": (None, lambda x, a: np.maximum(x, 0)),
+    "relu": (None, lambda x, a: np.where(x < 0, 0.0, x)),
     "leaky_relu": (0.2, lambda x, a: np.where(x > 0, x, a * x)),
     "elu": (0.7, lambda x, a: np.where(x > 0, x, a * (np.exp(x) - 1))),
-    "softplus": (2.0, lambda x, a: np.log1p(np.exp(a * x)) / a),
+    "softplus": (2.0, _softplus),
     "gelu": (None, lambda x, a: 0.5 * x * (1 + _erf(x / math.sqrt(2)))),
     "silu": (None, lambda x, a: x * _sigmoid(x)),
     "hardtanh": (0.5, lambda x, a: np.clip(x, -a, a)),

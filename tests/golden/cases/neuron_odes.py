@@ -7,6 +7,10 @@ length dt (zero-order hold), the state starts at zero.
 - CubaLI: tau_syn i' = w_in x - i, tau_mem v' = v_leak - v + r i: i and v from the two exponentials
 - LIF:    constant drive a = r x > threshold, v_leak = v_reset = 0: spikes at k t*,
           t* = tau ln(a / (a - threshold)); the output of a step is its number of spikes.
+- IF:     constant drive, reset 0: spikes at k threshold / (r x).
+- CubaLIF: constant drive, reset 0: v(t) from the two exponentials between spikes (the current
+          i is not reset), each spike time found by bisection on that closed form.
+- a linear path (Flatten, Scale, Affine, Linear) into an LI: its drive is the path's value.
 """
 import numpy as np
 
@@ -95,3 +99,113 @@ def ode_lif_constant_drive(rng):
     assert counts.sum() > 0 and (counts == 0).any()
     case("ode_lif_constant_drive", neuron_graph(P.LIF(tau, r, zeros, thr, zeros)), x,
          np.stack(ys_euler), **EULER, ode=(counts, 0.0, 0.0))
+
+
+def _spike_counts(first_spike, period_state, steps):
+    """Per step counts of spikes at times from `first_spike(state) -> (t, state)` (None: no
+    more spikes), steps of DT."""
+    counts = np.zeros(steps)
+    t, state = 0.0, period_state
+    while True:
+        nxt = first_spike(state)
+        if nxt is None:
+            return counts
+        dt_spike, state = nxt
+        t += dt_spike
+        if t >= steps * DT:
+            return counts
+        step = t / DT
+        assert abs(step - round(step)) > 1e-6, "a spike too close to a step edge"
+        counts[int(np.floor(step))] += 1
+
+
+@golden
+def ode_if_constant_drive(rng):
+    r, thr = np.array([100.0, 150.0, 300.0]), np.ones(N)
+    x = np.broadcast_to(np.array([[2.3, 1.7, 0.9], [3.1, 0.3, 1.3]]), (T, B, N)).copy()
+    euler, ys = np.zeros((B, N)), []
+    for t in range(T):
+        euler = euler + DT * r * x[t]
+        z = euler > thr
+        euler = np.where(z, 0.0, euler)
+        ys.append(z.astype(np.float64))
+    counts = np.zeros((T, B, N))
+    for bb in range(B):
+        for n in range(N):
+            period = thr[n] / (r[n] * x[0, bb, n])
+            counts[:, bb, n] = _spike_counts(lambda s: (period, s), None, T)
+    assert counts.sum() > 0
+    case("ode_if_constant_drive", neuron_graph(P.IF(r, thr, np.zeros(N))), x, np.stack(ys),
+         **EULER, ode=(counts, 0.0, 0.0))
+
+
+@golden
+def ode_cubalif_constant_drive(rng):
+    ts, tm = np.array([2e-3, 3e-3, 2.5e-3]), np.array([6e-3, 1e-2, 8e-3])
+    r, w_in, thr, zeros = np.array([2.0, 3.0, 2.5]), np.ones(N), np.ones(N), np.zeros(N)
+    x = np.broadcast_to(np.array([[1.2, 0.9, 0.7], [0.45, 1.5, 1.1]]), (T, B, N)).copy()
+    i_e, v_e, ys = np.zeros((B, N)), np.zeros((B, N)), []
+    for t in range(T):
+        i_e = i_e + DT / ts * (-i_e + w_in * x[t])
+        v_e = v_e + DT / tm * (-v_e + r * i_e)
+        z = v_e > thr
+        v_e = np.where(z, 0.0, v_e)
+        ys.append(z.astype(np.float64))
+    counts = np.zeros((T, B, N))
+    for bb in range(B):
+        for n in range(N):
+            i_inf = w_in[n] * x[0, bb, n]
+
+            def v_at(s, i0, v0, n=n, i_inf=i_inf):
+                c = i0 - i_inf
+                k = r[n] * c * ts[n] / (ts[n] - tm[n])
+                return (r[n] * i_inf + k * np.exp(-s / ts[n])
+                        + (v0 - r[n] * i_inf - k) * np.exp(-s / tm[n]))
+
+            def first_spike(state, n=n, i_inf=i_inf, v_at=v_at):
+                i0, v0 = state
+                grid = np.linspace(0, T * DT, 20001)[1:]
+                above = np.nonzero(v_at(grid, i0, v0) > thr[n])[0]
+                if not above.size:
+                    return None
+                lo, hi = (grid[above[0] - 1] if above[0] else 0.0), grid[above[0]]
+                for _ in range(80):
+                    mid = 0.5 * (lo + hi)
+                    lo, hi = (mid, hi) if v_at(mid, i0, v0) <= thr[n] else (lo, mid)
+                s = hi
+                return s, (i_inf + (i0 - i_inf) * np.exp(-s / ts[n]), 0.0)
+
+            counts[:, bb, n] = _spike_counts(first_spike, (0.0, 0.0), T)
+    assert counts.sum() > 0 and (counts.sum(0) == 0).any()
+    case("ode_cubalif_constant_drive",
+         neuron_graph(P.CubaLIF(ts, tm, r, zeros, thr, zeros, w_in)), x, np.stack(ys), **EULER,
+         ode=(counts, 0.0, 0.0))
+
+
+@golden
+def ode_linear_path_into_li(rng):
+    s = rng.uniform(0.5, 1.5, (2, 2))
+    w, b = rng.normal(size=(3, 4)), rng.normal(size=3)
+    w2 = rng.normal(size=(2, 3))
+    tau, r, leak = np.array([5e-3, 1e-2]), np.array([1.0, 2.0]), np.zeros(2)
+    g = P.Graph(metadata={"dt": DT})
+    g.add("x", P.Input((2, 2)))
+    g.add("scale", P.Scale(s))
+    g.add("flat", P.Flatten(start_dim=0))
+    g.add("fc", P.Affine(w, b))
+    g.add("proj", P.Linear(w2))
+    g.add("li", P.LI(tau, r, leak))
+    g.add("y", P.Output((2,)))
+    for e in [("x", "scale"), ("scale", "flat"), ("flat", "fc"), ("fc", "proj"), ("proj", "li"),
+              ("li", "y")]:
+        g.connect(*e)
+    x = rng.normal(size=(T, B, 2, 2))
+    drive = ((x * s).reshape(T, B, 4) @ w.T + b) @ w2.T
+    euler, exact, ys_e, ys_x = np.zeros((B, 2)), np.zeros((B, 2)), [], []
+    for t in range(T):
+        euler = euler + DT / tau * (leak - euler + r * drive[t])
+        a = leak + r * drive[t]
+        exact = a + (exact - a) * np.exp(-DT / tau)
+        ys_e.append(euler)
+        ys_x.append(exact)
+    case("ode_linear_path_into_li", g, x, np.stack(ys_e), **EULER, ode=(np.stack(ys_x), *ODE_TOL))

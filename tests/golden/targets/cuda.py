@@ -34,7 +34,7 @@ atexit.register(shutil.rmtree, _DIR, True)
 def _cuda_kinds():
     from polyir.backends.cuda import CUDA_SUPPORTED
     from polyir.backends.lower import lower_rule
-    return {k.__name__ for k in CUDA_SUPPORTED & set(lower_rule.rules)}
+    return {k.__name__ for k in CUDA_SUPPORTED} & set(lower_rule.supported())
 
 
 class EmulatedKernel(Compiled):

@@ -15,7 +15,7 @@ from . import outputs, register_target
 
 def _heyoka_kinds():
     from polyir.importers.heyoka import heyoka_rule
-    return {k.__name__ for k in heyoka_rule.rules}
+    return set(heyoka_rule.supported())
 
 
 def _ode_kinds():

@@ -17,7 +17,7 @@ from .torch_eval import _torch_program
 def _nir_kinds():
     from polyir.exporters.nir import nir_node_rule
     from polyir.importers.nir import nir_rule
-    return {k.__name__ for k in nir_rule.rules} & (set(nir_node_rule) | {"Input", "Output"})
+    return set(nir_rule.supported()) & set(nir_node_rule.supported())
 
 
 def prepare_nir(graph):

@@ -16,7 +16,7 @@ from .. import RELAXING_KINDS
 
 def _torch_kinds():
     from polyir.importers.torch import torch_rule
-    return {k.__name__ for k in torch_rule.rules}
+    return set(torch_rule.supported())
 
 
 def _tensor(x):
