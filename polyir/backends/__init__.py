@@ -37,13 +37,15 @@ class Compiled:
 
     Inputs are batch first: (batch, *shape) for `__call__`, (T, batch, *shape) for `run`. Real
     inputs become the program's dtype (float32, or float64 for a graph with float64 parameters,
-    as polyir.to_torch does), bit inputs (Input elem='bit') uint8 read as x != 0; non-contiguous
-    arrays are copied. A stateless graph's `run` treats T x batch as one batch; a stateful
+    as polyir.to_torch does), bit inputs (Input elem='bit') uint8 after the bit rule (only 0 and 1,
+    see ir.Input; `relaxed_bits` lifts it for relaxed evaluation); non-contiguous arrays are
+    copied. A stateless graph's `run` treats T x batch as one batch; a stateful
     graph's `__call__` is one step from the zero state. One output -> one array; several -> a
     tuple in Output order. Subclasses implement `_execute(arrays, outs, steps, batch, threads)`.
     """
 
     backend = "?"
+    relaxed_bits = False  # True: bit inputs are relaxed values in [0, 1] (train mode)
 
     def __init__(self, program, source: str):
         self.program = program
@@ -78,10 +80,12 @@ class Compiled:
                              field="input",
                              fix="add the batch dim (x[None]) for one sample" if
                              tuple(arr.shape) == shape else f"reshape it to {want}")
-        if elem == "bit":
-            if arr.dtype == np.uint8:
-                return np.ascontiguousarray(arr)
-            return np.ascontiguousarray(arr != 0).view(np.uint8)
+        if elem == "bit" and not self.relaxed_bits:
+            bad = (arr > 1) if arr.dtype.kind in "bu" else ~((arr == 0) | (arr == 1))
+            if bad.any():
+                from ..ir import Input
+                raise Input.non_bit_error(name, arr[bad].flat[0].item())
+            return np.ascontiguousarray(arr, dtype=np.uint8)
         return np.ascontiguousarray(arr, dtype=self.dtype)
 
     def _prepare(self, xs, lead: int):

@@ -242,7 +242,10 @@ class CudaCompiled(Compiled):
             raise GraphError(f"input {k} has dtype {a.dtype}; expected numbers", node=name,
                              field="input", fix="pass a float32 array")
         if elem == "bit":
-            return cp.ascontiguousarray(a if a.dtype == cp.uint8 else (a != 0).astype(cp.uint8))
+            bad = (a > 1) if a.dtype.kind in "bu" else ~((a == 0) | (a == 1))
+            if bool(bad.any()):
+                raise ir.Input.non_bit_error(name, a[bad][:1].get().item())
+            return cp.ascontiguousarray(a, dtype=cp.uint8)
         return cp.ascontiguousarray(a, dtype=self.dtype)
 
     def _prepare(self, xs, lead):

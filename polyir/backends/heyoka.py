@@ -63,8 +63,8 @@ class HeyokaProgram(Compiled):
     here, not on the first call) and `.last_run` (the last ODE run, with its exact spike
     times). Inputs are converted to the program's dtype (default: the graph's, float32 unless
     a parameter is float64, as polyir.to_torch decides) and outputs come back in it. Bit inputs
-    are read as x != 0 in eval mode; in train mode (relaxed logic) they stay real values in
-    [0, 1]."""
+    take only 0 or 1 in eval mode (the bit rule of every backend); in train mode (relaxed logic)
+    they stay real values in [0, 1]."""
 
     backend = "heyoka"
 
@@ -85,6 +85,7 @@ class HeyokaProgram(Compiled):
         self.program = None
         self.dtype = _dtype(graph_dtype(graph) if dtype is None else dtype)
         self.parallel, self.mode = parallel, mode
+        self.relaxed_bits = mode == "train"
         self.inputs = [(n, tuple(g.nodes[n].shape), g.nodes[n].elem) for n in g.inputs]
         self.outputs = [(n, tuple(types[n].shape), types[n].elem) for n in g.outputs]
         self.stateful = graph.stateful
@@ -133,7 +134,7 @@ class HeyokaProgram(Compiled):
             x = x.detach().cpu().numpy()
         checked = super()._convert(k, x, lead)  # shape and dtype checks
         if checked.dtype == np.uint8 and self.mode == "eval":
-            return checked.astype(self.dtype)  # bits read as x != 0, as on every backend
+            return checked.astype(self.dtype)  # bits, after the bit rule of every backend
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     def _run(self, arrays, steps: int, batch: int, threads, lead: tuple):

@@ -502,27 +502,19 @@ def _csr(rows: list[np.ndarray], cols: list[np.ndarray], vals: list[np.ndarray],
     """CSR arrays from (row, col, val) triples."""
     r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    v = np.concatenate(vals) if vals else np.zeros(0, np.float32)
+    v = np.concatenate(vals) if vals else np.zeros(0, np.float64)
     order = np.argsort(r, kind="stable")
     r, c, v = r[order], c[order], v[order]
     ptr = np.zeros(n_out + 1, np.int64)
     np.add.at(ptr, r + 1, 1)
-    return np.cumsum(ptr).astype(np.int32), c.astype(np.int32), v.astype(np.float32)
-
-
-def _conv_padding(padding, kernel, dilation, ndim):
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0,) * ndim
-        total = [d * (k - 1) for k, d in zip(kernel, dilation)]  # 'same', torch's split
-        return tuple(t // 2 for t in total)
-    return tuple(padding) if isinstance(padding, tuple) else (int(padding),) * ndim
+    return np.cumsum(ptr).astype(np.int32), c.astype(np.int32), v.astype(np.float64)
 
 
 @lower_rule(ir.Conv1d, ir.Conv2d)
 def _conv(ctx, name, node, values):
     """Convolution as a sparse matrix (one row per output element, one entry per weight tap
-    that lands inside the input)."""
+    that lands inside the input). Taps on the zero padding add 0 * w: nothing, unless w is NaN or
+    inf (then NaN, as torch's padded zeros give), folded into that row's bias."""
     x = _one(values, name)
     in_shape = ctx.types[ctx.inputs[name]["input"][0]].shape
     out_shape = ctx.types[name].shape
@@ -530,7 +522,7 @@ def _conv(ctx, name, node, values):
     nd = w.ndim - 2
     as_t = (lambda v: tuple(v) if isinstance(v, tuple) else (int(v),) * nd)
     stride, dil = as_t(node.stride), as_t(node.dilation)
-    pad = _conv_padding(node.padding, w.shape[2:], dil, nd)
+    pad = tuple(begin for begin, _ in node.pads)
     c_out, c_in_g = w.shape[:2]
     g = node.groups
     co_per_g = c_out // g
@@ -539,6 +531,7 @@ def _conv(ctx, name, node, values):
     out_pos = np.stack(np.meshgrid(*[np.arange(n) for n in spatial_out], indexing="ij"), -1)
     out_pos = out_pos.reshape(-1, nd)
     n_sp_out = out_pos.shape[0]
+    padding_nan = np.zeros(c_out * n_sp_out, bool)
     for co in range(c_out):
         gi = co // co_per_g
         for ci_local in range(c_in_g):
@@ -546,15 +539,18 @@ def _conv(ctx, name, node, values):
             for tap in np.ndindex(*w.shape[2:]):
                 pos = out_pos * np.array(stride) - np.array(pad) + np.array(tap) * np.array(dil)
                 ok = np.all((pos >= 0) & (pos < np.array(spatial_in)), axis=1)
+                if not np.isfinite(w[(co, ci_local) + tap]):
+                    padding_nan[co * n_sp_out + np.nonzero(~ok)[0]] = True
                 if not ok.any():
                     continue
                 src = np.ravel_multi_index(tuple(pos[ok].T), spatial_in) + ci * int(np.prod(spatial_in))
                 rows.append(co * n_sp_out + np.nonzero(ok)[0])
                 cols.append(src)
-                vals.append(np.full(int(ok.sum()), w[(co, ci_local) + tap], np.float32))
+                vals.append(np.full(int(ok.sum()), w[(co, ci_local) + tap]))
     n_out = c_out * n_sp_out
     ptr, col, val = _csr(rows, cols, vals, n_out)
     bias = np.repeat(_f32(node.bias), n_sp_out) if node.bias is not None else np.zeros(n_out)
+    bias[padding_nan] = np.nan
     out = ctx.result(name, "real", n_out)
     return ctx.emit("spmv", name, out, (x,), n_out=n_out,
                     consts={"ptr": ptr, "col": col, "val": val, "bias": bias})
@@ -590,7 +586,7 @@ def _pool(ctx, name, node, values):
                                                                node.kernel_size[1])
     r, c = np.nonzero(taps >= 0)
     n_out = taps.shape[0]
-    ptr, col, val = _csr([r], [taps[r, c]], [np.full(r.size, weight, np.float32)], n_out)
+    ptr, col, val = _csr([r], [taps[r, c]], [np.full(r.size, weight)], n_out)
     out = ctx.result(name, "real", n_out)
     return ctx.emit("spmv", name, out, (x,), n_out=n_out,
                     consts={"ptr": ptr, "col": col, "val": val,

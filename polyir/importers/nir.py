@@ -90,12 +90,22 @@ def _conv_bias(node):
     return _np(node.bias if node.bias is not None else node.file_inferred({})["bias"])
 
 
+def _symmetric_padding(name, node):
+    """NIR's Conv pads both sides of a dim alike: per-side padding has no NIR form."""
+    if node.padding_end is not None:
+        raise GraphError(f"{node.kind_name} {name!r} pads its sides differently ({node.pads}); "
+                         "NIR's Conv pads both sides of a dim alike", node=name,
+                         field="padding_end", fix="use symmetric padding, or keep the graph in "
+                                                  "polyir's own file format")
+    return node.padding
+
+
 @nir_rule(ir.Conv1d)
 def _conv1d(ctx, name, node, values):
     shape = node.input_shape if node.input_shape is not None else int(values["input"].shape[1])
     return _nir().Conv1d(input_shape=shape, weight=_np(node.weight), stride=node.stride,
-                         padding=node.padding, dilation=node.dilation, groups=node.groups,
-                         bias=_conv_bias(node))
+                         padding=_symmetric_padding(name, node), dilation=node.dilation,
+                         groups=node.groups, bias=_conv_bias(node))
 
 
 @nir_rule(ir.Conv2d)
@@ -103,8 +113,8 @@ def _conv2d(ctx, name, node, values):
     shape = (node.input_shape if node.input_shape is not None
              else tuple(values["input"].shape[1:]))
     return _nir().Conv2d(input_shape=tuple(shape), weight=_np(node.weight), stride=node.stride,
-                         padding=node.padding, dilation=node.dilation, groups=node.groups,
-                         bias=_conv_bias(node))
+                         padding=_symmetric_padding(name, node), dilation=node.dilation,
+                         groups=node.groups, bias=_conv_bias(node))
 
 
 @nir_rule(ir.SumPool2d, ir.AvgPool2d)

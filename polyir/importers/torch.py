@@ -109,35 +109,13 @@ def _flatten(ctx, name, node, values):
     return nn.Flatten(shift(node.start_dim), shift(node.end_dim))
 
 
-def _conv_padding(node, ctx, spatial):
-    pad = node.padding
-    if not isinstance(pad, str):
-        return pad
-    if pad == "valid":
-        return 0
-    strides = node.stride if isinstance(node.stride, tuple) else (node.stride,) * len(spatial)
-    dils = node.dilation if isinstance(node.dilation, tuple) else (node.dilation,) * len(spatial)
-    if all(s == 1 for s in strides):
-        return "same"
-    out = []
-    for n, k, s, d in zip(spatial, node.weight.shape[2:], strides, dils):
-        total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
-        if total % 2:
-            raise GraphError(f"padding='same' with stride {s} needs an uneven padding here, which "
-                             "torch's Conv cannot express", node=ctx.name, field="padding",
-                             fix="give explicit padding numbers")
-        out.append(total // 2)
-    return tuple(out)
-
-
 @torch_rule(ir.Conv1d, ir.Conv2d)
 def _conv(ctx, name, node, values):
-    cls = nn.Conv1d if isinstance(node, ir.Conv1d) else nn.Conv2d
+    cls = pnn.Conv1d if isinstance(node, ir.Conv1d) else pnn.Conv2d
     c_out, c_in_g = node.weight.shape[:2]
-    spatial = ctx.in_shape()[1:]
     m = cls(c_in_g * node.groups, c_out, tuple(node.weight.shape[2:]), stride=node.stride,
-            padding=_conv_padding(node, ctx, spatial), dilation=node.dilation,
-            groups=node.groups, bias=node.bias is not None, dtype=ctx.dtype)
+            pads=node.pads, dilation=node.dilation, groups=node.groups,
+            bias=node.bias is not None, dtype=ctx.dtype)
     with torch.no_grad():
         m.weight.copy_(ctx.tensor(node.weight))
         if node.bias is not None:
@@ -430,6 +408,10 @@ class GraphModule(nn.Module):
                                  if tuple(x.shape) == want else "feed the declared shape")
             if x.dtype != self.dtype:
                 x = x.to(self.dtype)
+            if node.elem == "bit" and not self.training:  # the bit rule (ir.Input)
+                bad = (x != 0) & (x != 1)
+                if bool(bad.any()):
+                    raise node.non_bit_error(name, x[bad][0].item())
             feeds[name] = x
         return feeds
 

@@ -29,7 +29,10 @@ from .graph import Graph, edge_port
 from .kinds.base import INFERRED_KEY, KINDS, inferred_fields
 from .kinds.nir import Output
 
-FORMAT_VERSION = "1.0.0"
+#: 1.1.0: Conv1d / Conv2d store zero padding per side (`padding_end`, omitted when symmetric)
+#: and never the strings 'same' / 'valid'; 1.0 files migrate when their nodes are built
+#: (a string is resolved by the kind, torch's 'same').
+FORMAT_VERSION = "1.1.0"
 NIR_LAYOUT_VERSION = "1.0.8"
 #: default cap on one array's declared size, and on the sum over the file (override in load()).
 MAX_ARRAY_BYTES = 2 << 30

@@ -1,5 +1,5 @@
 """Small modules for the kinds torch.nn lacks: Activation (every polyir.ir activation by name),
-Scale, Threshold, SumPool2d and Delay."""
+Scale, Threshold, SumPool2d, Delay, and Conv1d / Conv2d with zero padding per side."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +11,8 @@ from ..ir import ACTIVATIONS, SOFTPLUS_THRESHOLD
 from .logic import Window2d
 from .neurons import _as_tensor, spike
 
-__all__ = ["Activation", "Scale", "Threshold", "SumPool2d", "Delay", "ACTIVATION_FUNCTIONS"]
+__all__ = ["Activation", "Scale", "Threshold", "SumPool2d", "Delay", "Conv1d", "Conv2d",
+           "ACTIVATION_FUNCTIONS"]
 
 #: fn name -> f(x, alpha), the torch functional that realises polyir.ir.Activation.
 ACTIVATION_FUNCTIONS = {
@@ -108,3 +109,32 @@ class Delay(nn.Module):
         idx = (self.max_steps - self.steps).expand(x.shape).unsqueeze(0)
         y = stacked.gather(0, idx).squeeze(0)
         return y, (stacked[1:],)
+
+
+class _SidePadded:
+    """torch's convolution after explicit zero padding per side (`pads`: ((begin, end), ...) per
+    spatial dim, polyir.ir.Conv's convention). The padded zeros take part in the products on
+    every torch algorithm, so a NaN / inf weight gives NaN where its window reaches the padding
+    (torch's own padding argument does that on some algorithms only)."""
+
+    def __init__(self, *args, pads=(), **kwargs):
+        super().__init__(*args, padding=0, **kwargs)
+        self.pads = tuple((int(b), int(e)) for b, e in pads)
+        # F.pad takes the last dim first
+        self._flat_pads = tuple(p for b, e in reversed(self.pads) for p in (b, e))
+
+    def forward(self, x):
+        if any(self._flat_pads):
+            x = F.pad(x, self._flat_pads)
+        return super().forward(x)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", pads={self.pads}"
+
+
+class Conv1d(_SidePadded, nn.Conv1d):
+    """nn.Conv1d with zero padding per side: `pads=((left, right),)`."""
+
+
+class Conv2d(_SidePadded, nn.Conv2d):
+    """nn.Conv2d with zero padding per side: `pads=((top, bottom), (left, right))`."""

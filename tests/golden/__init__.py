@@ -15,7 +15,9 @@ Besides the eval-mode reference a case may carry
 - `relaxed`: the outputs in train mode (relaxed logic gates), from a numpy reference of the
   relaxation; kinds without a relaxed form compute the eval outputs in train mode too;
 - `ode`: (outputs, rtol, atol) of the continuous-time system held constant over each step (the
-  closed-form solution of the neuron equations), which the heyoka ODE target answers to.
+  closed-form solution of the neuron equations), which the heyoka ODE target answers to;
+- `refused`: {target: text} for targets that claim the case's kinds but must refuse one of its
+  options (NIR has no per-side Conv padding) with a polyir error containing `text`.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class Case:
     module: str
     relaxed: list[np.ndarray] | None = None
     ode: tuple | None = None  # (outputs, rtol, atol)
+    refused: dict = dataclasses.field(default_factory=dict)  # target -> text of its error
 
     @property
     def exact(self) -> bool:
@@ -82,7 +85,7 @@ def _is_relation(x) -> bool:
 
 
 def case(name: str, graph: polyir.Graph, inputs, expected, rtol: float = 0.0,
-         atol: float = 0.0, relaxed=None, ode=None) -> Case:
+         atol: float = 0.0, relaxed=None, ode=None, refused=None) -> Case:
     """Register one golden case. `inputs` / `expected`: an array or a list of arrays, in the
     graph's Input / Output order. rtol = atol = 0 means exact equality. `relaxed`: train-mode
     outputs (same tolerance); `ode`: (outputs, rtol, atol) of the continuous-time system."""
@@ -97,7 +100,7 @@ def case(name: str, graph: polyir.Graph, inputs, expected, rtol: float = 0.0,
         ode = (_arrays(ode[0]), float(ode[1]), float(ode[2]))
     c = Case(name, graph, inputs, expected, float(rtol), float(atol),
              _current[-1] if _current else "?",
-             None if relaxed is None else _arrays(relaxed), ode)
+             None if relaxed is None else _arrays(relaxed), ode, dict(refused or {}))
     _CASES[name] = c
     return c
 

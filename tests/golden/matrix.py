@@ -61,6 +61,15 @@ def check_case(c, t) -> tuple[str, str]:
             return "fail", f"{c.name} on {t.name}: {type(exc).__name__} instead of a polyir " \
                            f"error naming {sorted(missing)}: {exc}"
         return "fail", f"{c.name} on {t.name}: ran a graph with unclaimed kinds {sorted(missing)}"
+    if t.name in c.refused:
+        want = c.refused[t.name]
+        try:
+            t.run(c.graph, c.inputs)
+        except polyir.PolyirError as exc:
+            if want in str(exc):
+                return "refused", getattr(exc, "reason", str(exc)).split("\n")[0]
+            return "fail", f"{c.name} on {t.name}: refused without saying {want!r}: {exc}"
+        return "fail", f"{c.name} on {t.name}: ran, but must refuse ({want!r})"
     ref = t.reference(c)
     if ref is None:
         return "skip", f"{c.name} has no reference for {t.name}"

@@ -77,6 +77,18 @@ def _threshold(ctx, name, m, values):
     return ir.Threshold(_full(ctx, m.threshold))
 
 
+@handler(pnn.Conv1d, pnn.Conv2d, builtin=True)
+def _side_padded_conv(ctx, name, m, values):
+    """polyir's own Conv (zero padding per side, what to_torch builds)."""
+    one = (lambda v: v[0]) if isinstance(m, pnn.Conv1d) else tuple
+    bias = ctx.array(m.bias) if m.bias is not None else np.zeros(m.out_channels, np.float32)
+    kind = ir.Conv1d if isinstance(m, pnn.Conv1d) else ir.Conv2d
+    spatial = tuple(int(s) for s in ctx.input_shape[1:])
+    return kind(input_shape=one(spatial), weight=ctx.array(m.weight), stride=one(m.stride),
+                padding=one([b for b, _ in m.pads]), dilation=one(m.dilation),
+                groups=int(m.groups), bias=bias, padding_end=one([e for _, e in m.pads]))
+
+
 @handler(pnn.SumPool2d, builtin=True)
 def _sum_pool(ctx, name, m, values):
     return ir.SumPool2d(tuple(m.kernel_size), tuple(m.stride), tuple(m.padding))

@@ -21,7 +21,14 @@ real = Array("real")
 @dataclasses.dataclass(frozen=True, eq=False)
 class Input(Kind):
     """A graph input of the given shape. `elem` 'bit' declares 0/1 values that may feed logic
-    kinds directly; 'relation' declares facts of `arity` constants with values of `shape`."""
+    kinds directly; 'relation' declares facts of `arity` constants with values of `shape`.
+
+    The bit rule, the same on every backend: in eval mode a bit Input takes exactly 0 or 1 (any
+    numeric dtype); any other value (0.5, 2, NaN) is refused with `non_bit_error`, because a
+    hard backend could only guess (x != 0? x > 0.5?) while the relaxed torch layers would compute
+    something else again. Train-mode torch (and heyoka in mode='train') read values in [0, 1] as
+    relaxed bits by design.
+    """
 
     shape: tuple = param(Ints())
     elem: str = param(Scalar(str), default="real")
@@ -41,6 +48,15 @@ class Input(Kind):
 
     def out_port(self, inputs):
         return port(self.shape, self.elem, self.arity)
+
+    @staticmethod
+    def non_bit_error(name: str, value) -> GraphError:
+        """What every backend raises when a bit Input gets a value other than 0 or 1."""
+        return GraphError(f"bit input got the value {value!r}; a bit Input takes only 0 or 1",
+                          node=name, field="elem",
+                          fix="threshold the data first (x > 0.5), feed real values through a "
+                              "Binarize node (declare the Input real), or use train mode for "
+                              "relaxed values in [0, 1]")
 
 
 @kind
@@ -149,25 +165,18 @@ class Flatten(Kind):
         return port(shape[:s] + (merged,) + shape[e + 1:], p.elem if p else None)
 
 
-def conv_out(size, kernel, stride, padding, dilation):
-    if padding == "same":
-        return -(-size // stride)
-    if padding == "valid":
-        padding = 0
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+def conv_out(size, kernel, stride, begin, end, dilation):
+    return (size + begin + end - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def _conv_ports(self, spatial_in):
     c_in = self.weight.shape[1] * self.groups
     if spatial_in is None:
         return None
-    pads = self.padding if isinstance(self.padding, (tuple, str)) else (self.padding,)
     strides = self.stride if isinstance(self.stride, tuple) else (self.stride,)
     dils = self.dilation if isinstance(self.dilation, tuple) else (self.dilation,)
-    if isinstance(pads, str):
-        pads = (pads,) * len(spatial_in)
-    out = tuple(conv_out(n, k, s, p, d) for n, k, s, p, d in
-                zip(spatial_in, self.weight.shape[2:], strides, pads, dils))
+    out = tuple(conv_out(n, k, s, b, e, d) for n, k, s, (b, e), d in
+                zip(spatial_in, self.weight.shape[2:], strides, self.pads, dils))
     if any(o <= 0 for o in out):
         raise GraphError(f"input {spatial_in} is too small for kernel {self.weight.shape[2:]}",
                          field="weight", fix="use a larger input or a smaller kernel")
@@ -175,6 +184,51 @@ def _conv_ports(self, spatial_in):
 
 
 class _Conv(Kind):
+    """Zero padding is stored per side: `padding` holds the begin sides (top / left; NIR's
+    field, symmetric when `padding_end` is None), `padding_end` the end sides (bottom / right)
+    when they differ. The padded zeros take part in the products, so a NaN / inf weight makes
+    every output whose window reaches into the padding NaN (0 * inf), on every backend.
+    'valid' and 'same' are resolved when the node is built; 'same' follows torch: stride 1, total
+    dilation * (kernel - 1) per dim, the odd one at the end. A file never holds a string."""
+
+    omit_when_default = ("padding_end",)  # symmetric padding: NIR's layout exactly
+
+    @property
+    def pads(self) -> tuple:
+        """((begin, end), ...) per spatial dim."""
+        begin = self.padding if isinstance(self.padding, tuple) else (self.padding,)
+        end = begin if self.padding_end is None else (
+            self.padding_end if isinstance(self.padding_end, tuple) else (self.padding_end,))
+        return tuple(zip(begin, end))
+
+    def _resolve_padding(self):
+        nd = self.weight.ndim - 2
+        as_t = (lambda v: tuple(v) if isinstance(v, tuple) else (v,) * nd)
+        pad, end = self.padding, self.padding_end
+        if isinstance(pad, str):
+            if end is not None:
+                raise GraphError(f"padding={pad!r} with padding_end={end}", field="padding_end",
+                                 fix="give padding_end only with explicit padding numbers")
+            if pad == "valid":
+                pad = (0,) * nd
+            else:
+                if any(s != 1 for s in as_t(self.stride)):
+                    raise GraphError(f"padding='same' with stride {self.stride}: torch defines "
+                                     "'same' for stride 1 only, and other libraries split it "
+                                     "differently", field="padding",
+                                     fix="give the padding per side: padding=<begin sides>, "
+                                         "padding_end=<end sides>")
+                total = [d * (k - 1) for k, d in zip(self.weight.shape[2:], as_t(self.dilation))]
+                pad, end = tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
+        pad = as_t(pad)
+        end = pad if end is None else as_t(end)
+        if min(pad + end, default=0) < 0:
+            raise GraphError(f"padding {pad} / padding_end {end} must be >= 0", field="padding",
+                             fix="use zero or positive padding")
+        one = (lambda v: v[0]) if isinstance(self, Conv1d) else (lambda v: v)
+        object.__setattr__(self, "padding", one(pad))
+        object.__setattr__(self, "padding_end", None if end == pad else one(end))
+
     def validate(self, name):
         if self.bias is not None and self.bias.shape != self.weight.shape[:1]:
             raise GraphError(f"bias shape {self.bias.shape} does not match {self.weight.shape[0]} "
@@ -223,7 +277,8 @@ class _Conv(Kind):
 @dataclasses.dataclass(frozen=True, eq=False)
 class Conv1d(_Conv):
     """1-D convolution; weight (C_out, C_in/groups, K). input_shape is the spatial length; bias
-    (C_out,) or None (no bias)."""
+    (C_out,) or None (no bias); padding / padding_end: the left / right zero padding (see
+    _Conv)."""
 
     input_shape: int | None = param(Optional(Scalar(int)))
     weight: np.ndarray = param(Array("real", 3))
@@ -232,6 +287,7 @@ class Conv1d(_Conv):
     dilation: int = param(Scalar(int), default=1)
     groups: int = param(Scalar(int), default=1)
     bias: np.ndarray | None = param(Optional(real), default=None)
+    padding_end: int | None = param(Optional(Scalar(int)), default=None)
 
     def __post_init__(self):
         if isinstance(self.padding, tuple) and len(self.padding) == 1:
@@ -239,6 +295,7 @@ class Conv1d(_Conv):
         super().__post_init__()
         if isinstance(self.padding, tuple):
             object.__setattr__(self, "padding", self.padding[0])
+        self._resolve_padding()
 
     def _spatial(self, inputs):
         if self.input_shape is not None:
@@ -255,7 +312,8 @@ class Conv1d(_Conv):
 @dataclasses.dataclass(frozen=True, eq=False)
 class Conv2d(_Conv):
     """2-D convolution; weight (C_out, C_in/groups, KH, KW). input_shape is (H, W) or None; bias
-    (C_out,) or None (no bias)."""
+    (C_out,) or None (no bias); padding (top, left) and padding_end (bottom, right): zero
+    padding per side (see _Conv)."""
 
     input_shape: tuple | None = param(Optional(Ints(2)))
     weight: np.ndarray = param(Array("real", 4))
@@ -264,6 +322,11 @@ class Conv2d(_Conv):
     dilation: tuple = param(Ints(2), default=(1, 1))
     groups: int = param(Scalar(int), default=1)
     bias: np.ndarray | None = param(Optional(real), default=None)
+    padding_end: tuple | None = param(Optional(Ints(2)), default=None)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._resolve_padding()
 
 
 def pool_out(self, inputs):

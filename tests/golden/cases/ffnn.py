@@ -44,9 +44,11 @@ ACT_REFS = {
 
 
 def conv_ref(x, w, bias, stride, padding, dilation, groups):
-    """N-d convolution (cross-correlation, torch's convention) by explicit loops."""
+    """N-d convolution (cross-correlation, torch's convention) by explicit loops over the
+    zero-padded input (the zeros take part: 0 * NaN is NaN). padding per dim: p or (begin, end)."""
     nd = w.ndim - 2
-    xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0)] + [(p, p) for p in padding])
+    pads = [(p, p) if np.isscalar(p) else tuple(p) for p in padding]
+    xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0)] + pads)
     out_sp = [(xp.shape[2 + i] - dilation[i] * (w.shape[2 + i] - 1) - 1) // stride[i] + 1
               for i in range(nd)]
     bsz, cout, cig = x.shape[0], w.shape[0], w.shape[1]
@@ -258,3 +260,72 @@ def two_inputs_two_outputs(rng):
     a = x1.astype(np.float64) @ w1.T + b1
     case("two_inputs_two_outputs", g, [x1, x2],
          [np.maximum(a + x2.astype(np.float64) @ w2.T, 0), a], **F32)
+
+
+def _same_pads(kernel, dilation):
+    """torch's padding='same' (stride 1): total d (k - 1) per dim, the odd one at the end."""
+    return [(d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel, dilation)]
+
+
+@golden
+def conv2d_padding_modes(rng):
+    """One weight under every way to give padding: 'valid', 'same' with an even kernel (torch
+    puts the extra zero at the end), one int, per dim, and per side with a stride."""
+    w = rng.normal(size=(2, 3, 4, 3)).astype(f32)
+    b = rng.normal(size=2).astype(f32)
+    x = rng.normal(size=(3, 3, 7, 6)).astype(f32)
+    modes = {
+        "valid": (dict(padding="valid"), (1, 1), [0, 0]),
+        "same": (dict(padding="same"), (1, 1), _same_pads((4, 3), (1, 1))),
+        "int": (dict(padding=2), (1, 1), [2, 2]),
+        "per_dim": (dict(padding=(1, 0)), (1, 1), [1, 0]),
+        "per_side": (dict(padding=(0, 2), padding_end=(3, 1), stride=(2, 3)), (2, 3),
+                     [(0, 3), (2, 1)]),
+    }
+    for mode, (kw, stride, pads) in modes.items():
+        g = P.Graph.sequential(P.Conv2d(None, w, bias=b, **kw), input_shape=(3, 7, 6))
+        refused = {"nir": "padding_end"} if g.nodes["conv2d"].padding_end is not None else {}
+        case(f"conv2d_padding_{mode}", g, x, conv_ref(x, w, b, stride, pads, (1, 1), 1),
+             refused=refused, **F32)
+
+
+@golden
+def conv1d_padding_per_side(rng):
+    w = rng.normal(size=(3, 2, 4)).astype(f32)
+    b = rng.normal(size=3).astype(f32)
+    g = P.Graph.sequential(P.Conv1d(None, w, stride=1, padding=0, dilation=2, bias=b,
+                                    padding_end=5), input_shape=(2, 9))
+    x = rng.normal(size=(4, 2, 9)).astype(f32)
+    case("conv1d_padding_per_side", g, x, conv_ref(x, w, b, (1,), [(0, 5)], (2,), 1),
+         refused={"nir": "padding_end"}, **F32)
+
+
+@golden
+def conv1d_same_even_kernel(rng):
+    w = rng.normal(size=(2, 2, 4)).astype(f32)
+    b = rng.normal(size=2).astype(f32)
+    g = P.Graph.sequential(P.Conv1d(None, w, padding="same", bias=b), input_shape=(2, 8))
+    x = rng.normal(size=(3, 2, 8)).astype(f32)
+    case("conv1d_same_even_kernel", g, x, conv_ref(x, w, b, (1,), _same_pads((4,), (1,)), (1,), 1),
+         refused={"nir": "padding_end"}, **F32)
+
+
+@golden
+def cnn_nonfinite(rng):
+    """NaN / inf in the input and in conv weights through Conv2d (padded) -> relu -> AvgPool2d:
+    the padded zeros meet the NaN / inf weights (0 * inf is NaN), relu keeps NaN, the pool sums
+    +inf and -inf to NaN."""
+    w = rng.normal(size=(3, 1, 3, 3)).astype(f32)
+    w[1, 0, 2, 1] = np.inf
+    w[2, 0, 0, 0] = np.nan
+    b = rng.normal(size=3).astype(f32)
+    g = P.Graph.sequential(P.Conv2d(None, w, 1, 1, 1, 1, b), P.Activation("relu"),
+                           P.AvgPool2d((2, 2), (2, 2)), input_shape=(1, 6, 6))
+    x = rng.normal(size=(4, 1, 6, 6)).astype(f32)
+    x[1, 0, 3, 3], x[2, 0, 0, 5], x[3, 0, 2, 2] = np.inf, np.nan, -np.inf
+    with np.errstate(invalid="ignore"):
+        h = conv_ref(x, w, b, (1, 1), (1, 1), (1, 1), 1)
+        h = np.where(h < 0, 0.0, h)
+        y = pool_sum_ref(h, (2, 2), (2, 2), (0, 0)) / 4
+    assert np.isnan(y).any() and np.isfinite(y).any() and np.isinf(y).any()
+    case("cnn_nonfinite", g, x, y, rtol=1e-4, atol=1e-5)
