@@ -19,8 +19,9 @@ def nir_fields(node) -> dict:
     kind = ir.KINDS[name]
     polyir_only = kind.option_fields() if issubclass(kind, ir.Neuron) else ()
     for f in dataclasses.fields(kind):
-        if f.name == "metadata" or f.name in polyir_only:  # extension fields NIR does not have
-            continue
+        if f.name == "metadata" or f.name in polyir_only or (
+                f.name in getattr(kind, "omit_when_default", ()) and not hasattr(node, f.name)):
+            continue  # extension fields NIR does not have
         if name == "Flatten" and f.name == "input_type":
             out[f.name] = node.input_type["input"]
         else:
@@ -53,6 +54,14 @@ def assert_nir_equal(p_graph: ir.Graph, n_graph, inferred=None):
                 mine = np.zeros(pn.weight.shape[0], pn.weight.dtype)  # NIR's Conv needs one
             if mine is None:
                 assert value is None, (name, field)
+                continue
+            if field == "padding" and isinstance(value, (str, bytes)):
+                # NIR's 'valid' / 'same' -> polyir's per-side numbers (torch's 'same' split)
+                value = value.decode() if isinstance(value, bytes) else value
+                dil = np.broadcast_to(np.asarray(pn.dilation), (pn.weight.ndim - 2,))
+                totals = [0] * len(dil) if value == "valid" else \
+                    [d * (k - 1) for k, d in zip(pn.weight.shape[2:], dil)]
+                assert pn.pads == tuple((t // 2, t - t // 2) for t in totals), (name, pn.pads)
                 continue
             if isinstance(mine, str) or isinstance(value, str):
                 assert mine == value, (name, field)

@@ -12,6 +12,7 @@ import pytest
 
 import polyir
 from polyir import cli
+from polyir.ir.h5 import FORMAT_VERSION
 from families import family_graphs
 
 
@@ -34,7 +35,7 @@ def test_info_table(capsys, ffnn_file):
     code, out, err = run(capsys, "info", ffnn_file)
     assert code == 0 and not err
     out = " ".join(out.split())                  # rich wraps long titles
-    for text in ("input", "affine_1", "Activation", "real(8)", "real(1)", "format 1.0.0"):
+    for text in ("input", "affine_1", "Activation", "real(8)", "real(1)", f"format {FORMAT_VERSION}"):
         assert text in out
     # parameter counts computed here: Affine 8x4 + 8 = 40, Affine 1x8 + 1 = 9
     assert "40" in out and "49 parameters" in out
@@ -46,7 +47,7 @@ def test_info_json(capsys, ffnn_file):
     assert code == 0
     data = json.loads(out)
     g = polyir.load(ffnn_file)
-    assert data["format"] == "1.0.0"
+    assert data["format"] == FORMAT_VERSION
     assert [r["node"] for r in data["nodes"]] == list(g.nodes)
     assert [r["kind"] for r in data["nodes"]] == [type(n).__name__ for n in g.nodes.values()]
     expected = sum(a.size for n in g.nodes.values() for a in vars(n).values()

@@ -102,7 +102,8 @@ def test_dtype_coercion():
     assert layer.b.dtype == np.int64
     assert layer.gate.dtype == np.uint8 and layer.gate.tolist() == [6, 14]
     assert ir.Conv2d(None, ones(1, 1, 2, 2), stride=3).stride == (3, 3)      # int repeated
-    assert ir.Conv2d(None, ones(1, 1, 2, 2), padding="same").padding == "same"
+    same = ir.Conv2d(None, ones(1, 1, 2, 2), padding="same")  # torch's split: the odd one last
+    assert same.padding == (0, 0) and same.padding_end == (1, 1) and same.pads == ((0, 1), (0, 1))
     assert ir.Conv1d(None, ones(1, 1, 2), padding=(2,)).padding == 2
     assert ir.GroupSum(np.int64(3), tau=np.float32(2)).k == 3
     assert type(ir.GroupSum(3, tau=2).tau) is float

@@ -11,11 +11,25 @@ from .registry import arguments, command, file_arg, in_out_args
 from .tables import coverage, emit, file_format, print_coverage, print_graph, graph_table, console
 
 
+def _info_args(p):
+    p.add_argument("file", nargs="?", help="a polyir .h5 or NIR .nir file (without one, --kinds "
+                                          "prints the conformance matrix)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--kinds", action="store_true",
+                   help="with a file: also which directions cover each kind; without: run the "
+                        "golden cases and print the kind x target conformance matrix")
+
+
 @command("info", "table of nodes, kinds, shapes and parameter counts")
-@arguments(lambda p: (file_arg(p), p.add_argument("--kinds", action="store_true",
-                                                  help="also print which directions cover "
-                                                       "each kind")))
+@arguments(_info_args)
 def cmd_info(args) -> int:
+    if args.file is None:
+        if not args.kinds:
+            print("polyir info: give a FILE, or --kinds for the conformance matrix",
+                  file=sys.stderr)
+            return 2
+        from .conformance import conformance
+        return conformance(args)
     g = load(args.file)
     data = {"file": args.file, "format": file_format(args.file), "nodes": graph_table(g),
             "edges": [list(e) for e in g.edges], "metadata": g.metadata,

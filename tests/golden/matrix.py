@@ -10,11 +10,9 @@ the target, else pass if one passed, else refused with the target's own message,
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
-import time
 
 import numpy as np
 
@@ -113,56 +111,22 @@ def matrix(cases=None, targets=None, progress=None):
                 cell = ("skipped", reason)
             else:
                 cell = ("skipped", next((d for s, d in mine if s == "skip"), "no case"))
-            cells[k][t.name] = cell
+            cells[k][t.name] = (cell[0], _reason(cell[1]) if cell[0] != "pass" else cell[1])
     return cells
 
 
-SHORT = {"pass": "pass", "refused": "refused", "fail": "FAIL", "skipped": "skip"}
-
-
-def render(cells, targets) -> str:
-    """The matrix as a text table, then the reasons of refused / skipped / failed cells."""
-    names = list(targets)
-    width = max(len(k) for k in cells) + 2
-    cols = [max(len(n), 7) + 2 for n in names]
-    lines = ["kind".ljust(width) + "".join(n.ljust(w) for n, w in zip(names, cols))]
-    for k, row in cells.items():
-        lines.append(k.ljust(width) + "".join(SHORT[row[n][0]].ljust(w)
-                                              for n, w in zip(names, cols)))
-    notes = {}
-    for k, row in cells.items():
-        for n in names:
-            s, d = row[n]
-            if s != "pass":
-                notes.setdefault((n, s, _reason(d, k)), []).append(k)
-    if notes:
-        lines.append("")
-        for (n, s, d), ks in sorted(notes.items()):
-            lines.append(f"{n} {s}: {', '.join(ks)}: {d}")
-    return "\n".join(lines)
-
-
-def _reason(detail: str, kind: str) -> str:
-    """A refusal message without node names and with the kind as <kind>, so that the cells of
-    one target can share it."""
-    text = re.sub(r" '[^']*'| \(also .*\)", "", detail.split(" (fix:")[0])
-    return re.sub(rf"\b{kind}\b", "<kind>", text)
+def _reason(detail: str) -> str:
+    """A message without node names and the list of further nodes, so that the cells of one
+    target can share it."""
+    return re.sub(r" '[^']*'| \(also .*\)", "", detail.split(" (fix:")[0])
 
 
 def main(argv=None) -> int:
+    """The same as `polyir info --kinds [--json]`."""
+    import argparse
+    from polyir.cli.conformance import conformance
     argv = sys.argv[1:] if argv is None else argv
-    from golden.targets import load
-    t0 = time.perf_counter()
-    targets = load()
-    cells = matrix(targets=targets)
-    seconds = time.perf_counter() - t0
-    if "--json" in argv:
-        print(json.dumps({k: {t: {"status": s, "detail": d} for t, (s, d) in row.items()}
-                          for k, row in cells.items()}, indent=1))
-    else:
-        print(render(cells, targets))
-        print(f"\n({seconds:.1f} s wall)")
-    return 1 if any(s == "fail" for row in cells.values() for s, _ in row.values()) else 0
+    return conformance(argparse.Namespace(json="--json" in argv))
 
 
 if __name__ == "__main__":

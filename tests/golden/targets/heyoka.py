@@ -26,22 +26,27 @@ def _ode_kinds():
     return {k.__name__ for k in neurons} | (linear & _heyoka_kinds())
 
 
-def _refuse_unclaimed(graph, kinds, target):
+def _refuse_unclaimed(graph, kinds, why):
     for name, node in graph.flattened().nodes.items():
         kind = type(node).__name__
         if kind not in kinds | {"Input", "Output"}:
-            raise polyir.GraphError(f"{kind} is not supported by the {target} target", node=name,
-                                    field="type", fix=f"{target} supports {sorted(kinds)}")
+            raise polyir.GraphError(f"{kind} {why}", node=name, field="type",
+                                    fix=f"this target takes {sorted(kinds)}")
 
 
 def prepare_heyoka(graph):
-    _refuse_unclaimed(graph, _heyoka_kinds(), "heyoka")
+    """The backend refuses kinds without a heyoka rule itself; a stateful graph would compile
+    to an ODE program, which the heyoka_ode target checks."""
+    if graph.stateful:
+        _refuse_unclaimed(graph, _heyoka_kinds(), "is stateful: heyoka integrates it as an ODE "
+                                                  "system (the heyoka_ode target)")
     prog = polyir.compile(graph, "heyoka")
     return lambda inputs: outputs(prog(*inputs))
 
 
 def prepare_ode(graph):
-    _refuse_unclaimed(graph, _ode_kinds(), "heyoka ODE")
+    _refuse_unclaimed(graph, _ode_kinds(), "is no part of a heyoka ODE system (neurons fed "
+                                           "through linear paths)")
     if not graph.stateful:
         raise polyir.GraphError("the heyoka ODE target integrates neuron graphs",
                                 field="type", fix="use the heyoka target for stateless graphs")
