@@ -81,7 +81,7 @@ def _threshold(ctx, name, m, values):
 def _side_padded_conv(ctx, name, m, values):
     """polyir's own Conv (zero padding per side, what to_torch builds)."""
     one = (lambda v: v[0]) if isinstance(m, pnn.Conv1d) else tuple
-    bias = ctx.array(m.bias) if m.bias is not None else np.zeros(m.out_channels, np.float32)
+    bias = ctx.array(m.bias) if m.bias is not None else None
     kind = ir.Conv1d if isinstance(m, pnn.Conv1d) else ir.Conv2d
     spatial = tuple(int(s) for s in ctx.input_shape[1:])
     return kind(input_shape=one(spatial), weight=ctx.array(m.weight), stride=one(m.stride),

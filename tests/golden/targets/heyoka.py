@@ -19,11 +19,10 @@ def _heyoka_kinds():
 
 
 def _ode_kinds():
-    from polyir.importers import heyoka_ode
-    table = getattr(heyoka_ode, "heyoka_ode_rule", None)  # the neurons the ODE builder takes
-    neurons = table.rules if table is not None else heyoka_ode._NEURONS
-    linear = {"Affine", "Linear", "Scale", "Flatten"}  # the path a spike's charge travels
-    return {k.__name__ for k in neurons} | (linear & _heyoka_kinds())
+    """Neurons and the static kinds with a smooth heyoka expression (the ODE importer's own
+    lists)."""
+    from polyir.importers.heyoka import NEURONS, static_kinds
+    return {k.__name__ for k in NEURONS} | {k.__name__ for k in static_kinds()}
 
 
 def _refuse_unclaimed(graph, kinds, why):
@@ -45,8 +44,12 @@ def prepare_heyoka(graph):
 
 
 def prepare_ode(graph):
-    _refuse_unclaimed(graph, _ode_kinds(), "is no part of a heyoka ODE system (neurons fed "
-                                           "through linear paths)")
+    from polyir.importers.heyoka import ode_form_missing
+    missing = ode_form_missing(graph)
+    if missing is not None:
+        name, why = missing
+        raise polyir.GraphError(f"{type(graph.flattened().nodes[name]).__name__} {name!r} {why}",
+                                node=name, field="type", fix="run it on the torch or C target")
     if not graph.stateful:
         raise polyir.GraphError("the heyoka ODE target integrates neuron graphs",
                                 field="type", fix="use the heyoka target for stateless graphs")
