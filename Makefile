@@ -5,7 +5,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.polyir-installed
 
-.PHONY: setup demo test test-slow bench golden clean graphviz
+.PHONY: setup demo test test-slow bench golden conformance gpu-check clean graphviz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,15 @@ test-slow: $(STAMP)
 
 golden: $(STAMP)
 	$(BIN)/python tests/golden/write.py
+
+# the kind x target conformance matrix from the golden cases (same as `polyir info --kinds`)
+conformance: $(STAMP)
+	$(BIN)/python tests/golden/matrix.py
+
+# on a machine with an NVIDIA GPU: CuPy, the GPU tests, the golden cuda_gpu target, the GPU
+# benchmark, in under 5 minutes; without a GPU it says so and fails
+gpu-check:
+	bash .ci/gpu-check
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
