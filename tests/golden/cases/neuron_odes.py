@@ -23,14 +23,21 @@ EULER = dict(rtol=1e-9, atol=1e-12)
 ODE_TOL = (1e-8, 1e-10)
 
 
-def neuron_graph(node, n=N):
-    g = P.Graph(metadata={"dt": DT})
-    g.add("x", P.Input((n,)))
-    g.add("neuron", node)
-    g.add("y", P.Output((n,)))
-    g.connect("x", "neuron")
-    g.connect("neuron", "y")
-    return g
+def neuron_graph(node):
+    return P.Graph.sequential(node, input_shape=(N,), metadata={"dt": DT})
+
+
+def li_steps(drive, tau, r, leak):
+    """LI membrane per step under a (T, B, n) drive: (forward Euler, exact) sequences."""
+    euler = exact = np.zeros(drive.shape[1:])
+    ys_euler, ys_exact = [], []
+    for d in drive:
+        euler = euler + DT / tau * (leak - euler + r * d)
+        a = leak + r * d
+        exact = a + (exact - a) * np.exp(-DT / tau)
+        ys_euler.append(euler)
+        ys_exact.append(exact)
+    return np.stack(ys_euler), np.stack(ys_exact)
 
 
 @golden
@@ -45,16 +52,8 @@ def ode_i(rng):
 def ode_li(rng):
     tau, r, leak = rng.uniform(4e-3, 2e-2, N), rng.uniform(0.5, 2, N), rng.normal(0, 0.3, N)
     x = rng.normal(1.0, 1.0, size=(T, B, N))
-    euler, exact = np.zeros((B, N)), np.zeros((B, N))
-    ys_euler, ys_exact = [], []
-    for t in range(T):
-        euler = euler + DT / tau * (leak - euler + r * x[t])
-        a = leak + r * x[t]
-        exact = a + (exact - a) * np.exp(-DT / tau)
-        ys_euler.append(euler)
-        ys_exact.append(exact)
-    case("ode_li", neuron_graph(P.LI(tau, r, leak)), x, np.stack(ys_euler), **EULER,
-         ode=(np.stack(ys_exact), *ODE_TOL))
+    euler, exact = li_steps(x, tau, r, leak)
+    case("ode_li", neuron_graph(P.LI(tau, r, leak)), x, euler, **EULER, ode=(exact, *ODE_TOL))
 
 
 @golden
@@ -201,11 +200,5 @@ def ode_linear_path_into_li(rng):
         g.connect(*e)
     x = rng.normal(size=(T, B, 2, 2))
     drive = ((x * s).reshape(T, B, 4) @ w.T + b) @ w2.T
-    euler, exact, ys_e, ys_x = np.zeros((B, 2)), np.zeros((B, 2)), [], []
-    for t in range(T):
-        euler = euler + DT / tau * (leak - euler + r * drive[t])
-        a = leak + r * drive[t]
-        exact = a + (exact - a) * np.exp(-DT / tau)
-        ys_e.append(euler)
-        ys_x.append(exact)
-    case("ode_linear_path_into_li", g, x, np.stack(ys_e), **EULER, ode=(np.stack(ys_x), *ODE_TOL))
+    euler, exact = li_steps(drive, tau, r, leak)
+    case("ode_linear_path_into_li", g, x, euler, **EULER, ode=(exact, *ODE_TOL))
