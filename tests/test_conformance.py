@@ -98,3 +98,28 @@ def test_nan_and_inf_inputs_reach_the_output_as_ieee_says(target):
         outs = t.run(g, [x])
     for fn, y in zip(fns, outs):
         assert np.isnan(y[0, :2]).all(), f"{fn}(NaN) on {target}: {y[0]}"
+
+
+def test_same_padding_follows_torch_through_export():
+    """torch's padding='same' with an even kernel pads one more zero at the end; the exporter
+    stores that per side, and C, CUDA and the torch import give torch's own values."""
+    import torch
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, (4, 3), padding="same", dilation=(1, 2)))
+    x = torch.randn(5, 2, 7, 6)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: 'same' with an even kernel copies
+        want = model(x).numpy()
+    g = P.export(model, x)
+    conv = next(n for n in g.nodes.values() if isinstance(n, P.Conv2d))
+    assert conv.pads == ((1, 2), (2, 2))
+    for name in ("torch", "c", "cuda_emu"):
+        got = _target(name).run(g, [x.numpy()])[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_same_padding_with_a_stride_is_refused():
+    """'same' has no single meaning with stride > 1 (torch refuses it, other libraries split it
+    their own ways): the IR refuses it when the node is built, so no backend guesses."""
+    with pytest.raises(P.GraphError, match="same.*stride"):
+        P.Conv2d(None, np.ones((1, 1, 3, 3), np.float32), stride=2, padding="same")
