@@ -48,8 +48,8 @@ def prepare_ode(graph):
     missing = ode_form_missing(graph)
     if missing is not None:
         name, why = missing
-        raise polyir.GraphError(f"{type(graph.flattened().nodes[name]).__name__} {name!r} {why}",
-                                node=name, field="type", fix="run it on the torch or C target")
+        raise polyir.GraphError(f"{name!r} {why}", node=name, field="type",
+                                fix="run it on the torch or C target")
     if not graph.stateful:
         raise polyir.GraphError("the heyoka ODE target integrates neuron graphs",
                                 field="type", fix="use the heyoka target for stateless graphs")
