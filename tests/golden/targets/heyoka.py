@@ -21,8 +21,9 @@ def _heyoka_kinds():
 def _ode_kinds():
     """Neurons and the static kinds with a smooth heyoka expression (the ODE importer's own
     lists)."""
-    from polyir.importers.heyoka import NEURONS, static_kinds
-    return {k.__name__ for k in NEURONS} | {k.__name__ for k in static_kinds()}
+    from polyir.importers.heyoka import static_kinds
+    neurons = {name for name, cls in polyir.KINDS.items() if issubclass(cls, polyir.ir.Neuron)}
+    return neurons | {k.__name__ for k in static_kinds()}
 
 
 def _refuse_unclaimed(graph, kinds, why):
