@@ -272,3 +272,100 @@ def test_json_of_compare_reports_each_backend(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     json.loads(run.stdout)
+
+
+def test_extension_fields_at_nirs_defaults_keep_a_nir_file(tmp_path):
+    nir = pytest.importorskip("nir")
+    import h5py
+    g = chain(ir.LIF(np.full(3, 0.01), np.ones(3), np.zeros(3), np.ones(3)), 3, dt=1e-3)
+    path = tmp_path / "plain.h5"
+    polyir.save(g, path)
+    with h5py.File(path, "r") as f:
+        assert set(f["node/nodes/neuron"]) == {"type", "tau", "r", "v_leak", "v_threshold",
+                                               "v_reset"}
+    assert type(nir.read(str(path)).nodes["neuron"]).__name__ == "LIF"
+    assert polyir.from_nir(polyir.to_nir(g)) == g
+    # a non-default field is stored, read back, and refused by to_nir by its name
+    for field, value in (("reset_mode", "subtract"), ("reset_delay", True),
+                         ("spike_rule", "multi"), ("threshold_compare", ">=")):
+        node = ir.LIF(np.full(3, 0.01), np.ones(3), np.zeros(3), np.ones(3), **{field: value})
+        g = chain(node, 3, dt=1e-3)
+        path = tmp_path / f"{field}.h5"
+        polyir.save(g, path)
+        with h5py.File(path, "r") as f:
+            assert field in f["node/nodes/neuron"]
+        back = polyir.load(path)
+        assert back == g and getattr(back.nodes["neuron"], field) == value
+        with pytest.raises(polyir.GraphError, match=field) as err:
+            polyir.to_nir(g)
+        assert err.value.field == field and err.value.node == "neuron"
+    with pytest.raises(polyir.GraphError, match="reset_mode") as err:
+        ir.IF(np.ones(2), np.ones(2), reset_mode="zero")
+    assert "subtract" in err.value.fix
+
+
+def test_torch_layer_takes_the_extension_fields():
+    """snnTorch's Leaky (beta = exp(-dt/tau) for the exact step, r = 1 - beta scaled input): the
+    delayed subtracting reset, against the recurrence U[t+1] = beta U[t] + (1 - beta) I - S[t]."""
+    tau, dt = 5e-3, 1e-3
+    layer = pnn.LIF(torch.full((4,), tau, dtype=torch.float64), torch.ones(4, dtype=torch.float64),
+                    torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64),
+                    dt=dt, discretization="exact", reset_mode="subtract", reset_delay=True)
+    beta = np.exp(-dt / tau)
+    x = np.random.default_rng(2).uniform(0, 8, (40, 2, 4))
+    u, want = np.zeros((2, 4)), []
+    for t in range(len(x)):
+        s_prev = (u > 1.0).astype(np.float64)
+        u = beta * u + (1 - beta) * x[t] - s_prev
+        want.append((u > 1.0).astype(np.float64))
+    state, got = None, []
+    with torch.no_grad():
+        for t in range(len(x)):
+            z, state = layer(torch.from_numpy(x[t]), state)
+            got.append(z.numpy())
+    assert np.stack(want).sum() > 10
+    np.testing.assert_array_equal(np.stack(got), np.stack(want))
+    exported = polyir.export(torch.nn.Sequential(layer), torch.zeros(2, 4, dtype=torch.float64))
+    node = next(k for k in exported.nodes.values() if isinstance(k, ir.LIF))
+    assert node.non_default_options() == {"reset_mode": "subtract", "reset_delay": True}
+
+
+def test_snntorch_leaky_spike_for_spike():
+    """snnTorch's Leaky (default: subtract, delayed reset; and reset to zero) is an exact-LIF with
+    tau = -dt / ln(beta), r = 1 / (1 - beta) so that the input enters as I, v_leak 0."""
+    snn = pytest.importorskip("snntorch")
+    beta, dt, n = 0.8, 1.0, 6
+    x = torch.from_numpy(np.random.default_rng(4).uniform(-0.2, 0.9, (60, 3, n)))
+    tau = -dt / np.log(beta)
+    for mechanism, mode in (("subtract", "subtract"), ("zero", "v_reset")):
+        leaky = snn.Leaky(beta=beta, threshold=1.0, reset_mechanism=mechanism).double()
+        mem, want = leaky.init_leaky(), []
+        with torch.no_grad():
+            for t in range(len(x)):
+                spk, mem = leaky(x[t], mem)
+                want.append(spk)
+        want = torch.stack(want).numpy()
+        node = ir.LIF(np.full(n, tau), np.full(n, 1 / (1 - beta)), np.zeros(n), np.ones(n),
+                      reset_mode=mode, reset_delay=True)
+        g = chain(node, n, dt=dt, discretization="exact")
+        assert want.sum() > 20
+        for backend in ("torch", "c"):
+            np.testing.assert_array_equal(polyir.compile(g, backend).run(x.numpy()), want,
+                                          err_msg=f"{mechanism} on {backend}")
+
+
+def test_sinabs_iaf_multispike_spike_for_spike():
+    """sinabs' IAF (MultiSpike, MembraneSubtract, threshold 1): an IF with r = 1 at dt = 1,
+    several spikes per step, v >= threshold."""
+    sl = pytest.importorskip("sinabs.layers")
+    n = 5
+    x = torch.from_numpy(np.random.default_rng(6).uniform(0, 2.5, (2, 50, n))).float()
+    with torch.no_grad():
+        want = sl.IAF()(x).numpy().transpose(1, 0, 2)  # sinabs is (batch, time, ...)
+    node = ir.IF(np.ones(n, F32), np.ones(n, F32), reset_mode="subtract", spike_rule="multi",
+                 threshold_compare=">=")
+    g = chain(node, n, dt=1.0)
+    assert want.max() >= 2
+    for backend in ("torch", "c"):
+        np.testing.assert_array_equal(polyir.compile(g, backend).run(x.numpy().transpose(1, 0, 2)),
+                                      want, err_msg=backend)
