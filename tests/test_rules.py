@@ -708,3 +708,28 @@ def test_gcnconv_template_same_as_pyneuralogic():
     mine = layer({"feat": (torch.tensor(x), np.arange(5)[:, None]),
                   "edge": (None, np.array(edges))}).detach().numpy()[0].reshape(5, 2)
     np.testing.assert_allclose(mine, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_softmax_aggregation_normalises_over_agg_terms():
+    text = ("att(I, J) :- score(I, J). [aggregation=softmax(agg_terms=[J])]\n"
+            "?- att(0, 1), att(0, 2), att(0, 3), att(1, 2).")
+    scores = [1.0, 2.0, 3.0, 5.0]
+    inputs = {"score": rel([[s] for s in scores], [[0, 1], [0, 2], [0, 3], [1, 2]])}
+    e = np.exp([1.0, 2.0, 3.0])
+    # over J for each I: att(0, j) = softmax(1, 2, 3); att(1, 2) is alone in its group: 1
+    np.testing.assert_allclose(run(text, inputs)[0], [*(e / e.sum()), 1.0], rtol=1e-12)
+    from polyir.nn.rule_builder import F
+    rs = Template([(R.att(V.I, V.J) <= R.score(V.I, V.J))
+                   | [Aggregation.SOFTMAX(agg_terms=["J"])]]).build(queries=["att(0, 1)"])
+    assert rs.rules[0].agg_terms == ("J",) and F.softmax_agg == "softmax"
+    with pytest.raises(polyir.FormatError, match="needs agg_terms"):
+        parse_rules("att(I, J) :- score(I, J). [aggregation=softmax]")
+    try:
+        _neuralogic()
+    except pytest.skip.Exception:
+        return
+    from neuralogic.core import Aggregation as A, R as NR, V as NV
+    nl_rules = [(NR.att(NV.I, NV.J) <= NR.score(NV.I, NV.J)) | [A.SOFTMAX(agg_terms=["J"])]]
+    example = [NR.score(i, j)[s] for (i, j), s in zip([(0, 1), (0, 2), (0, 3), (1, 2)], scores)]
+    expected = [float(_nl_eval(nl_rules, example, NR.att(0, j))[0]) for j in (1, 2, 3)]
+    np.testing.assert_allclose(run(text, inputs)[0, :3], expected, rtol=1e-9)

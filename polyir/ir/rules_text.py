@@ -28,7 +28,8 @@ Weights: a number ``0.5``; a value ``[1.0, 2.0]`` or ``[[...], [...]]``; dimensi
 (initialised at random: Glorot-uniform, from `seed`); named ``$w={3, 2}`` (shared by every literal
 that names ``$w``; a later ``$w`` may omit the value); fixed (not trained) ``<...>``.
 
-Rule metadata keys: transformation, combination, aggregation, learnable (false fixes the rule's
+Rule metadata keys: transformation, combination, aggregation (``softmax(agg_terms=[J])`` names
+the head variables a softmax aggregation normalises over), learnable (false fixes the rule's
 weights), duplicit_grounding or duplicate_grounding (true keeps identical groundings apart:
 `Rule.merge_duplicates`).
 Function names accept PyNeuraLogic's spellings (leakyrelu, crosssum, cossim).
@@ -53,8 +54,6 @@ ALIASES = {"leakyrelu": "leaky_relu", "crosssum": "crossum", "cossim": "cosim",
            "exponentiation": "exp"}
 #: PyNeuraLogic functions polyir does not offer, and why (the parser says so)
 UNSUPPORTED = {
-    ("aggregation", "softmax"): "a softmax aggregation gives a vector with one entry per grounding "
-                                "(or normalises across atoms), so the atom has no fixed dimension",
     ("aggregation", "concat"): "a concat aggregation gives a vector whose length is the number of "
                                "groundings, so the atom has no fixed dimension",
     ("transformation", "sparsemax"): "not implemented in polyir",
@@ -470,6 +469,8 @@ class _Parser:
                 table = {"transformation": TRANSFORMATIONS, "combination": COMBINATIONS,
                          "aggregation": AGGREGATIONS}[key]
                 kw[key] = self.function(meta.pop(key), table, start, key)
+        if "agg_terms" in meta:
+            kw["agg_terms"] = meta.pop("agg_terms")[0]
         for key in DUPLICATE_KEYS:
             if key in meta:
                 kw["merge_duplicates"] = not self.boolval(meta.pop(key), start)
@@ -665,6 +666,20 @@ class _Parser:
                 raise self.error(f"expected a value for {key.text!r}")
             self.i += 1
             meta[key.text] = (t.text, t)
+            if t.kind == "name" and self.at("("):  # softmax(agg_terms=[J, K])
+                self.i += 1
+                arg = self.name("agg_terms")
+                if arg.text != "agg_terms":
+                    raise self.error(f"expected agg_terms=[...], got {arg.text!r}", arg)
+                self.expect("=")
+                self.expect("[")
+                terms = [self.name("a head variable").text]
+                while self.at(","):
+                    self.i += 1
+                    terms.append(self.name("a head variable").text)
+                self.expect("]")
+                self.expect(")", f"closing {t.text}(...)")
+                meta["agg_terms"] = (tuple(terms), t)
             if self.at(","):
                 self.i += 1
             elif not self.at("]"):
@@ -768,6 +783,9 @@ def format_rule(rs: RuleSet, r: Rule, values=True, seen: set | None = None) -> s
         body.append(text)
     meta = [f"{k}={PRINTED.get(getattr(r, k), getattr(r, k))}"
             for k, default in RULE_DEFAULTS.items() if getattr(r, k) != default]
+    if r.agg_terms:
+        meta = [m + f"(agg_terms=[{', '.join(r.agg_terms)}])" if m.startswith("aggregation=")
+                else m for m in meta]
     if not r.merge_duplicates:
         meta.append("duplicit_grounding=true")  # PyNeuraLogic's spelling
     return f"{head} :- {', '.join(body)}." + (f" [{', '.join(meta)}]" if meta else "")

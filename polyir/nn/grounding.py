@@ -242,6 +242,7 @@ class RuleGrounding:
     head: np.ndarray
     visible: list
     body: list
+    group: np.ndarray | None = None  # softmax aggregation: each head atom's softmax group
 
 
 @dataclasses.dataclass
@@ -276,6 +277,7 @@ class Grounding:
                            t(np.bincount(g.head, minlength=len(self.atoms[r_head]))))
                           for g, r_head in zip(self.rules, self.heads)],
                 "facts": [t(f) for f in self.facts],
+                "groups": [None if g.group is None else t(g.group) for g in self.rules],
                 "queries": [t(q) for q in self.queries],
                 "n_atoms": {p: len(a) for p, a in self.atoms.items()},
             }
@@ -298,6 +300,14 @@ class Engine:
         for i, f in enumerate(ruleset.facts):
             self.facts_of[f.predicate].append(i)
         self.strata = self._stratify()
+        for comp, rec in self.strata:
+            for p in comp:
+                for i in self.by_head[p]:
+                    if rec and ruleset.rules[i].aggregation == "softmax":
+                        raise GraphError(f"rule {i} ({p}): a softmax aggregation inside a "
+                                         "recursive component", node=name, field="rules",
+                                         fix="derive the normalised predicate outside the "
+                                             "recursion")
         self.may_repeat = [self._may_repeat(r) for r in ruleset.rules]
         self.needs_domain = any(is_variable(t) for f in ruleset.facts for t in f.terms) or any(
             self._unbound_head(r) for r in ruleset.rules)
@@ -588,7 +598,8 @@ class Engine:
                 order = np.argsort(head, kind="stable")  # levels are slices of the groundings
                 head, body = head[order], [b[order] for b in body]
             rules.append(RuleGrounding(np.ascontiguousarray(head), visible,
-                                       [np.ascontiguousarray(b) for b in body]))
+                                       [np.ascontiguousarray(b) for b in body],
+                                       self._softmax_groups(r, rels[r.head])))
         queries = []
         for q in self.rs.queries:
             rel = rels[q.predicate]
@@ -601,6 +612,16 @@ class Engine:
                          [fact_rows[k] for k in range(len(self.rs.facts))], queries,
                          [comp for comp, _ in self.strata], levels,
                          [r.head for r in self.rs.rules])
+
+    def _softmax_groups(self, r, atoms):
+        """For a softmax aggregation: each head atom's group, the atoms that agree on the
+        sample and every head term not in agg_terms."""
+        if r.aggregation != "softmax":
+            return None
+        cols = [atoms[:, 0]] + [atoms[:, 1 + k] for k, t in enumerate(r.head_terms)
+                                if t not in r.agg_terms]
+        key, _, size = encode(cols)
+        return unique_keys(key, size)[1]
 
     def _fixpoint(self, comp, rels, domain, seeds):
         """Semi-naive iteration: each round joins only with the atoms new in the last one."""

@@ -34,8 +34,13 @@ class _Fn(str):
     transformation applied to an atom, `F.sqrt(R.deg(V.X))`, is that function on the literal."""
 
     kind = ""
+    agg_terms: tuple = ()
 
-    def __call__(self, atom):
+    def __call__(self, atom=None, *, agg_terms=None):
+        if self.kind == "aggregation" and str(self) == "softmax" and agg_terms is not None:
+            f = _fn("aggregation", "softmax")
+            f.agg_terms = tuple(str(t) for t in agg_terms)
+            return f
         if self.kind != "transformation" or not isinstance(atom, Atom):
             raise GraphError(f"{self.kind} {str(self)!r} cannot be applied to {atom!r}",
                              field="rules", fix="apply transformations (F.sqrt, F.sigmoid, ...) "
@@ -219,6 +224,8 @@ def _meta(items) -> dict:
             raise GraphError(f"metadata entry {f!r} is not a Transformation / Combination / "
                              "Aggregation", field="rules", fix="e.g. | [Transformation.SIGMOID]")
         out[f.kind] = str(f)
+        if f.agg_terms:
+            out["agg_terms"] = f.agg_terms
     return out
 
 
@@ -250,7 +257,7 @@ class RuleSpec(_Annotated):
         prog.declare(self.head.name, len(self.head.terms))
         head_w = self.head._weight_name(prog)
         for k in meta:
-            if k not in ("transformation", "combination", "aggregation"):
+            if k not in ("transformation", "combination", "aggregation", "agg_terms"):
                 raise GraphError(f"rule metadata {k!r} not understood", field="rules",
                                  fix="use transformation, combination, aggregation, learnable, "
                                      "duplicit_grounding")

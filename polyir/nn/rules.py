@@ -201,6 +201,19 @@ def _aggregate(name: str, z: torch.Tensor, head: torch.Tensor, counts: torch.Ten
     return zpad[pick]
 
 
+def _softmax_aggregate(z, head, group, n):
+    """PyNeuraLogic's softmax aggregation with agg_terms: each grounding's share of the softmax
+    over its group (the groundings of the atoms that differ only in the agg_terms), summed per
+    head atom (one grounding per atom, as in attention: softmax_J s(I, J))."""
+    g = group[head]
+    s = z[:, 0]
+    top = s.detach().new_full((int(group.max()) + 1 if len(group) else 0,), float("-inf"))
+    top = top.scatter_reduce(0, g, s.detach(), "amax")
+    e = torch.exp(s - top[g])
+    total = e.new_zeros(top.shape).index_add_(0, g, e)
+    return z.new_zeros((n, 1)).index_add_(0, head, (e / total[g])[:, None])
+
+
 def _combine_atom(name: str, parts: list, present: list) -> torch.Tensor:
     """Comb_h over the contributions (rules, template facts) to each atom; `present[k]` marks
     the atoms contribution k reaches (others take no part, as in PyNeuraLogic's atom neuron)."""
@@ -392,7 +405,10 @@ class RuleLayer(nn.Module):
             parts = [self._literal_values(V[lit.predicate], body[k], lit)
                      for k, lit in enumerate(self.ruleset.visible(r))]
             z = _transform(r.transformation, _combine(r.combination, parts))
-            a = _aggregate(r.aggregation, z, head, counts, n)
+            if r.aggregation == "softmax":
+                a = _softmax_aggregate(z, head, gt["groups"][i], n)
+            else:
+                a = _aggregate(r.aggregation, z, head, counts, n)
         if r.weight is not None:
             w = self.weight(r.weight)
             a = a @ w.T if w.dim() == 2 else a * w

@@ -31,7 +31,7 @@ TRANSFORMATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "exp", "
                    "log", "inverse", "reverse", "sign", "signum", "lukasiewicz")
 COMBINATIONS = ("sum", "avg", "max", "min", "product", "elproduct", "softmax", "crossum", "concat",
                 "cosim")
-AGGREGATIONS = ("avg", "sum", "max", "min", "count")
+AGGREGATIONS = ("avg", "sum", "max", "min", "count", "softmax")
 #: filters on bound integer terms; `@next(X, Y)` also binds Y = X + 1 when only X is bound
 BUILTINS = ("@alldiff", "@eq", "@neq", "@lt", "@leq", "@gt", "@geq", "@next")
 #: combinations whose inputs broadcast to one dimension (a 1-dim input broadcasts)
@@ -84,7 +84,9 @@ class Fact(Record):
 @dataclasses.dataclass(frozen=True, eq=False)
 class Rule(Record):
     """`weight head(head_terms) :- body.` with its own transformation, combination, aggregation.
-    `merge_duplicates`: identical groundings count once (PyNeuraLogic's default)."""
+    `merge_duplicates`: identical groundings count once (PyNeuraLogic's default). `agg_terms`:
+    the head variables a softmax aggregation normalises over (the groundings of the atoms that
+    agree on every other head term form one softmax)."""
 
     head: str = param(Scalar(str))
     head_terms: tuple = param(Strs(), default=())
@@ -94,6 +96,7 @@ class Rule(Record):
     combination: str = param(Scalar(str), default="sum")
     aggregation: str = param(Scalar(str), default="avg")
     merge_duplicates: bool = param(Scalar(bool), default=True)
+    agg_terms: tuple = param(Strs(), default=())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -216,6 +219,14 @@ class RuleSet(Kind):
                                  fix="bind them with a positive (possibly hidden) literal")
             for w in [r.weight] + [lit.weight for lit in r.body]:
                 weight_ok(w, where)
+            if (r.aggregation == "softmax") != bool(r.agg_terms) or \
+                    any(t not in r.head_terms or not is_variable(t) for t in r.agg_terms):
+                raise GraphError(f"{where}: a softmax aggregation needs agg_terms, head variables "
+                                 f"to normalise over (got {list(r.agg_terms)}); without them its "
+                                 "value has one entry per grounding and no fixed dimension",
+                                 node=name, field="rules",
+                                 fix="write [aggregation=softmax(agg_terms=[J])] with J a head "
+                                     "variable; agg_terms only with a softmax aggregation")
         for i, r in enumerate(self.rules):
             self.rule_dim(i, name)
         for f in self.fixed:
@@ -300,6 +311,9 @@ class RuleSet(Kind):
                      "weight the literals to one dimension" if comb != "product" else
                      "use elproduct for elementwise products")
             rd = big.pop() if big else 1
+        if r.aggregation == "softmax" and rd != 1:
+            fail(f"a softmax aggregation normalises one number per grounding, the rule neuron "
+                 f"has dimension {rd}", "weight the body down to one number")
         agg_dim = 1 if r.aggregation == "count" else rd
         out = apply(r.weight, agg_dim, "the rule neuron")
         if out != dims[r.head]:
