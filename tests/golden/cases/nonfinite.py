@@ -62,3 +62,50 @@ def nonfinite_affine(rng):
         warnings.simplefilter("ignore", RuntimeWarning)
         y = np.stack([sum(w[:, i] * x[:, i:i + 1] for i in range(3)) + b for _ in [0]])[0]
     case("nonfinite_affine", g, x, np.where(y < 0, 0.0, y), rtol=1e-12, atol=1e-14)
+
+
+def _rows_with_specials(rng, n, width):
+    x = rng.normal(size=(n, width))
+    x[0, 1], x[1, 2], x[2, 0], x[3, 3] = np.nan, np.inf, -np.inf, np.nan
+    x[3, 0] = np.inf
+    return x.astype(np.float32)
+
+
+@golden
+def nonfinite_max_pool2d(rng):
+    """NaN wins a max window (torch's max_pool2d), +inf wins, -inf loses to any number."""
+    g = P.Graph.sequential(P.MaxPool2d((2, 2), (2, 2)), input_shape=(1, 4, 4))
+    x = _rows_with_specials(rng, 4, 16).reshape(4, 1, 4, 4)
+    want = np.stack([[[[x[b, 0, 2 * i:2 * i + 2, 2 * j:2 * j + 2].max() for j in range(2)]
+                       for i in range(2)]] for b in range(4)])  # numpy's max propagates NaN
+    case("nonfinite_max_pool2d", g, x, want, rtol=1e-12, atol=0.0)
+
+
+@golden
+def nonfinite_clamp_binary_softmax(rng):
+    """Clamp keeps NaN and bounds +-inf; Binary div gives inf (x / 0) and NaN (0 / 0, inf / inf);
+    softmax over a row with NaN or +inf is NaN where IEEE says (exp(inf - inf))."""
+    a = _rows_with_specials(rng, 4, 5)
+    b = rng.normal(size=(4, 5)).astype(np.float32)
+    b[0, 0], b[1, 1], b[2, 2] = 0.0, 0.0, np.inf
+    a[1, 1] = 0.0
+    a[2, 2] = np.inf
+    g = P.Graph()
+    g.add("a", P.Input((5,)))
+    g.add("b", P.Input((5,)))
+    g.add("clamp", P.Clamp(-1.0, 2.0))
+    g.add("div", P.Binary("div"))
+    g.add("softmax", P.Softmax(-1))
+    for out in ("y_clamp", "y_div", "y_softmax"):
+        g.add(out, P.Output((5,)))
+    for e in [("a", "clamp"), ("clamp", "y_clamp"), ("a", "softmax"), ("softmax", "y_softmax"),
+              ("div", "y_div")]:
+        g.connect(*e)
+    g.connect("a", "div", "input_0")
+    g.connect("b", "div", "input_1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        z = a - a.max(-1, keepdims=True)
+        soft = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+        want = [np.clip(a, -1.0, 2.0), a / b, soft]
+    case("nonfinite_clamp_binary_softmax", g, [a, b], want, rtol=1e-5, atol=1e-6)
