@@ -3,7 +3,7 @@ forward-Euler references for every other target. The input is held constant over
 length dt (zero-order hold), the state starts at zero.
 
 - I:      v' = r x                           -> v(t + dt) = v + dt r x (Euler is exact here)
-- LI:     tau v' = v_leak - v + r x          -> v(t + dt) = a + (v - a) e^(-dt/tau), a = v_leak + r x
+- LI:     tau v' = v_leak - v + r x  -> v(t + dt) = a + (v - a) e^(-dt/tau), a = v_leak + r x
 - CubaLI: tau_syn i' = w_in x - i, tau_mem v' = v_leak - v + r i: i and v from the two exponentials
 - LIF:    constant drive a = r x > threshold, v_leak = v_reset = 0: spikes at k t*,
           t* = tau ln(a / (a - threshold)); the output of a step is its number of spikes.

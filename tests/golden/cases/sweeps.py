@@ -35,7 +35,8 @@ def batch_sweep_bit_input(rng):
 
 @golden
 def batch_sweep_cnn(rng):
-    w, bias = rng.normal(size=(2, 1, 3, 3)).astype(np.float32), rng.normal(size=2).astype(np.float32)
+    w = rng.normal(size=(2, 1, 3, 3)).astype(np.float32)
+    bias = rng.normal(size=2).astype(np.float32)
     wf, bf = rng.normal(size=(3, 18)).astype(np.float32), rng.normal(size=3).astype(np.float32)
     g = P.Graph.sequential(P.Conv2d(None, w, 1, 1, 1, 1, bias), P.Activation("tanh"),
                            P.AvgPool2d((2, 2), (2, 2)), P.Flatten(start_dim=0), P.Affine(wf, bf),

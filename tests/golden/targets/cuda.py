@@ -56,7 +56,8 @@ def _unit(k: int, source: str, smem_bytes: int) -> str:
     """Kernel k in its own namespace, with its launcher `polyir_emulate_k`."""
     from polyir.backends.cuda import EMULATOR_LAUNCH
     words = max(1, -(-smem_bytes // 8))
-    body = source.replace('extern "C" __global__ void polyir_kernel', "__global__ void polyir_kernel")
+    body = source.replace('extern "C" __global__ void polyir_kernel',
+                          "__global__ void polyir_kernel")
     launch = "\n".join(line for line in EMULATOR_LAUNCH.splitlines()
                        if "POLYIR_EMU_SMEM_WORDS" not in line)
     launch = launch.replace("polyir_emulate(", f"polyir_emulate_{k}(")
@@ -101,8 +102,8 @@ def prepare_emulated(graph):
 def prepare_emulated_many(graphs):
     """Refused graphs are prepared one by one (so each raises its own error when run)."""
     kinds = _cuda_kinds()
-    ok = [g for g in graphs
-          if {type(n).__name__ for n in g.flattened().nodes.values()} <= kinds | {"Input", "Output"}]
+    ok = [g for g in graphs if {type(n).__name__ for n in g.flattened().nodes.values()}
+          <= kinds | {"Input", "Output"}]
     built = dict(zip(map(id, ok), build_emulated(ok))) if ok else {}
     return [_runner(built[id(g)]) if id(g) in built else _deferred(g) for g in graphs]
 

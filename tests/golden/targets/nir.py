@@ -1,8 +1,8 @@
 """Target "nir": the NIR round trip -- polyir.to_nir, nir.write of a .nir file, polyir.load of
-that file -- then torch eval. NIR stores no time step, so the graph's dt is passed on as a user
-would. (nir.read itself refuses some valid files: its type inference ignores Conv groups and
-miscounts some strided, asymmetric-kernel Conv2d outputs, so the file is read with polyir's
-reader, which the design promises opens every file NIR writes.)"""
+that file -- then torch eval. NIR stores no time step or discretization, so the graph's are
+passed on as a user would. (nir.read itself refuses some valid files: its type inference ignores
+Conv groups and miscounts some strided, asymmetric-kernel Conv2d outputs, so the file is read
+with polyir's reader, which opens every file NIR writes.)"""
 from __future__ import annotations
 
 import os
@@ -27,8 +27,9 @@ def prepare_nir(graph):
         path = os.path.join(d, "model.nir")
         nir.write(path, n)
         back = polyir.load(path)
-    if "dt" in graph.metadata:
-        back.metadata["dt"] = graph.metadata["dt"]
+    for key in ("dt", "discretization"):  # how to run it: NIR stores neither
+        if key in graph.metadata:
+            back.metadata[key] = graph.metadata[key]
     return _torch_program(back)
 
 
