@@ -119,7 +119,7 @@ def matrix(cases=None, targets=None, progress=None):
 def _reason(detail: str) -> str:
     """A message without node names and the list of further nodes, so that the cells of one
     target can share it."""
-    return re.sub(r" '[^']*'| \(also .*\)", "", detail.split(" (fix:")[0])
+    return re.sub(r"(^| )'[^']*' ?| \(also .*\)", r"\1", detail.split(" (fix:")[0]).strip()
 
 
 def main(argv=None) -> int:
