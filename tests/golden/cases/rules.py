@@ -1,7 +1,8 @@
 """RuleSet: propositional and relational rule sets against numpy evaluations of the semantics
 (DESIGN.md): per grounding z = T_rule(sum of weighted body values), a_r(h) = Agg_r(z), v(h) =
-T_atom(sum_r a_r(h)); an underivable query is 0. Only sigmoid / tanh / identity transformations
-and avg / sum aggregations are used."""
+T_atom(sum_r a_r(h)); an underivable query is 0. Besides these, a recursive rule set evaluated over
+its (acyclic) ground network, and PyNeuraLogic's printed GCNConv template (template facts, an
+atom combination, a function on a literal) against the closed-form GCN layer."""
 import numpy as np
 
 import polyir as P
@@ -76,3 +77,75 @@ def ruleset_relational(rng):
             h[x] = np.mean(zs, 0)
     out = _sigmoid(sum(w2.astype(np.float64) @ v for v in h.values()))
     case("ruleset_relational", g, [(feat, feat_args), (None, edges)], out.reshape(1, 1), **TOL)
+
+
+def _relational_graph(rs, inputs, out_dim):
+    """Input nodes (one per relational input predicate, `inputs`: name -> (dim, arity)) -> rs ->
+    Output."""
+    g = P.Graph()
+    for name, (dim, arity) in inputs.items():
+        g.add(name, P.Input((dim,), elem="relation", arity=arity))
+    g.add("rules", rs)
+    for name in inputs:
+        g.connect(name, "rules", name)
+    g.add("y", P.Output((out_dim,)))
+    g.connect("rules", "y")
+    return g
+
+
+@golden
+def ruleset_recursive_path(rng):
+    """A recursive rule over an acyclic graph, evaluated over its ground network:
+    path(X, Y) :- edge(X, Y).   path(X, Z) :- 0.5 path(X, Y), *edge(Y, Z).   (sum, tanh atoms)
+    out(X) :- path(0, X)-style queries: the values of path(0, z) for every z."""
+    from polyir.ir.rules_text import parse_rules
+    n = 6
+    edges = np.array([[i, j] for i in range(n) for j in range(i + 1, n) if rng.random() < 0.5])
+    vals = rng.uniform(0.2, 1.0, size=(len(edges), 1)).astype(np.float32)
+    rs = parse_rules("path(X, Y) :- edge(X, Y). [aggregation=sum]\n"
+                     "path(X, Z) :- 0.5 path(X, Y), *edge(Y, Z). [aggregation=sum]\n"
+                     "path/2 [transformation=tanh]\n"
+                     "?- " + ", ".join(f"path(0, {z})" for z in range(1, n)) + ".")
+    g = _relational_graph(rs, {"edge": (1, 2)}, n - 1)
+    e = {(int(a), int(b)): float(v) for (a, b), v in zip(edges, vals[:, 0])}
+    path = {}
+    for z in range(1, n):  # z in topological order: every path(0, y) with y < z is known
+        total, derived = 0.0, False
+        if (0, z) in e:
+            total, derived = total + e[(0, z)], True
+        for y in range(1, z):
+            if (0, y) in path and (y, z) in e:
+                total, derived = total + 0.5 * path[(0, y)], True
+        if derived:
+            path[(0, z)] = np.tanh(total)
+    expected = np.array([[path.get((0, z), 0.0) for z in range(1, n)]])
+    case("ruleset_recursive_path", g, [(vals, edges)], expected, **TOL)
+
+
+@golden
+def ruleset_pyneuralogic_gcnconv(rng):
+    """The template PyNeuraLogic 0.9.2 prints for GCNConv(3, 2): a template fact for the self
+    loops, an atom combination (product of two degree counts), a function on a literal (sqrt),
+    a product combination. It is the GCN layer h = (D^-1/2 (A + I) D^-1/2)^T X W^T."""
+    from polyir.ir.rules_text import parse_rules
+    n = 5
+    w = rng.normal(size=(2, 3)).astype(np.float32)
+    edges = np.array([(0, 1), (1, 0), (1, 2), (2, 1), (2, 3), (3, 2), (3, 4), (4, 3)])
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    text = ("<1.0> h__edge(I, I).\nh__edge(I, J) :- edge(I, J).\n"
+            "h__edge_count(I, J) :- h__edge(X, J). [aggregation=sum]\n"
+            "h__edge_count(I, J) :- h__edge(X, I). [aggregation=sum]\n"
+            "h__edge_count/2 [transformation=inverse, combination=product]\n"
+            "$w={2, 3} h(I) :- feat(J), h__edge(J, I), sqrt(h__edge_count(J, I)). "
+            "[combination=product, aggregation=sum]\n"
+            "?- " + ", ".join(f"h({i})" for i in range(n)) + ".")
+    rs = parse_rules(text, dims={"feat": 3})
+    rs = rs.replace(weights={**rs.weights, "w": w})
+    g = _relational_graph(rs, {"feat": (3, 1), "edge": (1, 2)}, 2 * n)
+    a = np.eye(n)
+    a[edges[:, 0], edges[:, 1]] = 1.0
+    deg = a.sum(0)
+    norm = a / np.sqrt(np.outer(deg, deg))
+    expected = (norm.T @ x.astype(np.float64) @ w.T.astype(np.float64)).reshape(1, -1)
+    case("ruleset_pyneuralogic_gcnconv", g, [(x, np.arange(n)[:, None]), (None, edges)],
+         expected, **TOL)
