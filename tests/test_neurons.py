@@ -359,3 +359,41 @@ def test_sinabs_iaf_multispike_spike_for_spike():
     for backend in ("torch", "c"):
         np.testing.assert_array_equal(polyir.compile(g, backend).run(x.numpy().transpose(1, 0, 2)),
                                       want, err_msg=backend)
+
+
+def test_snntorch_rleaky_recurrent_bias_spike_for_spike():
+    """snnTorch's RLeaky: U[t] = beta U[t-1] + I[t] + (W S[t-1] + b) - S_reset U_thr, with S[-1] = 0
+    so the recurrent Linear's bias acts from the first step. The polyir graph: x -> lif, lif ->
+    rec (Affine) -> lif, the recurrent edge delayed on the spikes."""
+    snn = pytest.importorskip("snntorch")
+    beta, n = 0.85, 5
+    torch.manual_seed(3)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # snnTorch makes its thresholds in the default dtype
+    try:
+        rleaky = snn.RLeaky(beta=beta, linear_features=n)
+        with torch.no_grad():
+            rleaky.recurrent.weight.mul_(2.0)
+            rleaky.recurrent.bias.copy_(torch.linspace(0.1, 0.4, n))
+        x = torch.from_numpy(np.random.default_rng(12).uniform(-0.3, 0.5, (50, 2, n)))
+        spk, mem, want = torch.zeros(2, n), torch.zeros(2, n), []
+        with torch.no_grad():
+            for t in range(len(x)):
+                spk, mem = rleaky(x[t], spk.double(), mem)  # its spikes come back float32
+                want.append(spk)
+    finally:
+        torch.set_default_dtype(default)
+    want = torch.stack(want).numpy()
+    g = ir.Graph(metadata={"dt": 1.0, "discretization": "exact"})
+    g.add("x", ir.Input((n,)))
+    g.add("lif", ir.LIF(np.full(n, -1.0 / np.log(beta)), np.full(n, 1 / (1 - beta)), np.zeros(n),
+                        np.ones(n), reset_mode="subtract", reset_delay=True))
+    g.add("rec", ir.Affine(rleaky.recurrent.weight.detach().numpy(),
+                           rleaky.recurrent.bias.detach().numpy()))
+    g.add("y", ir.Output((n,)))
+    for e in [("x", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "y")]:
+        g.connect(*e)
+    assert 0 < want.sum() < want.size and want[0].sum() == 0
+    for backend in ("torch", "c"):
+        np.testing.assert_array_equal(polyir.compile(g, backend).run(x.numpy()), want,
+                                      err_msg=backend)
