@@ -48,7 +48,8 @@ def to_nir(graph: Graph):
 
 
 def from_nir(nir_graph, **options) -> Graph:
-    """nir.NIRGraph -> Graph (options: check=True)."""
+    """nir.NIRGraph -> Graph (options: check=True; convention='snntorch'|'norse'|'sinabs'|
+    'rockpool' reads the file as that library's exporter meant it)."""
     from .exporters.nir import from_nir as _from_nir
     return _from_nir(nir_graph, **options)
 

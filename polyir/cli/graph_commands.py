@@ -6,6 +6,7 @@ import os
 import sys
 
 from ..ir import FormatError, PolyirError
+from ..ir.conventions import CONVENTIONS
 from ..ir.h5 import load, save
 from .registry import arguments, command, file_arg, in_out_args
 from .tables import coverage, emit, file_format, print_coverage, print_graph, graph_table, console
@@ -106,12 +107,19 @@ def _convert_format(path: str) -> str:
     return _CONVERT_FORMATS[ext]
 
 
+def _convert_args(p):
+    in_out_args("a .h5 or .nir file", "the .h5 or .nir file to write")(p)
+    p.add_argument("--convention", choices=sorted(CONVENTIONS),
+                   help="read INPUT as the NIR file this spiking library's exporter wrote "
+                        "(its time step, time constants, reset and spike rules)")
+
+
 @command("convert", "convert a graph between .h5 (polyir) and .nir (NIR), chosen by extension")
-@arguments(in_out_args("a .h5 or .nir file", "the .h5 or .nir file to write"))
+@arguments(_convert_args)
 def cmd_convert(args) -> int:
     _convert_format(args.input)
     out_format = _convert_format(args.output)
-    g = load(args.input)
+    g = load(args.input, convention=args.convention)
     if out_format == "nir":
         import nir
 

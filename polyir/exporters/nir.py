@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 
 from .. import ir
+from ..ir.conventions import apply_convention
 from ..ir.errors import GraphError, PolyirWarning
 from ..ir.fields import Array, _coerce_metadata, specs, to_numpy
 from ..ir.kinds.base import inferred_fields
@@ -157,14 +158,17 @@ def _graph(nir_graph, name: str | None) -> ir.Graph:
     return g
 
 
-def from_nir(nir_graph, *, check: bool = True) -> ir.Graph:
+def from_nir(nir_graph, *, check: bool = True, convention: str | None = None) -> ir.Graph:
     """nir.NIRGraph -> polyir Graph (checked unless check=False). A single NIR node is wrapped
-    into Input -> node -> Output when NIR knows its input type."""
+    into Input -> node -> Output when NIR knows its input type. `convention` ('snntorch',
+    'norse', 'sinabs', 'rockpool') reads the file as that library's exporter meant it
+    (polyir.ir.conventions); without it the file reads as NIR defines it."""
     if type(nir_graph).__name__ != "NIRGraph":
         node = node_from_nir(nir_graph)
         g = ir.Graph.sequential(node, input_shape=_shape(getattr(nir_graph, "input_type", None)))
     else:
         g = _graph(nir_graph, None)
+    g = apply_convention(g, convention)
     if check:
         g.check()
     return g

@@ -23,6 +23,7 @@ from dataclasses import MISSING, fields
 
 import numpy as np
 
+from .conventions import apply_convention, convention_entry
 from .errors import FormatError, GraphError, PolyirWarning
 from .fields import Array, Ints, NamedArrays, Optional, Records, Scalar, Spec, Strs, specs
 from .graph import Graph, edge_port
@@ -571,13 +572,16 @@ def _check_format(reader: _Reader, f):
 
 
 def load(path, *, strict: bool = False, max_array_bytes: int = MAX_ARRAY_BYTES,
-         max_total_bytes: int = MAX_TOTAL_BYTES) -> Graph:
+         max_total_bytes: int = MAX_TOTAL_BYTES, convention: str | None = None) -> Graph:
     """Read and check a polyir or NIR `.h5`/`.nir` file. Raises FormatError for anything
     malformed. `strict=True` also refuses inconsistent Output shapes that older NIR writers left
-    (by default they are adopted with a PolyirWarning)."""
+    (by default they are adopted with a PolyirWarning). `convention` reads a NIR file as the
+    named spiking library wrote it (see polyir.ir.conventions)."""
     import h5py
 
     path = os.fspath(path)
+    if convention is not None:
+        convention_entry(convention)
     if not os.path.isfile(path):
         raise FormatError("no such file" if not os.path.exists(path) else "not a regular file",
                           path=path)
@@ -602,6 +606,7 @@ def load(path, *, strict: bool = False, max_array_bytes: int = MAX_ARRAY_BYTES,
     except Exception as exc:  # h5py/HDF5 errors on damaged files, recursion on hostile nesting
         raise FormatError(f"cannot be read ({type(exc).__name__}: {exc})", path=path) from None
     try:
+        graph = apply_convention(graph, convention)
         _repair_outputs(graph, "/node", reader)
         graph.check()
     except FormatError:

@@ -1,0 +1,103 @@
+"""Reading NIR files as the spiking library that wrote them meant them: `apply_convention`.
+
+NIR fixes the neuron equations but not every exporter follows them: each library writes its own
+time unit, fills fields it does not model with placeholders, and has reset and spike rules NIR
+cannot express. One function per library in `CONVENTIONS` rewrites a graph read from that
+library's NIR file into the polyir graph that reproduces the library's own simulation: it fixes
+fields, sets the neuron extension fields (reset_mode, reset_delay, spike_rule, threshold_compare)
+and records the time step and discretization in the graph's metadata ('dt', 'discretization',
+'convention'). Without a convention nothing is changed. The evidence, library by library, is in
+docs/spiking.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .errors import GraphError
+from .graph import Graph
+from .kinds.neurons import CubaLIF, Neuron, SpikingNeuron
+from .kinds.nir import Input, Output
+
+__all__ = ["CONVENTIONS", "apply_convention", "convention_entry"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Convention:
+    """What a library's NIR exporter means: its simulation step and discretization, the extension
+    fields of its spiking neurons, and `rewrite(dt, node)` for the fields it writes its own way."""
+
+    dt: float
+    discretization: str
+    spike_options: dict
+    rewrite: object = None
+    time_in_io_shapes: bool = False  # Input/Output types carry a leading time dimension
+
+
+def _norse(dt, node):
+    # Norse writes tau = dt * (1 / tau_inv), dt times the true time constant: divide it back.
+    node = node.replace(**{f: getattr(node, f) / dt for f in node.time_constant_fields()})
+    # LIFCell (CubaLIF) writes no w_in: its input jumps onto the current at full size before
+    # the membrane step (j <- (1 - dt/tau_syn) j + x), which NIR's Euler step gives with
+    # w_in = tau_syn / dt.
+    if isinstance(node, CubaLIF):
+        return node.replace(w_in=node.tau_syn / dt)
+    return node
+
+
+CONVENTIONS = {
+    # snnTorch 1.0 export_nir: dt = 1e-4 hard-coded, tau = dt/(1-beta), r = tau/dt, so NIR's
+    # Euler step at that dt is snnTorch's v <- beta v + x (Synaptic: w_in = tau_syn/dt gives
+    # i <- alpha i + x, and the membrane takes the new current). Leaky/Synaptic default
+    # reset_mechanism 'subtract', the reset taken from the previous step's membrane; spike when
+    # mem - threshold > 0. The file writes v_reset = 0 whatever the mechanism was.
+    "snntorch": Convention(1e-4, "euler", {"reset_mode": "subtract", "reset_delay": True}),
+    # Norse 1.1 to_nir: tau = dt / tau_inv at dt = 1e-3 (the cells' default), Euler steps,
+    # reset to v_reset at once, spike when v - v_th > 0.
+    "norse": Convention(1e-3, "euler", {}, _norse),
+    # sinabs 3.1 to_nir: time in steps (dt = 1), exact decay alpha = exp(-1/tau) with the input
+    # scaled by 1 - alpha (norm_input), several spikes per step (floor(v / thr), v >= thr),
+    # subtracting the threshold once per spike in the same step.
+    "sinabs": Convention(1.0, "exact", {"reset_mode": "subtract", "spike_rule": "multi",
+                                        "threshold_compare": ">="}, time_in_io_shapes=True),
+    # rockpool to_nir (read from its source, not run here): multi-spike, subtract reset; see
+    # docs/spiking.md for what stays approximate.
+    "rockpool": Convention(1e-3, "euler", {"reset_mode": "subtract", "spike_rule": "multi",
+                                           "threshold_compare": ">="}),
+}
+
+
+def _node(conv: Convention, node, top: bool):
+    if isinstance(node, Graph):
+        return _rewrite(conv, node, False)
+    if top and conv.time_in_io_shapes and isinstance(node, (Input, Output)) and len(node.shape) > 1:
+        return node.replace(shape=tuple(node.shape[1:]))
+    if isinstance(node, SpikingNeuron):
+        node = node.replace(**conv.spike_options)
+    if isinstance(node, Neuron) and conv.rewrite:
+        node = conv.rewrite(conv.dt, node)
+    return node
+
+
+def _rewrite(conv: Convention, g: Graph, top: bool) -> Graph:
+    return Graph({name: _node(conv, node, top) for name, node in g.nodes.items()}, g.edges,
+                 metadata=dict(g.metadata))
+
+
+def convention_entry(convention: str) -> Convention:
+    """The table entry of a library's convention; a GraphError naming the known ones if none."""
+    if convention not in CONVENTIONS:
+        raise GraphError(f"unknown NIR convention {convention!r}", field="convention",
+                         fix=f"use one of {sorted(CONVENTIONS)}, or none for NIR's own reading")
+    return CONVENTIONS[convention]
+
+
+def apply_convention(graph: Graph, convention: str | None) -> Graph:
+    """The graph as the library `convention` ('snntorch', 'norse', 'sinabs', 'rockpool') meant
+    the NIR file it wrote (not checked: the reader checks the result); None returns the graph
+    unchanged."""
+    if convention is None:
+        return graph
+    conv = convention_entry(convention)
+    out = _rewrite(conv, graph, True)
+    out.metadata.update(dt=conv.dt, discretization=conv.discretization, convention=convention)
+    return out

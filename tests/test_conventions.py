@@ -1,0 +1,127 @@
+"""NIR files written by snnTorch, Norse and sinabs, read with `convention=`: polyir's torch and C
+runs give the library's own spikes, step for step; without the convention the file reads as NIR
+defines it."""
+import numpy as np
+import pytest
+import torch
+
+import polyir
+from polyir.ir.kinds.neurons import SpikingNeuron
+
+N_IN, N = 3, 4
+
+
+def _linear(scale):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(N_IN, N)
+    with torch.no_grad():
+        lin.weight.mul_(scale)
+        lin.bias.mul_(scale)
+    return lin
+
+
+def _float64_copy(lin):
+    twin = torch.nn.Linear(N_IN, N).double()
+    twin.load_state_dict(lin.state_dict())
+    return twin
+
+
+def _inputs(steps=80, batch=4):
+    return np.random.default_rng(1).uniform(0, 3, (steps, batch, N_IN))
+
+
+def _check(nir_graph, convention, x, want, backends):
+    assert want.sum() > 20  # enough spikes that a wrong step would show
+    g = polyir.from_nir(nir_graph, convention=convention)
+    assert g.metadata["convention"] == convention
+    for backend in backends:
+        options = {"dtype": torch.float64} if backend == "torch" else {}
+        got = polyir.compile(g, backend, **options).run(x)
+        np.testing.assert_array_equal(got, want, err_msg=f"{convention} on {backend}")
+    plain = polyir.from_nir(nir_graph, check=False)  # sinabs' (time, n) Input fails the check
+    assert "convention" not in plain.metadata
+    assert all(node.non_default_options() == {} for node in plain.nodes.values()
+               if isinstance(node, SpikingNeuron))
+
+
+@pytest.mark.parametrize("cell", ["Leaky", "Synaptic"])
+def test_snntorch_file(cell):
+    snn = pytest.importorskip("snntorch")
+    from snntorch.export_nir import export_to_nir
+    kind = getattr(snn, cell)
+    params = {"beta": torch.full((N,), 0.8), "threshold": torch.ones(N)}
+    if cell == "Synaptic":
+        params["alpha"] = torch.full((N,), 0.7)
+    lin = _linear(1.0)
+    nir_graph = export_to_nir(torch.nn.Sequential(lin, kind(**params, init_hidden=True)),
+                              torch.zeros(N_IN))
+    x = _inputs()
+    neuron, lin64 = kind(**params).double(), _float64_copy(lin)
+    state = neuron.init_leaky() if cell == "Leaky" else neuron.init_synaptic()
+    state, want = (state if isinstance(state, tuple) else (state,)), []
+    with torch.no_grad():
+        for t in range(len(x)):
+            spk, *state = neuron(lin64(torch.from_numpy(x[t])), *state)
+            want.append(spk.numpy())
+    _check(nir_graph, "snntorch", x, np.stack(want), ("torch", "c") if cell == "Leaky" else
+           ("torch",))
+
+
+@pytest.mark.parametrize("cell", ["LIFBoxCell", "LIFCell"])
+def test_norse_file(cell):
+    norse = pytest.importorskip("norse.torch")
+    kind = getattr(norse, cell)
+    lin = _linear(60.0)  # Norse's default tau_mem is 10 ms at dt = 1 ms: inputs must be large
+    nir_graph = norse.to_nir(norse.SequentialState(lin, kind()), torch.zeros(N_IN))
+    x = _inputs()
+    neuron, lin64 = kind().double(), _float64_copy(lin)
+    state, want = None, []
+    with torch.no_grad():
+        for t in range(len(x)):
+            z, state = neuron(lin64(torch.from_numpy(x[t])), state)
+            want.append(z.numpy())
+    _check(nir_graph, "norse", x, np.stack(want), ("torch", "c") if cell == "LIFCell" else
+           ("torch",))
+
+
+@pytest.mark.parametrize("layer", ["IAF", "LIF"])
+def test_sinabs_file(layer):
+    sinabs = pytest.importorskip("sinabs")
+    import sinabs.layers as sl
+    neuron = sl.IAF() if layer == "IAF" else sl.LIF(tau_mem=5.0)
+    model = torch.nn.Sequential(_linear(3.0 if layer == "IAF" else 12.0), neuron)
+    steps = 50
+    nir_graph = sinabs.to_nir(model, torch.zeros(2, steps, N_IN))  # (batch, time, features)
+    x = _inputs(steps).astype(np.float32)
+    neuron.reset_states()
+    with torch.no_grad():
+        want = model(torch.from_numpy(x.transpose(1, 0, 2))).numpy().transpose(1, 0, 2)
+    assert want.max() >= 2  # several spikes in one step happen
+    _check(nir_graph, "sinabs", x, want, ("torch", "c") if layer == "IAF" else ("torch",))
+
+
+def test_unknown_convention_names_the_known_ones(tmp_path):
+    nir = pytest.importorskip("nir")
+    node = nir.LIF(tau=np.ones(2), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2))
+    with pytest.raises(polyir.GraphError, match="snntorch"):
+        polyir.from_nir(node, convention="snntorc")
+    with pytest.raises(polyir.GraphError, match="norse"):
+        polyir.load(tmp_path / "missing.nir", convention="nengo")
+
+
+def test_nir_file_on_disk_load_and_convert(tmp_path):
+    """The same convention through polyir.load and `polyir convert --convention`: Norse's
+    LIFBoxCell() default tau_mem_inv = 100/s is a 10 ms time constant."""
+    nir = pytest.importorskip("nir")
+    norse = pytest.importorskip("norse.torch")
+    from polyir.cli.main import main
+    path, out = tmp_path / "norse.nir", tmp_path / "norse.h5"
+    model = norse.SequentialState(_linear(1.0), norse.LIFBoxCell())
+    # no compression: NIR's writer cannot filter the 0-d arrays of Norse's default parameters
+    nir.write(str(path), norse.to_nir(model, torch.zeros(N_IN)), compression=None)
+    assert main(["convert", "--convention", "norse", str(path), str(out)]) == 0
+    for g in (polyir.load(path, convention="norse"), polyir.load(out)):
+        lif = g.nodes["1"]
+        np.testing.assert_allclose(lif.tau, 1 / 100.0, rtol=1e-6)
+        assert (g.metadata["dt"], g.metadata["discretization"]) == (1e-3, "euler")
+    np.testing.assert_allclose(polyir.load(path).nodes["1"].tau, 1e-3 / 100.0, rtol=1e-6)
