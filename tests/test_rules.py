@@ -651,15 +651,9 @@ def test_input_predicate_without_facts_is_an_empty_relation():
 
 
 def test_template_facts_functions_and_atom_combinations_survive_the_file(tmp_path):
+    from golden.cases.rules import relational_graph
     rs = parse_rules(GCNCONV_PRINTED + "?- h(0).", dims={"feat": 3})
-    g = ir.Graph()
-    g.add("feat", ir.Input((3,), elem="relation", arity=1))
-    g.add("edge", ir.Input((1,), elem="relation", arity=2))
-    g.add("rules", rs)
-    g.add("out", ir.Output((2,)))
-    g.connect("feat", "rules", "feat")
-    g.connect("edge", "rules", "edge")
-    g.connect("rules", "out")
+    g = relational_graph(rs, {"feat": (3, 1), "edge": (1, 2)}, 2)
     polyir.save(g, tmp_path / "gcn.h5")
     back = polyir.load(tmp_path / "gcn.h5").nodes["rules"]
     assert back == rs

@@ -15,6 +15,20 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def relational_graph(rs, inputs, out_dim):
+    """Input nodes (one per relational input predicate, `inputs`: name -> (dim, arity)) -> rs ->
+    Output."""
+    g = P.Graph()
+    for name, (dim, arity) in inputs.items():
+        g.add(name, P.Input((dim,), elem="relation", arity=arity))
+    g.add("rules", rs)
+    for name in inputs:
+        g.connect(name, "rules", name)
+    g.add("y", P.Output((out_dim,)))
+    g.connect("rules", "y")
+    return g
+
+
 @golden
 def ruleset_propositional(rng):
     """h :- w1 x.  h :- w3 x. [tanh]  out :- w2 h. [sigmoid atom]; one grounding per rule, so
@@ -58,14 +72,7 @@ def ruleset_relational(rng):
                       transformation="tanh", aggregation="avg"),
                P.Rule("out", (), (P.Literal("h", ("X",), weight="w2"),), aggregation="sum")],
         weights={"w1": w1, "w2": w2}, queries=[P.Query("out")])
-    g = P.Graph()
-    g.add("feat", P.Input((2,), elem="relation", arity=1))
-    g.add("edge", P.Input((1,), elem="relation", arity=2))
-    g.add("rules", rs)
-    g.add("y", P.Output((1,)))
-    g.connect("feat", "rules", "feat")
-    g.connect("edge", "rules", "edge")
-    g.connect("rules", "y")
+    g = relational_graph(rs, {"feat": (2, 1), "edge": (1, 2)}, 1)
     feat = rng.normal(size=(4, 2)).astype(np.float32)
     feat_args = np.array([[0], [1], [2], [3]])
     edges = np.array([[0, 1], [0, 2], [1, 0], [2, 4], [3, 3], [3, 1], [1, 2]])
@@ -77,20 +84,6 @@ def ruleset_relational(rng):
             h[x] = np.mean(zs, 0)
     out = _sigmoid(sum(w2.astype(np.float64) @ v for v in h.values()))
     case("ruleset_relational", g, [(feat, feat_args), (None, edges)], out.reshape(1, 1), **TOL)
-
-
-def _relational_graph(rs, inputs, out_dim):
-    """Input nodes (one per relational input predicate, `inputs`: name -> (dim, arity)) -> rs ->
-    Output."""
-    g = P.Graph()
-    for name, (dim, arity) in inputs.items():
-        g.add(name, P.Input((dim,), elem="relation", arity=arity))
-    g.add("rules", rs)
-    for name in inputs:
-        g.connect(name, "rules", name)
-    g.add("y", P.Output((out_dim,)))
-    g.connect("rules", "y")
-    return g
 
 
 @golden
@@ -106,7 +99,7 @@ def ruleset_recursive_path(rng):
                      "path(X, Z) :- 0.5 path(X, Y), *edge(Y, Z). [aggregation=sum]\n"
                      "path/2 [transformation=tanh]\n"
                      "?- " + ", ".join(f"path(0, {z})" for z in range(1, n)) + ".")
-    g = _relational_graph(rs, {"edge": (1, 2)}, n - 1)
+    g = relational_graph(rs, {"edge": (1, 2)}, n - 1)
     e = {(int(a), int(b)): float(v) for (a, b), v in zip(edges, vals[:, 0])}
     path = {}
     for z in range(1, n):  # z in topological order: every path(0, y) with y < z is known
@@ -141,7 +134,7 @@ def ruleset_pyneuralogic_gcnconv(rng):
             "?- " + ", ".join(f"h({i})" for i in range(n)) + ".")
     rs = parse_rules(text, dims={"feat": 3})
     rs = rs.replace(weights={**rs.weights, "w": w})
-    g = _relational_graph(rs, {"feat": (3, 1), "edge": (1, 2)}, 2 * n)
+    g = relational_graph(rs, {"feat": (3, 1), "edge": (1, 2)}, 2 * n)
     a = np.eye(n)
     a[edges[:, 0], edges[:, 1]] = 1.0
     deg = a.sum(0)
