@@ -25,8 +25,16 @@ def _warm(target: str) -> None:
     t.warm(list({id(c.graph): c.graph for c in CASES.values()}.values()))
 
 
-@pytest.mark.parametrize("target", list(TARGETS))
-@pytest.mark.parametrize("name", sorted(CASES))
+def _answers(c, t) -> bool:
+    """Whether target `t` owes case `c` an answer: a reference to match, or a refusal to give.
+    A pair with neither (a heyoka ODE target beside a case without a closed form) is no test."""
+    return bool(c.kinds - t.kinds) or t.name in c.refused or t.reference(c) is not None
+
+
+PAIRS = [(n, t) for n in sorted(CASES) for t in TARGETS if _answers(CASES[n], TARGETS[t])]
+
+
+@pytest.mark.parametrize("name, target", PAIRS)
 def test_golden(name, target):
     t, c = TARGETS[target], CASES[name]
     reason = t.skip_reason()
