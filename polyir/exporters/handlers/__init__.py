@@ -53,7 +53,7 @@ HANDLERS: dict[type, Handler] = {}
 #: (name, match(module) -> bool, Handler), tried in order after the class lookup
 RECOGNISERS: list[tuple[str, Callable, Handler]] = []
 
-_BUILTIN = ("torch_nn", "polyir_nn", "logic_libs")
+_BUILTIN = ("torch_nn", "polyir_nn", "logic_libs", "snn_libs")
 _OPTIONAL = ("rules",)  # present when polyir.nn.rules is
 _loaded = False
 
