@@ -30,6 +30,17 @@ def _inputs(steps=80, batch=4):
     return np.random.default_rng(1).uniform(0, 3, (steps, batch, N_IN))
 
 
+def _library_spikes(lin, neuron, x, state=()):
+    """The library's own loop: float64 copies of the linear layer and the neuron, one call a
+    step, `spikes, *state = neuron(current, *state)`."""
+    lin64, neuron, want = _float64_copy(lin), neuron.double(), []
+    with torch.no_grad():
+        for t in range(len(x)):
+            spk, *state = neuron(lin64(torch.from_numpy(x[t])), *state)
+            want.append(spk.numpy())
+    return np.stack(want)
+
+
 def _check(nir_graph, convention, x, want, backends):
     assert want.sum() > 20  # enough spikes that a wrong step would show
     g = polyir.from_nir(nir_graph, convention=convention)
@@ -56,15 +67,8 @@ def test_snntorch_file(cell):
     nir_graph = export_to_nir(torch.nn.Sequential(lin, kind(**params, init_hidden=True)),
                               torch.zeros(N_IN))
     x = _inputs()
-    neuron, lin64 = kind(**params).double(), _float64_copy(lin)
-    state = neuron.init_leaky() if cell == "Leaky" else neuron.init_synaptic()
-    state, want = (state if isinstance(state, tuple) else (state,)), []
-    with torch.no_grad():
-        for t in range(len(x)):
-            spk, *state = neuron(lin64(torch.from_numpy(x[t])), *state)
-            want.append(spk.numpy())
-    _check(nir_graph, "snntorch", x, np.stack(want), ("torch", "c") if cell == "Leaky" else
-           ("torch",))
+    want = _library_spikes(lin, kind(**params), x)
+    _check(nir_graph, "snntorch", x, want, ("torch", "c") if cell == "Leaky" else ("torch",))
 
 
 @pytest.mark.parametrize("cell", ["LIFBoxCell", "LIFCell"])
@@ -74,14 +78,8 @@ def test_norse_file(cell):
     lin = _linear(60.0)  # Norse's default tau_mem is 10 ms at dt = 1 ms: inputs must be large
     nir_graph = norse.to_nir(norse.SequentialState(lin, kind()), torch.zeros(N_IN))
     x = _inputs()
-    neuron, lin64 = kind().double(), _float64_copy(lin)
-    state, want = None, []
-    with torch.no_grad():
-        for t in range(len(x)):
-            z, state = neuron(lin64(torch.from_numpy(x[t])), state)
-            want.append(z.numpy())
-    _check(nir_graph, "norse", x, np.stack(want), ("torch", "c") if cell == "LIFCell" else
-           ("torch",))
+    want = _library_spikes(lin, kind(), x, (None,))
+    _check(nir_graph, "norse", x, want, ("torch", "c") if cell == "LIFCell" else ("torch",))
 
 
 @pytest.mark.parametrize("layer", ["IAF", "LIF"])
