@@ -41,9 +41,11 @@ def _compare(cell, scale):
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
-def test_snntorch_leaky(reset):
+@pytest.mark.parametrize("delay", [True, False])
+def test_snntorch_leaky(reset, delay):
     snn = pytest.importorskip("snntorch")
-    _compare(snn.Leaky(beta=torch.tensor([0.8, 0.7, 0.9, 0.6]), reset_mechanism=reset), 1.0)
+    _compare(snn.Leaky(beta=torch.tensor([0.8, 0.7, 0.9, 0.6]), reset_mechanism=reset,
+                       reset_delay=delay), 1.0)
 
 
 @pytest.mark.parametrize("cell", ["LIFBoxCell", "LIFCell"])

@@ -3,7 +3,8 @@ modules (no NIR file in between); neither library is imported: a module is recog
 class name and attributes. docs/spiking.md says what each library computes.
 
 snnTorch (1.0) `Leaky(init_hidden=False)`: forward(x, mem) -> (spk, mem); mem <- beta mem + x -
-  reset * threshold, the reset taken from the membrane before the step (a delayed reset), spike
+  reset * threshold, the reset taken from the membrane before the step (a delayed reset; with
+  reset_delay=False right after the spike), spike
   when mem > threshold. That is NIR's LIF at dt = 1, Euler, with tau = r = 1 / (1 - beta):
   reset_mechanism 'subtract' -> reset_mode 'subtract', 'zero' -> reset to v_reset = 0.
 Norse (1.1) `LIFBoxCell` / `LIFCell`: forward(x, state) -> (z, state); one Euler step of NIR's
@@ -50,7 +51,8 @@ def _snntorch_leaky(ctx, name, m, values):
     tau = _full(ctx, (1 / (1 - beta)).astype(ctx.float_dtype))
     zeros = np.zeros_like(tau)
     return ir.LIF(tau, tau.copy(), zeros, _full(ctx, m.threshold), zeros.copy(),
-                  reset_mode=_SNNTORCH_RESETS[m.reset_mechanism], reset_delay=True)
+                  reset_mode=_SNNTORCH_RESETS[m.reset_mechanism],
+                  reset_delay=bool(getattr(m, "reset_delay", True)))
 
 
 def _is_norse_cell(m) -> bool:
