@@ -81,6 +81,8 @@ class Compiled:
                              fix="add the batch dim (x[None]) for one sample" if
                              tuple(arr.shape) == shape else f"reshape it to {want}")
         if elem == "bit" and not self.relaxed_bits:
+            if arr.dtype == np.bool_:  # bytes 0 / 1 already: read in place
+                return np.ascontiguousarray(arr).view(np.uint8)
             bad = (arr > 1) if arr.dtype.kind in "bu" else ~((arr == 0) | (arr == 1))
             if bad.any():
                 from ..ir import Input

@@ -20,6 +20,7 @@ import re
 
 import numpy as np
 
+from ..ir.errors import GraphError
 from .lower import ACT_EXPR, BINARY_EXPR, GATE_EXPR, Op, Program
 
 
@@ -95,6 +96,12 @@ class CStyleRenderer:
     ones_word = "(~(lane_t)0)"
     math_names: dict[str, str] = {}  # C99 float function -> target spelling
     logic_mode = "table"             # 'table' (one tight loop per gate id) or 'unrolled'
+    # Constant tables with more than `inline_limit` values travel as data (`data_table`) where a
+    # target can take them: the source stays small and compiles in bounded time whatever the
+    # model's size. Elsewhere a table over `max_literal` values is refused.
+    data_tables = False
+    inline_limit = 4096
+    max_literal = 1 << 22
 
     real = "float"  # set per program: float or double
 
@@ -122,6 +129,9 @@ class CStyleRenderer:
     def header(self, program: Program) -> str:
         return ""
 
+    def data_table(self, arr: np.ndarray, ctype: str) -> str:  # pragma: no cover - per target
+        raise NotImplementedError
+
     # --- the walk -------------------------------------------------------------------------------
     def render(self, program: Program) -> str:
         if program.tile != self.tile:
@@ -132,6 +142,7 @@ class CStyleRenderer:
         self.real = "double" if program.dtype == "float64" else "float"
         self.ws_bytes = program.workspace_bytes
         self.consts: list[str] = []
+        self.tables: list[np.ndarray] = []  # data tables, in the order the program reads them
         self.taken: set[str] = set()  # every generated symbol: made from indices and op keys,
         self.node_index: dict[str, int] = {}  # never from names (those go into comments only)
         self.node_fns: list[tuple[str, str]] = []  # (function name, IR node)
@@ -226,6 +237,13 @@ class CStyleRenderer:
             ctype = self.real if arr.dtype.kind == "f" else self.index_type(arr)
         if arr.size == 0:
             arr = np.zeros(1, arr.dtype)
+        if self.data_tables and arr.size > self.inline_limit:
+            return self.data_table(arr, ctype)
+        if arr.size > self.max_literal:
+            raise GraphError(f"a constant table of {arr.size:,} values is too large to write into "
+                             f"{self.name} source", node=op.node, field=key,
+                             fix="use the C backend (it passes large tables as data), or "
+                                 "a smaller model")
         if ctype in ("float", "double"):
             items = [self.num(v) for v in arr.tolist()]
         else:

@@ -81,26 +81,44 @@ def evaluate(program, xs, sequence: bool):
     return _as_list(program.run(*xs) if sequence else program(*xs))
 
 
+def _write(path: str, data, mode: str = "w") -> None:
+    tmp = path + ".tmp"
+    with open(tmp, mode) as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
 def codegen(args):
-    from ..backends.c import codegen as c_codegen
+    from ..backends.c import codegen_files
     g = load(args.file)
-    opts = {"word_bits": args.word_bits}
+    opts = {"word_bits": args.word_bits, "prefix": args.prefix, "optimize": not args.no_optimize}
     if args.dt is not None:
         opts["dt"] = args.dt
     if getattr(args, "discretization", None) is not None:
         opts["discretization"] = args.discretization
-    src = c_codegen(g, **opts)
+    src, header, tables = codegen_files(g, **opts)
     if args.output in (None, "-"):
+        if args.header or tables:
+            raise GraphError("the header and data tables need files", field="output",
+                             fix="pass -o model.c")
         return 0, {"source": src}, [src]
-    tmp = args.output + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(src)
-    os.replace(tmp, args.output)
-    data = {"file": args.file, "output": args.output, "bytes": len(src),
-            "entry_points": ["polyir_run", "polyir_run_packed", "polyir_tile",
-                             "polyir_workspace_bytes"]}
-    return 0, data, [f"wrote {args.output} ({len(src):,} bytes); entry point polyir_run, build "
-                     f"with: cc -O3 -march=native -c {args.output}"]
+    _write(args.output, src)
+    written = [args.output]
+    if args.header:
+        _write(args.header, header)
+        written.append(args.header)
+    if tables:  # one blob: table k starts at the sum of the earlier tables' sizes, each padded to 64
+        blob = b"".join(t.tobytes() + bytes(-t.nbytes % 64) for t in tables)
+        _write(args.output + ".tables", blob, "wb")
+        written.append(args.output + ".tables")
+    p = args.prefix
+    data = {"file": args.file, "output": args.output, "bytes": len(src), "written": written,
+            "tables": [{"dtype": t.dtype.name, "count": int(t.size)} for t in tables],
+            "entry_points": [p + "run", p + "run_packed", p + "run_tables", p + "tile",
+                             p + "workspace_bytes", p + "table_count", p + "table_bytes"]}
+    return 0, data, [f"wrote {', '.join(written)} ({len(src):,} bytes of C); entry point "
+                     f"{p}run{'_tables (pass the tables)' if tables else ''}, build with: "
+                     f"cc -O3 -march=native -c {args.output}"]
 
 
 def run(args):
@@ -207,6 +225,12 @@ def _codegen_args(p):
     p.add_argument("--word-bits", type=int, default=256, choices=(64, 128, 256, 512),
                    help="samples per machine word (default 256)")
     p.add_argument("--dt", type=float, default=None, help="time step for neurons (seconds)")
+    p.add_argument("--header", default=None, help="also write a C header declaring the entry points")
+    p.add_argument("--prefix", default="polyir_",
+                   help="prefix of every exported symbol (default polyir_), so that several "
+                        "models link into one program")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="compile the graph as it is (default: polyir.optimize first)")
 
 
 def _run_args(p):
