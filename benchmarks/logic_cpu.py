@@ -1,21 +1,35 @@
-"""CPU benchmark of the generated-C backend against torch eval.
+"""CPU benchmark of the generated-C backend on logic nets.
 
-1. A 784 -> 8000 x 6 LogicLayer net + GroupSum(10), random wiring and gates (seed 0), on 100,000
-   random bit samples: compile time (cold cache), polyir C samples/s on one thread and on all
-   threads (0/1 uint8 input, and packed-bit input), torch eval samples/s (on fewer samples: it is
-   much slower; the count is printed). Outputs are checked equal (bit-exact counts).
-2. An MLP 4-32-32-1 (tanh) on 1,000,000 points: polyir C vs torch, same checks within float32
-   tolerance.
+Models:
+  random   784 -> LogicLayer 8000 x 6 -> GroupSum(10), random wiring and gates (seed 0)
+  trained  the same shape trained for a few hundred steps on scikit-learn's digits (8x8 images
+           upscaled to 28x28 and binarized), exported with polyir.export
+  conv     a LogicTreeNet-S-like CIFAR net: float (3, 32, 32) -> thermometer Binarize (3 levels)
+           -> 4 blocks LogicTree2d (depth 3, 3x3, padding 1) + OrPool2d(2) with 32, 64, 128, 256
+           kernels -> LogicLayer 4000, 2000, 1000 -> GroupSum(10), random gates
+  g1280    Input bit(128) -> LogicLayer 640 -> LogicLayer 640 -> GroupSum(10)
+  big      784 -> LogicLayer 50000 x 8 (400,000 gates) -> GroupSum(10), compile time only
 
-Throughput is reported twice: from wall time and from the process's CPU time. On a shared machine
-the CPU-time figure is the better estimate of what one core does; for the threaded runs only wall
-time means anything. Usage: python benchmarks/logic_cpu.py [--samples N] [--torch-samples N]
-[--unrolled] (also measure the one-statement-per-gate variant: minutes of compile time).
+What is measured:
+  - compile time with a cold cache (optimiser on, the default flags), and gates before / after
+    polyir.optimize;
+  - samples/s on one thread per input path (uint8 bytes, packed bits, bool, float32) with the
+    optimiser on and off, in alternated rounds (A, B, A, B, ...): each contender's best round,
+    by CPU time (what one core does) and by wall time;
+  - two threads against one (wall time);
+  - per layer, CPU ticks per gate-word (rdtsc around each node's function, a -DPOLYIR_PROFILE
+    build; one thread).
+Outputs are checked against torch eval (bit-exact counts) on a subset.
+
+The machine may be shared: `uptime` is printed before and after; prefer the CPU-time column.
+Usage: python benchmarks/logic_cpu.py [--samples N] [--rounds R] [--skip-trained] [--skip-big]
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import subprocess
 import tempfile
 import time
 
@@ -24,6 +38,7 @@ import numpy as np
 import polyir
 from polyir import ir
 from polyir.backends.c import pack_bits
+from polyir.ir.optimize import gate_count
 
 
 def logic_net(seed=0, n_in=784, width=8000, depth=6, k=10):
@@ -37,112 +52,217 @@ def logic_net(seed=0, n_in=784, width=8000, depth=6, k=10):
                                input_elem="bit")
 
 
-def mlp(seed=0):
+def conv_net(seed=0):
     rng = np.random.default_rng(seed)
-    f32 = np.float32
-    return ir.Graph.sequential(
-        ir.Affine((rng.normal(size=(32, 4)) / 2).astype(f32), rng.normal(size=32).astype(f32)),
-        ir.Activation("tanh"),
-        ir.Affine((rng.normal(size=(32, 32)) / 6).astype(f32), rng.normal(size=32).astype(f32)),
-        ir.Activation("tanh"),
-        ir.Affine((rng.normal(size=(1, 32)) / 6).astype(f32), np.zeros(1, f32)))
+    nodes, c, hw = [ir.Binarize(np.array([0.25, 0.5, 0.75], np.float32), axis=0)], 9, 32
+    for k in (32, 64, 128, 256):
+        leaves = np.stack([rng.integers(0, c, (k, 8)), rng.integers(0, 3, (k, 8)),
+                           rng.integers(0, 3, (k, 8))], -1)
+        nodes += [ir.LogicTree2d(leaves, rng.integers(0, 16, (k, 7)), (3, 3), padding=(1, 1)),
+                  ir.OrPool2d((2, 2), (2, 2))]
+        c, hw = k, hw // 2
+    nodes.append(ir.Flatten(start_dim=0))
+    prev = c * hw * hw
+    for w in (4000, 2000, 1000):
+        nodes.append(ir.LogicLayer(rng.integers(0, prev, w), rng.integers(0, prev, w),
+                                   rng.integers(0, 16, w)))
+        prev = w
+    nodes.append(ir.GroupSum(10, tau=1.0))
+    return ir.Graph.sequential(*nodes, input_shape=(3, 32, 32))
 
 
-def measure(fn, n, repeat=3):
-    """(samples/s by wall time, samples/s by CPU time, last result), best of `repeat`."""
-    wall, cpu, y = 1e30, 1e30, None
-    for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        y = fn()
-        wall = min(wall, time.perf_counter() - t0)
-        cpu = min(cpu, time.process_time() - c0)
-    return n / wall, n / max(cpu, 1e-9), y
+def g1280(seed=0):
+    rng = np.random.default_rng(seed)
+    layers = [ir.LogicLayer(rng.integers(0, n_in, 640), rng.integers(0, n_in, 640),
+                            rng.integers(0, 16, 640)) for n_in in (128, 640)]
+    return ir.Graph.sequential(*layers, ir.GroupSum(10), input_shape=(128,), input_elem="bit")
+
+
+def trained_net(steps=300, seed=0):
+    """784 -> 8000 x 6 -> GroupSum(10) trained on upscaled, binarized sklearn digits."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    import polyir.nn as pnn
+    d = load_digits()
+    img = torch.from_numpy(d.images).float()[:, None] / 16.0
+    x = (torch.nn.functional.interpolate(img, size=(28, 28), mode="bilinear") > 0.3).float()
+    x, y = x.reshape(len(x), -1), torch.from_numpy(d.target)
+    torch.manual_seed(seed)
+    layers = [pnn.LogicLayer(784 if i == 0 else 8000, 8000, seed=seed + i) for i in range(6)]
+    model = torch.nn.Sequential(*layers, pnn.GroupSum(10, tau=30.0))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (128,), generator=g)
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = float((model(x).argmax(1) == y).float().mean())
+    return polyir.export(model, x[:2]), acc, x.numpy().astype(np.uint8)
+
+
+def timed(fn):
+    t0, c0 = time.perf_counter(), time.process_time()
+    y = fn()
+    return time.perf_counter() - t0, time.process_time() - c0, y
+
+
+def alternate(contenders: dict, n: int, rounds: int):
+    """{name: fn} run in alternated rounds -> {name: (best samples/s by wall, by CPU)}."""
+    best = {k: (0.0, 0.0) for k in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            w, c, _ = timed(fn)
+            bw, bc = best[name]
+            best[name] = (max(bw, n / w), max(bc, n / max(c, 1e-9)))
+    return best
+
+
+def cold_compile(g, **opts):
+    with tempfile.TemporaryDirectory() as cache:
+        t0 = time.perf_counter()
+        m = polyir.compile(g, "c", cache_dir=cache, **opts)
+        return m, time.perf_counter() - t0
+
+
+def profile(g, x, packed=False):
+    """Per node: rdtsc ticks per call and per gate-word (one thread)."""
+    m, _ = cold_compile(g, extra_flags=("-DPOLYIR_PROFILE",), word_bits=None)
+    lib = m._variants[m.tile].lib
+    names = m._variants[m.tile].renderer.step_names
+    ticks = (ctypes.c_uint64 * len(names))()
+    lib.polyir_profile_reset()
+    m(pack_bits(x) if packed else x, threads=1, packed=packed)
+    lib.polyir_profile(ticks)
+    tiles = -(-len(x) // m.tile)
+    words = tiles * m.tile // m.tile
+    gates = {op.node: 0 for op in m.program.ops}
+    for op in m.program.ops:
+        if op.op == "logic":
+            gates[op.node] += len(op.consts["gate"])
+    rows = []
+    for (fn, node), t in zip(names, ticks):
+        per_tile = t / tiles
+        g_ = gates.get(node, 0) if fn.startswith("node_") else 0
+        rows.append((node, fn, per_tile, per_tile / g_ if g_ else None, g_))
+    del words
+    return m.tile, rows
 
 
 def fmt(rate):
-    return f"{rate / 1e6:10.3f} M/s" if rate >= 1e5 else f"{rate / 1e3:10.2f} k/s"
+    return f"{rate / 1e6:8.3f} M/s" if rate >= 1e5 else f"{rate / 1e3:8.1f} k/s"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--samples", type=int, default=100_000)
-    ap.add_argument("--torch-samples", type=int, default=2_000)
-    ap.add_argument("--mlp-points", type=int, default=1_000_000)
-    ap.add_argument("--unrolled", action="store_true")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--skip-trained", action="store_true")
+    ap.add_argument("--skip-big", action="store_true")
     args = ap.parse_args(argv)
     import torch
-    cores = os.cpu_count() or 1
-    print(f"machine: {cores} cores, load average {os.getloadavg()[0]:.1f} (shared machines: "
-          "prefer the CPU-time column for one thread)")
-    rows = []
-
-    # --- logic net -------------------------------------------------------------------------------
-    g = logic_net()
-    print(f"logic net: 784 -> 8000 x 6 + GroupSum(10), {polyir.backends.lower.lower(g).gate_count():,}"
-          " gates")
-    with tempfile.TemporaryDirectory() as cache:
-        t0 = time.perf_counter()
-        m = polyir.compile(g, "c", cache_dir=cache)
-        compile_s = time.perf_counter() - t0
-        print(f"compile (cold cache, table mode): {compile_s:.2f} s total, "
-              f"{m.compile_seconds:.2f} s in cc; source {len(m.source) / 1e6:.2f} MB")
-        if args.unrolled:
-            t0 = time.perf_counter()
-            mu = polyir.compile(g, "c", cache_dir=cache, logic="unrolled")
-            print(f"compile (unrolled, one statement per gate): {time.perf_counter() - t0:.1f} s")
-    rng = np.random.default_rng(1)
-    x = rng.integers(0, 2, (args.samples, 784), dtype=np.uint8)
-    xp = pack_bits(x)
+    torch.set_num_threads(1)
+    up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"uptime: {up}\n{os.cpu_count()} cores (shared machines: prefer the CPU-time column)")
     n = args.samples
-    m(x[:1000])
-    w1, c1, y1 = measure(lambda: m(x, threads=1), n)
-    rows.append(("logic", "polyir C, 1 thread, uint8 input", w1, c1))
-    w, c, yp = measure(lambda: m(xp, threads=1, packed=True), n)
-    rows.append(("logic", "polyir C, 1 thread, packed bits", w, c))
-    assert np.array_equal(y1, yp)
-    if args.unrolled:
-        w, c, yu = measure(lambda: mu(x, threads=1), n)
-        rows.append(("logic", "polyir C unrolled, 1 thread", w, c))
-        assert np.array_equal(y1, yu)
-    w, c, ya = measure(lambda: m(x, threads=cores), n)
-    rows.append(("logic", f"polyir C, {cores} threads, uint8 input", w, c))
-    w, c, _ = measure(lambda: m(xp, threads=cores, packed=True), n)
-    rows.append(("logic", f"polyir C, {cores} threads, packed bits", w, c))
-    assert np.array_equal(y1, ya)
+    rng = np.random.default_rng(1)
+
+    # --- random 784 -> 8000 x 6 ----------------------------------------------------------------
+    g = logic_net()
+    before, after = sum(gate_count(g).values()), sum(gate_count(polyir.optimize(g)).values())
+    m_off, t_off = cold_compile(g, optimize=False)
+    m_on, t_on = cold_compile(g)
+    print(f"\nrandom 784 -> 8000 x 6 -> GroupSum(10): {before:,} gates, {after:,} after "
+          f"polyir.optimize; compile (cold) {t_off:.2f} s unoptimised, {t_on:.2f} s optimised; "
+          f"word {m_on.tile} bits")
+    x = rng.integers(0, 2, (n, 784), dtype=np.uint8)
+    xp, xb, xf = pack_bits(x), x.astype(bool), x.astype(np.float32)
     tm = polyir.to_torch(g).eval()
-    nt = min(args.torch_samples, n)
-    xt = torch.from_numpy(x[:nt].astype(np.float32))
-    for threads in (1, cores):
-        torch.set_num_threads(threads)
-        with torch.no_grad():
-            w, c, yt = measure(lambda: tm(xt), nt, repeat=2)
-        rows.append(("logic", f"torch eval, {threads} thread(s), {nt:,} samples", w, c))
-    assert np.array_equal(yt.numpy(), y1[:nt]), "torch eval and polyir C disagree"
-    print("logic outputs: polyir C == torch eval on the torch samples (bit-exact counts)")
+    with torch.no_grad():
+        ref = tm(torch.from_numpy(xf[:2000])).numpy()
+    for m in (m_off, m_on):
+        assert np.array_equal(m(x[:2000]), ref) and np.array_equal(m(xp[:2000], packed=True), ref)
+    print("outputs equal torch eval on 2,000 samples (optimised and not, uint8 and packed)")
+    res = alternate({
+        "unoptimised, uint8": lambda: m_off(x, threads=1),
+        "optimised, uint8": lambda: m_on(x, threads=1),
+        "unoptimised, packed bits": lambda: m_off(xp, threads=1, packed=True),
+        "optimised, packed bits": lambda: m_on(xp, threads=1, packed=True),
+        "optimised, bool": lambda: m_on(xb, threads=1),
+        "optimised, float32": lambda: m_on(xf, threads=1),
+    }, n, args.rounds)
+    print(f"{'random net, 1 thread':<34} {'wall':>12} {'CPU time':>12}")
+    for k, (w, c) in res.items():
+        print(f"{k:<34} {fmt(w):>12} {fmt(c):>12}")
+    thr = alternate({"1 thread": lambda: m_on(xp, threads=1, packed=True),
+                     "2 threads": lambda: m_on(xp, threads=2, packed=True)}, n, args.rounds)
+    print(f"packed, optimised: 1 thread {fmt(thr['1 thread'][0])}, 2 threads "
+          f"{fmt(thr['2 threads'][0])} (wall): {thr['2 threads'][0] / thr['1 thread'][0]:.2f}x")
 
-    # --- MLP -------------------------------------------------------------------------------------
-    g2 = mlp()
-    m2 = polyir.compile(g2, "c")
-    pts = np.random.default_rng(2).uniform(-1, 1, (args.mlp_points, 4)).astype(np.float32)
-    w, c, yc = measure(lambda: m2(pts, threads=1), len(pts))
-    rows.append(("mlp", "polyir C, 1 thread", w, c))
-    w, c, _ = measure(lambda: m2(pts, threads=cores), len(pts))
-    rows.append(("mlp", f"polyir C, {cores} threads", w, c))
-    tm2 = polyir.to_torch(g2).eval()
-    pt = torch.from_numpy(pts)
-    for threads in (1, cores):
-        torch.set_num_threads(threads)
-        with torch.no_grad():
-            w, c, yt2 = measure(lambda: tm2(pt), len(pts))
-        rows.append(("mlp", f"torch eval, {threads} thread(s)", w, c))
-    err = float(np.abs(yt2.numpy() - yc).max())
-    print(f"MLP 4-32-32-1 tanh on {len(pts):,} points: max |polyir C - torch| = {err:.2e}")
-    assert err < 1e-4
+    tile, rows = profile(g, x[:20000], packed=True)
+    print(f"\nper node (optimised, packed, {tile}-bit words, one thread): rdtsc ticks per tile "
+          "and per gate-word")
+    for node, fn, per_tile, per_gate, gates in rows:
+        extra = f"{per_gate:6.2f} per gate-word ({gates:,} gates)" if per_gate else ""
+        print(f"  {node:<16} {per_tile:12,.0f}  {extra}")
 
-    print(f"\n{'model':<6} {'runner':<44} {'wall':>14} {'CPU time':>14}")
-    for model, name, w, c in rows:
-        print(f"{model:<6} {name:<44} {fmt(w):>14} {fmt(c):>14}")
-    print(f"logic compile: {compile_s:.2f} s (target <= 5 s); target >= 5 M samples/s on one core")
+    # --- trained -----------------------------------------------------------------------------
+    if not args.skip_trained:
+        t0 = time.perf_counter()
+        gt, acc, xd = trained_net()
+        b, a = sum(gate_count(gt).values()), sum(gate_count(polyir.optimize(gt)).values())
+        print(f"\ntrained 784 -> 8000 x 6 (digits, {time.perf_counter() - t0:.0f} s training, "
+              f"train accuracy {acc:.2f}): {b:,} gates, {a:,} after polyir.optimize")
+        mt_off, tt_off = cold_compile(gt, optimize=False)
+        mt_on, tt_on = cold_compile(gt)
+        xt = xd[rng.integers(0, len(xd), n)]
+        assert np.array_equal(mt_off(xt[:2000]), mt_on(xt[:2000]))
+        xtp = pack_bits(xt)
+        res = alternate({"unoptimised, uint8": lambda: mt_off(xt, threads=1),
+                         "optimised, uint8": lambda: mt_on(xt, threads=1),
+                         "unoptimised, packed bits": lambda: mt_off(xtp, threads=1, packed=True),
+                         "optimised, packed bits": lambda: mt_on(xtp, threads=1, packed=True)},
+                        n, args.rounds)
+        print(f"compile (cold) {tt_off:.2f} s / {tt_on:.2f} s optimised")
+        for k, (w, c) in res.items():
+            print(f"{k:<34} {fmt(w):>12} {fmt(c):>12}")
+
+    # --- conv ----------------------------------------------------------------------------------
+    gc = conv_net()
+    b, a = sum(gate_count(gc).values()), sum(gate_count(polyir.optimize(gc)).values())
+    mc, tc = cold_compile(gc)
+    nc = max(2000, n // 5)
+    xc = rng.uniform(0, 1, (nc, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        refc = polyir.to_torch(gc).eval()(torch.from_numpy(xc[:200])).numpy()
+    assert np.array_equal(mc(xc[:200]), refc)
+    res = alternate({"conv, float32, 1 thread": lambda: mc(xc, threads=1)}, nc, args.rounds)
+    print(f"\nLogicTreeNet-S-like conv net: {b:,} gate slots ({a:,} after optimize: only its "
+          f"LogicLayers shrink); compile (cold) {tc:.2f} s; equal to torch eval on 200 samples")
+    for k, (w, c) in res.items():
+        print(f"{k:<34} {fmt(w):>12} {fmt(c):>12}")
+    tile, rows = profile(gc, (xc[:4000]))
+    print(f"per node ({tile}-bit words): rdtsc ticks per tile")
+    for node, fn, per_tile, per_gate, gates in rows:
+        print(f"  {node:<16} {per_tile:12,.0f}")
+
+    # --- compile times -------------------------------------------------------------------------
+    _, t = cold_compile(g1280())
+    _, t_avx = cold_compile(g1280(), portable=True, extra_flags=("-march=skylake-avx512",))
+    print(f"\ncompile (cold): 1,280-gate graph {t:.2f} s (native), {t_avx:.2f} s "
+          "(-march=skylake-avx512)")
+    if not args.skip_big:
+        big = logic_net(width=50000, depth=8)
+        _, t = cold_compile(big)
+        _, t2 = cold_compile(big, optimize=False)
+        print(f"compile (cold): 784 -> 50000 x 8 (400,000 gates) {t:.2f} s optimised, "
+              f"{t2:.2f} s unoptimised")
+    up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"\nuptime: {up}")
 
 
 if __name__ == "__main__":
