@@ -27,7 +27,7 @@ import numpy as np
 from .. import ir
 from ..ir.errors import GraphError
 from . import CompileError, Compiled
-from .lower import Op, Program, prepare
+from .lower import Op, Program, operands, prepare
 from .render import CStyleRenderer, c_comment, sort_gates
 
 WORD_BITS = (64, 128, 256, 512)
@@ -284,10 +284,22 @@ static inline uint64_t polyir_mask64(const unsigned char* row, int nf) {{
         zero = "\n".join(
             f"    memset(c->ws + {b.offset}, 0, {b.size * ((8 if self.real == 'double' else 4) * self.tile if b.elem == 'real' else self.tile // 8)});"
             f"  /* state of '{c_comment(b.node)}' */" for b in persistent)
-        calls = "\n".join(f"  {fn}(c);" for fn in self.step_calls)
+        calls = "\n".join(f"  POLYIR_TIMED({k}, {fn}(c));" for k, fn in enumerate(self.step_calls))
         p = self.prefix
         sizes = ", ".join(str(t.nbytes) for t in self.tables) or "0"
-        return f"""/* one time step of the whole graph for one tile */
+        return f"""/* -DPOLYIR_PROFILE: time-stamp ticks spent in each step function, summed over calls
+   (for benchmarks; the counters are shared, so profile with one thread) */
+#if defined(POLYIR_PROFILE) && (defined(__x86_64__) || defined(__i386__))
+static uint64_t polyir_ticks[{max(1, len(self.step_calls))}];
+#define POLYIR_TIMED(k, call) do {{ const uint64_t t0_ = __builtin_ia32_rdtsc(); call; \
+  polyir_ticks[k] += __builtin_ia32_rdtsc() - t0_; }} while (0)
+void {p}profile(uint64_t* out) {{ memcpy(out, polyir_ticks, sizeof polyir_ticks); }}
+void {p}profile_reset(void) {{ memset(polyir_ticks, 0, sizeof polyir_ticks); }}
+#else
+#define POLYIR_TIMED(k, call) call
+#endif
+
+/* one time step of the whole graph for one tile */
 static void polyir_step(const pctx* c) {{
 {calls}
 }}
@@ -372,6 +384,19 @@ int {p}run(const void* const* in, void* const* out, int64_t steps, int64_t batch
 }}"""
 
     # --- ops with a faster shape on CPUs ----------------------------------------------------------
+    def op_store(self, op: Op) -> list[str]:
+        spec = self.program.outputs[op.attrs["index"]]
+        n = int(np.prod(spec.shape, dtype=np.int64))
+        if spec.elem != "real":
+            return super().op_store(op)
+        # feature-major tile -> sample-major rows: each row is written whole and in order
+        return [f"float* dst = (float*)c->out[{op.attrs['index']}] + (c->t * c->batch + c->s0) * {n};",
+                f"const float* restrict x = {self.buf(op.ins[0])};",
+                "for (int64_t s = 0; s < c->nvalid; s++) {",
+                f"  float* restrict row = dst + s * {n};",
+                f"  for (int64_t i = 0; i < {n}; i++) row[i] = x[i * TILE + s];",
+                "}"]
+
     def wbuf(self, b: int) -> str:
         return f"((word_t*)(c->ws + {self.program.buffers[b].offset}))"
 
@@ -380,21 +405,23 @@ int {p}run(const void* const* in, void* const* out, int64_t steps, int64_t batch
         n = int(np.prod(spec.shape, dtype=np.int64))
         k = op.attrs["index"]
         if spec.elem == "real":
-            # sample-major rows -> feature-major tile, in blocks of 16 features: each sample's
-            # row is read 64 bytes at a time and the 16 tile rows being written stay in L1
+            # sample-major rows -> feature-major tile, 16 samples at a time: 16 rows stream in
+            # (prefetchable), every feature's 16 values fill one 64-byte line of the tile
             return [f"const float* src = (const float*)c->in[{k}] + (c->t * c->batch + c->s0) * {n};",
                     f"float* restrict y = {self.buf(op.out)};",
-                    f"for (int64_t i0 = 0; i0 < {n}; i0 += 16) {{",
-                    f"  const int64_t i1 = i0 + 16 < {n} ? i0 + 16 : {n};",
-                    "  for (int64_t s = 0; s < c->nvalid; s++) {",
-                    f"    const float* restrict row = src + s * {n};",
-                    "    for (int64_t i = i0; i < i1; i++) y[i * TILE + s] = row[i];",
+                    "for (int64_t s0 = 0; s0 < TILE; s0 += 16) {",
+                    "  if (s0 + 16 <= c->nvalid) {",
+                    f"    const float* restrict rows = src + s0 * {n};",
+                    f"    for (int64_t i = 0; i < {n}; i++)",
+                    f"      for (int s = 0; s < 16; s++) y[i * TILE + s0 + s] = rows[s * {n} + i];",
+                    "  } else {",
+                    f"    for (int64_t i = 0; i < {n}; i++)",
+                    "      for (int64_t s = s0; s < s0 + 16; s++)",
+                    f"        y[i * TILE + s] = s < c->nvalid ? src[s * {n} + i] : 0.0f;",
                     "  }",
-                    "  for (int64_t s = c->nvalid; s < TILE; s++)",
-                    "    for (int64_t i = i0; i < i1; i++) y[i * TILE + s] = 0.0f;",
                     "}"]
         chunks = -(-n // 64)
-        group = min(chunks, 16)  # chunks per pass: the staging block stays small (32 KiB)
+        group = max(1, min(chunks, 16384 // (8 * self.tile)))  # the staging block: 16 KiB
         nbytes = -(-n // 8)
         return [f"const int packed = (c->packed >> {k}) & 1;  /* np.packbits(x, -1, bitorder='little') rows */",
                 f"const int64_t stride = packed ? {nbytes} : {n};",
@@ -477,14 +504,21 @@ int {p}run(const void* const* in, void* const* out, int64_t steps, int64_t batch
                 "    LANE(y, j, l) = m;", "  }", "}"]
 
     def op_logic(self, op: Op) -> list[str]:
-        x, y = self.wbuf(op.ins[0]), self.wbuf(op.out)
-        lines = [f"const word_t* restrict x = {x};", f"word_t* restrict y = {y};"]
+        # operands are addressed as words from the workspace's start: an op may read several
+        # buffers (lower.bypass_copies)
+        word = self.tile // 8
+        ba, a, bb, b = operands(op)
+        base = {bid: self.program.buffers[bid].offset // word for bid in set(op.ins)}
+        a = np.array([base[x] for x in ba.tolist()], np.int64) + a
+        b = np.array([base[x] for x in bb.tolist()], np.int64) + b
+        lines = ["const word_t* restrict x = (const word_t*)c->ws;",
+                 f"word_t* restrict y = {self.wbuf(op.out)};"]
         if self.logic_mode == "unrolled":
-            a, b, gate = op.consts["a"], op.consts["b"], op.consts["gate"]
+            gate = op.consts["gate"]
             for j in range(gate.size):
                 lines.append(f"y[{j}] = {self.gate(int(gate[j]), f'x[{a[j]}]', f'x[{b[j]}]')};")
             return lines
-        table, runs, positional = sort_gates(op)
+        table, runs, positional = sort_gates(op, a, b)
         sym = self.const(op, "idx", table)
         itype = self.index_type(table)
         # Run bounds come from a table behind an opaque pointer, like the indices: with literal
@@ -798,7 +832,7 @@ def render(graph: ir.Graph, dt: float | None = None, word_bits: int = 256,
            prefix: str = "polyir_") -> tuple[Program, CRenderer, str]:
     renderer = CRenderer(word_bits=word_bits, logic_mode=logic, prefix=prefix)
     program = prepare(graph, "C", renderer.tile, dt=dt, optimize=optimize,
-                      discretization=discretization)
+                      discretization=discretization, multi_source=True)
     return program, renderer, renderer.render(program)
 
 

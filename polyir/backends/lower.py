@@ -302,16 +302,119 @@ def lower(graph: ir.Graph, backend: str = "c", dt: float | None = None,
                     discretization).lower()
 
 
+def operands(op: Op) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A logic op's operands as (buffer of a, index of a, buffer of b, index of b): a logic op
+    may read several buffers (after `bypass_copies`); consts `a_in` / `b_in` then give each
+    operand's slot in `ins` (absent: slot 0)."""
+    c, ins = op.consts, np.asarray(op.ins, np.int64)
+    n = c["gate"].size
+    a_in = c.get("a_in", np.zeros(n, np.int64))
+    b_in = c.get("b_in", np.zeros(n, np.int64))
+    return ins[a_in], c["a"].astype(np.int64), ins[b_in], c["b"].astype(np.int64)
+
+
+def with_operands(op: Op, buf_a, a, buf_b, b, gate=None, **changes) -> Op:
+    """`op` reading the given operands (its `ins` rebuilt from the buffers they name)."""
+    gate = op.consts["gate"] if gate is None else gate
+    ins = tuple(int(x) for x in np.unique(np.concatenate([buf_a, buf_b]))) or op.ins[:1]
+    slot = {bid: k for k, bid in enumerate(ins)}
+    consts = {"a": np.asarray(a, np.int32), "b": np.asarray(b, np.int32),
+              "gate": np.asarray(gate, np.uint8)}
+    if len(ins) > 1:
+        consts["a_in"] = np.array([slot[x] for x in buf_a.tolist()], np.int32)
+        consts["b_in"] = np.array([slot[x] for x in buf_b.tolist()], np.int32)
+    attrs = dict(op.attrs, n_out=len(consts["gate"]), **changes)
+    return dataclasses.replace(op, ins=ins, consts=consts, attrs=attrs)
+
+
+def _renumber(bufs: np.ndarray, idx: np.ndarray, target: int, mapping: np.ndarray) -> np.ndarray:
+    """idx with `mapping` applied where the operand's buffer is `target`."""
+    out = idx.copy()
+    sel = bufs == target
+    out[sel] = mapping[idx[sel]]
+    return out
+
+
+def _bit_readers(ops) -> dict[int, list[int]]:
+    readers: dict[int, list[int]] = {}
+    for k, op in enumerate(ops):
+        for b in set(op.ins):
+            readers.setdefault(b, []).append(k)
+    return readers
+
+
+def bypass_copies(program: Program) -> Program:
+    """Skip gates that only copy a bit: a reader of a copy reads the copied bit where it was
+    made (from an earlier buffer, so a logic op may read several buffers). Copies are A / B and
+    any gate on one bit twice that gives that bit (AND(x, x), OR(x, x)); the graph optimiser
+    leaves them because a LogicLayer reads only the layer before it. Gates no one reads any more
+    are then removed from ops whose every reader is a logic op. Persistent buffers (state,
+    recurrent values) are never read around: their value changes within a step."""
+    table = ir.GATE_TABLE.astype(np.int64)
+    persistent = {b.id for b in program.buffers if b.persistent}
+    ops = list(program.ops)
+    made_by = {op.out: k for k, op in enumerate(ops) if op.op == "logic"}
+    for k, op in enumerate(ops):
+        if op.op != "logic":
+            continue
+        ba, a, bb, b = operands(op)
+        changed = False
+        for buf, idx in ((ba, a), (bb, b)):
+            for src in np.unique(buf).tolist():
+                p = made_by.get(src)
+                if p is None or src in persistent:
+                    continue
+                pa_buf, pa, pb_buf, pb = operands(ops[p])
+                g = ops[p].consts["gate"].astype(np.int64)
+                same = (pa_buf == pb_buf) & (pa == pb)
+                copy_a = (g == 3) | (same & (table[g, 0] == 0) & (table[g, 3] == 1))
+                copy_b = (g == 5) & ~copy_a
+                sel = np.flatnonzero(buf == src)
+                i = idx[sel]
+                for copy, cb, ci in ((copy_a, pa_buf, pa), (copy_b, pb_buf, pb)):
+                    hit = copy[i] & ~np.isin(cb[i], list(persistent))
+                    if hit.any():  # the copy's own operand is already a bit no copy made
+                        buf[sel[hit]] = cb[i[hit]]
+                        idx[sel[hit]] = ci[i[hit]]
+                        changed = True
+        if changed:
+            ops[k] = with_operands(op, ba, a, bb, b)
+    # remove what no one reads, last op first (its reads then free gates of earlier ops)
+    fixed = {o.buffer for o in program.outputs} | persistent
+    for k in range(len(ops) - 1, -1, -1):
+        op = ops[k]
+        if op.op != "logic" or op.out in fixed:
+            continue
+        readers = _bit_readers(ops).get(op.out, [])
+        if any(ops[r].op != "logic" for r in readers):
+            continue
+        live = np.zeros(op.consts["gate"].size, bool)
+        for r in readers:
+            rb_a, ra, rb_b, rb = operands(ops[r])
+            live[ra[rb_a == op.out]] = True
+            live[rb[rb_b == op.out]] = True
+        if live.all():
+            continue
+        renumber = np.cumsum(live) - 1
+        ba, a, bb, b = operands(op)
+        ops[k] = with_operands(op, ba[live], a[live], bb[live], b[live], op.consts["gate"][live])
+        for r in readers:
+            rb_a, ra, rb_b, rb = operands(ops[r])
+            ops[r] = with_operands(ops[r], rb_a, _renumber(rb_a, ra, op.out, renumber), rb_b,
+                                   _renumber(rb_b, rb, op.out, renumber))
+    sizes = {op.out: op.consts["gate"].size for op in ops if op.op == "logic"}
+    buffers = tuple(dataclasses.replace(b, size=int(sizes.get(b.id, b.size)))
+                    for b in program.buffers)
+    return dataclasses.replace(program, ops=tuple(ops), buffers=buffers)
+
+
 def relayout_logic(program: Program) -> Program:
     """Reorder each logic op's gates by (gate id, first input) when nothing but logic ops (or
     GroupSums, keeping every gate inside its group) read its output, and renumber the readers'
     indices. The op is then `positional`: runs of one gate id write consecutive outputs, so a
     target's tight loop per run streams its stores and reads its `a` inputs in order. Values are
     unchanged: only the order of bits inside the buffer moves."""
-    readers: dict[int, list[int]] = {}
-    for k, op in enumerate(program.ops):
-        for b in op.ins:
-            readers.setdefault(b, []).append(k)
+    readers = _bit_readers(program.ops)
     fixed = {o.buffer for o in program.outputs} | {b.id for b in program.buffers if b.persistent}
     ops = list(program.ops)
     for k, op in enumerate(ops):
@@ -320,8 +423,9 @@ def relayout_logic(program: Program) -> Program:
         rs = readers.get(op.out, [])
         if not rs or any(ops[r].op not in ("logic", "groupsum") for r in rs):
             continue
-        a, b, gate = op.consts["a"], op.consts["b"], op.consts["gate"]
-        keys = [a, gate]
+        ba, a, bb, b = operands(op)
+        gate = op.consts["gate"]
+        keys = [a, ba, gate]
         groups = {ops[r].attrs["m"] for r in rs if ops[r].op == "groupsum"}
         if len(groups) > 1:
             continue
@@ -330,13 +434,13 @@ def relayout_logic(program: Program) -> Program:
         perm = np.lexsort(keys)
         inv = np.empty_like(perm)
         inv[perm] = np.arange(perm.size)
-        ops[k] = dataclasses.replace(op, consts={"a": a[perm], "b": b[perm], "gate": gate[perm]},
-                                     attrs=dict(op.attrs, positional=True))
+        ops[k] = with_operands(op, ba[perm], a[perm], bb[perm], b[perm], gate[perm],
+                               positional=True)
         for r in rs:
             if ops[r].op == "logic":
-                c = ops[r].consts
-                ops[r] = dataclasses.replace(ops[r], consts=dict(
-                    c, a=inv[c["a"]].astype(np.int32), b=inv[c["b"]].astype(np.int32)))
+                rb_a, ra, rb_b, rb = operands(ops[r])
+                ops[r] = with_operands(ops[r], rb_a, _renumber(rb_a, ra, op.out, inv), rb_b,
+                                       _renumber(rb_b, rb, op.out, inv))
     return dataclasses.replace(program, ops=tuple(ops))
 
 
@@ -409,15 +513,17 @@ def plan_memory(program: Program, tile: int, align: int = 64) -> Program:
 
 def prepare(graph: ir.Graph, backend: str, tile: int, dt: float | None = None,
             supported: set | None = None, optimize: bool = True,
-            discretization: str | None = None) -> Program:
+            discretization: str | None = None, multi_source: bool = False) -> Program:
     """The lowering pipeline every renderer starts from: polyir.optimize (unless told not to),
-    lower, relayout the logic ops, plan the workspace for `tile` samples. The Program it returns
-    is complete and immutable."""
+    lower, skip copy gates (`bypass_copies`, for a target whose logic ops may read several
+    buffers: `multi_source`), relayout the logic ops, plan the workspace for `tile` samples. The
+    Program it returns is complete and immutable."""
     if optimize:
         graph = optimize_graph(graph)
-    program = relayout_logic(lower(graph, backend, dt=dt, supported=supported,
-                                   discretization=discretization))
-    return plan_memory(program, tile)
+    program = lower(graph, backend, dt=dt, supported=supported, discretization=discretization)
+    if optimize and multi_source:
+        program = bypass_copies(program)
+    return plan_memory(relayout_logic(program), tile)
 
 
 # ---------------------------------------------------------------------------------------------

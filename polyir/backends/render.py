@@ -60,14 +60,16 @@ DOUBLE_NAMES = {"tanhf": "tanh", "expf": "exp", "expm1f": "expm1", "log1pf": "lo
                 "logf": "log", "sqrtf": "sqrt"}
 
 
-def sort_gates(op: Op):
+def sort_gates(op: Op, a: np.ndarray | None = None, b: np.ndarray | None = None):
     """A logic op's gates as runs of one gate id, so that a target runs one tight loop per run.
 
     Returns (table, runs, positional). Positional ops (lower.relayout_logic) keep their order:
     table = (a, b) pairs and gate j writes output j. Others are sorted by (gate, a): table =
-    (out, a, b) triples. runs = [(gate, lo, hi)] over table rows."""
+    (out, a, b) triples. runs = [(gate, lo, hi)] over table rows. `a`, `b` replace the op's
+    operand indices (a target that addresses operands its own way)."""
     gate = op.consts["gate"].astype(np.int64)
-    a, b = op.consts["a"].astype(np.int64), op.consts["b"].astype(np.int64)
+    a = (op.consts["a"] if a is None else a).astype(np.int64)
+    b = (op.consts["b"] if b is None else b).astype(np.int64)
     positional = bool(op.attrs.get("positional"))
     if positional:
         table = np.stack([a, b], 1)
@@ -152,7 +154,7 @@ class CStyleRenderer:
                 bodies.append(self.io_function(op, f"load_{k}", self.op_load(op)))
             elif op.op == "store":
                 bodies.append(self.io_function(op, f"store_{k}", self.op_store(op)))
-        io_fns = [n for n, _ in self.node_fns]
+        io_fns = list(self.node_fns)
         self.node_fns = []
         for node, kind, ops in program.node_ops():
             fn = self.symbol(f"node_{self.index_of(node)}")
@@ -171,9 +173,10 @@ class CStyleRenderer:
             bodies.append(f"/* node '{c_comment(node)}' ({kind}) */\n"
                           f"{self.fn_qual} void {fn}(const pctx* c) {{\n" + "\n".join(lines) + "\n}\n")
             self.node_fns.append((fn, node))
-        loads = [n for n in io_fns if n.startswith("load_")]
-        stores = [n for n in io_fns if n.startswith("store_")]
-        self.step_calls = loads + [fn for fn, _ in self.node_fns] + stores
+        loads = [(n, node) for n, node in io_fns if n.startswith("load_")]
+        stores = [(n, node) for n, node in io_fns if n.startswith("store_")]
+        self.step_names = loads + self.node_fns + stores  # (function, IR node) in call order
+        self.step_calls = [fn for fn, _ in self.step_names]
         parts = [self.header(program), self.prelude(program), "\n".join(self.consts),
                  "\n".join(bodies), self.epilogue(program)]
         return "\n".join(p for p in parts if p) + "\n"
