@@ -548,6 +548,21 @@ int {p}run(const void* const* in, void* const* out, int64_t steps, int64_t batch
             r0 = r1
         return lines
 
+    def op_tree(self, op: Op) -> list[str]:
+        n, rows = op.attrs["n_leaves"], op.attrs["rows"]
+        leaves = self.const(op, "leaves")
+        anf = self.const(op, "anf", ctype="uint16_t")  # codes 0..15
+        itype = self.index_type(op.consts["leaves"])
+        body = self.tree_body("word_t", "x[lv[{i}]]", "y[r]", n)
+        return ([f"const word_t* restrict x = {self.wbuf(op.ins[0])};",
+                 f"word_t* restrict y = {self.wbuf(op.out)};",
+                 f"const {itype}* restrict leaves = (const {itype}*)polyir_opaque({leaves});",
+                 f"const uint16_t* restrict anfs = (const uint16_t*)polyir_opaque({anf});",
+                 f"for (int64_t r = 0; r < {rows}; r++) {{",
+                 f"  const {itype}* lv = leaves + r * {n};",
+                 f"  const uint16_t* anf = anfs + r * {n - 1};"]
+                + ["  " + x for x in body] + ["}"])
+
     def op_groupsum(self, op: Op) -> list[str]:
         k, m = op.attrs["k"], op.attrs["m"]
         np_ = max(1, int(m).bit_length())

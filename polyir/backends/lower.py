@@ -28,6 +28,9 @@ Op set (out = the op's output buffer, ins = its input buffers):
   act       out[i] = ACT_EXPR[fn](x[i], alpha)
   binarize  bit j of out = x[src[j]] > thr[j]                         consts src, thr
   logic     out[j] = GATE_EXPR[gate[j]](x[a[j]], x[b[j]])            consts a, b, gate
+  tree      out[r] = a binary tree of gates over x[leaves[r, 0..L)], level 0 first; gate i of
+            row r is ANF code anf[r, i]: G(a, b) = c0 ^ c1 a ^ c2 b ^ c3 ab, bit k = ck
+            (conv and pooling windows: every row's tree is evaluated in registers)
   groupsum  out[c] = (popcount of bits c*m .. c*m+m-1 + beta) / tau   attrs k, m, tau, beta
   neuron    one time step of a neuron kind: C statements (`neuron_body`) over the state variables
             (`attrs['states']` names, buffers in `attrs['state']`) and per-neuron constants
@@ -55,7 +58,7 @@ from ..ir.walk import GraphWalker, RuleTable
 lower_rule = RuleTable("lower")
 
 OPS = ("load", "store", "add", "copy", "matvec", "spmv", "scale", "threshold", "act", "binarize",
-       "logic", "groupsum", "neuron", "spmax", "place", "binary", "clamp", "softmax", "layernorm")
+       "logic", "tree", "groupsum", "neuron", "spmax", "place", "binary", "clamp", "softmax", "layernorm")
 
 # The 16 two-input gates in difflogic's order as word-wise bitwise expressions of `a` and `b`.
 # ZERO / ONES are the all-0 / all-1 word (each renderer spells them for its word type).
@@ -746,7 +749,7 @@ def _logic_layer(ctx, name, node, values):
 
 def _tree_levels(ctx, name, x, leaves_idx, gates, final_out):
     """Reduce leaves (R, 2**d) of flat input indices (-1 = zero padding) by a gate tree, gates
-    (R, 2**d - 1) level 0 first, one logic op per level. Row r's result is output bit r."""
+    (R, 2**d - 1) level 0 first, as one `tree` op. Row r's result is output bit r."""
     rows, n_leaves = leaves_idx.shape
     g0 = n_leaves // 2
     a_idx, b_idx = leaves_idx[:, 0::2], leaves_idx[:, 1::2]
@@ -770,22 +773,14 @@ def _tree_levels(ctx, name, x, leaves_idx, gates, final_out):
             else:  # f(b) = G(0, b): G(00), G(01)
                 gate[r, c] = unary[(table[g, 0], table[g, 1])]
                 a_idx[r, c] = b_idx[r, c]
-    cur, width, start = x, g0, 0
-    level_a, level_b, level_g = a_idx, b_idx, gate
-    while True:
-        last = width == 1
-        flat_out = final_out if last else None
-        # level outputs laid out row-major: element (r, c) at r * width + c
-        cur = _logic(ctx, name, cur, level_a.reshape(-1), level_b.reshape(-1),
-                     level_g.reshape(-1), flat_out)
-        start += width
-        if last:
-            return cur
-        base = np.arange(rows)[:, None] * width
-        level_a = base + np.arange(0, width, 2)[None, :]
-        level_b = level_a + 1
-        width //= 2
-        level_g = gates[:, start:start + width]
+    gates = np.concatenate([gate, gates[:, g0:].astype(np.int64)], 1)
+    t = table[gates]  # (R, L - 1, 4)
+    anf = (t[..., 0] | (t[..., 0] ^ t[..., 2]) << 1 | (t[..., 0] ^ t[..., 1]) << 2
+           | (t[..., 0] ^ t[..., 1] ^ t[..., 2] ^ t[..., 3]) << 3)
+    leaves = np.stack([a_idx, b_idx], 2).reshape(rows, n_leaves)
+    return ctx.emit("tree", name, final_out, (x,), rows=rows, n_leaves=n_leaves,
+                    consts={"leaves": np.ascontiguousarray(leaves, dtype=np.int32),
+                            "anf": np.ascontiguousarray(anf, dtype=np.uint8)})
 
 
 @lower_rule(ir.LogicTree2d)

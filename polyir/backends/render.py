@@ -396,6 +396,34 @@ class CStyleRenderer:
                 f"    LANE(y, {out}, l) = {self.gate(g)};"] + close
         return lines
 
+    def tree_body(self, t: str, read: str, write: str, n_leaves: int) -> list[str]:
+        """Statements evaluating one row's gate tree in registers (`read(i)` gives leaf i's
+        word expression, `write` the destination; `anf` points at the row's gate codes)."""
+        zero = f"(({t}){{0}})" if t == "word_t" else f"(({t})0)"
+        lines = [f"{t} v[{n_leaves}];"]
+        lines += [f"v[{i}] = {read.format(i=i)};" for i in range(n_leaves)]
+        g, w = 0, n_leaves // 2
+        while w >= 1:
+            for i in range(w):
+                lines.append(f"{{ const {t} a = v[{2 * i}], b = v[{2 * i + 1}]; "
+                             f"const unsigned q = anf[{g}]; v[{i}] = ({zero} - (q & 1)) ^ "
+                             f"(a & ({zero} - ((q >> 1) & 1))) ^ (b & ({zero} - ((q >> 2) & 1))) ^ "
+                             f"(a & b & ({zero} - ((q >> 3) & 1))); }}")
+                g += 1
+            w //= 2
+        return lines + [f"{write} = v[0];"]
+
+    def op_tree(self, op: Op) -> list[str]:
+        n, rows = op.attrs["n_leaves"], op.attrs["rows"]
+        leaves = self.const(op, "leaves")
+        anf = self.const(op, "anf", ctype="uint16_t")  # codes 0..15
+        open_, close = self.loop2("r", rows, "l", "LANES")
+        body = [f"const {self.index_type(op.consts['leaves'])}* lv = {leaves} + r * {n};",
+                f"const uint16_t* anf = {anf} + r * {n - 1};"]
+        body += self.tree_body("lane_t", "LANE(x, lv[{i}], l)", "LANE(y, r, l)", n)
+        return ([f"const lane_t* x = {self.buf(op.ins[0])};", f"lane_t* y = {self.buf(op.out)};"]
+                + open_ + ["    " + x for x in body] + close)
+
     def op_groupsum(self, op: Op) -> list[str]:
         k, m = op.attrs["k"], op.attrs["m"]
         np_ = max(1, int(m).bit_length())
