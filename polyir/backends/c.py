@@ -549,19 +549,25 @@ int {p}run(const void* const* in, void* const* out, int64_t steps, int64_t batch
         return lines
 
     def op_tree(self, op: Op) -> list[str]:
-        n, rows = op.attrs["n_leaves"], op.attrs["rows"]
-        leaves = self.const(op, "leaves")
+        n, rows, per = op.attrs["n_leaves"], op.attrs["rows"], op.attrs["group_rows"]
+        table = self.tree_leaves(op)
+        leaves = self.const(op, "leaves", table)
         anf = self.const(op, "anf", ctype="uint16_t")  # codes 0..15
-        itype = self.index_type(op.consts["leaves"])
-        body = self.tree_body("word_t", "x[lv[{i}]]", "y[r]", n)
-        return ([f"const word_t* restrict x = {self.wbuf(op.ins[0])};",
+        itype = self.index_type(table)
+        body = self.tree_body("word_t", "x[lv[{i}]]", "y[r]", n, "m[{g}][{k}]")
+        # a kernel's gates are the same at every position: their masks are made once per kernel
+        return (["const word_t* restrict x = (const word_t*)c->ws;",
                  f"word_t* restrict y = {self.wbuf(op.out)};",
                  f"const {itype}* restrict leaves = (const {itype}*)polyir_opaque({leaves});",
                  f"const uint16_t* restrict anfs = (const uint16_t*)polyir_opaque({anf});",
-                 f"for (int64_t r = 0; r < {rows}; r++) {{",
-                 f"  const {itype}* lv = leaves + r * {n};",
-                 f"  const uint16_t* anf = anfs + r * {n - 1};"]
-                + ["  " + x for x in body] + ["}"])
+                 f"for (int64_t g = 0; g < {rows // per}; g++) {{",
+                 f"  word_t m[{n - 1}][4];",
+                 f"  for (int i = 0; i < {n - 1}; i++)",
+                 "    for (int k = 0; k < 4; k++)",
+                 f"      m[i][k] = (word_t){{0}} - (uint64_t)((anfs[g * {n - 1} + i] >> k) & 1);",
+                 f"  for (int64_t r = g * {per}; r < (g + 1) * {per}; r++) {{",
+                 f"    const {itype}* lv = leaves + r * {n};"]
+                + ["    " + x for x in body] + ["  }", "}"])
 
     def op_groupsum(self, op: Op) -> list[str]:
         k, m = op.attrs["k"], op.attrs["m"]

@@ -28,9 +28,10 @@ Op set (out = the op's output buffer, ins = its input buffers):
   act       out[i] = ACT_EXPR[fn](x[i], alpha)
   binarize  bit j of out = x[src[j]] > thr[j]                         consts src, thr
   logic     out[j] = GATE_EXPR[gate[j]](x[a[j]], x[b[j]])            consts a, b, gate
-  tree      out[r] = a binary tree of gates over x[leaves[r, 0..L)], level 0 first; gate i of
-            row r is ANF code anf[r, i]: G(a, b) = c0 ^ c1 a ^ c2 b ^ c3 ab, bit k = ck
-            (conv and pooling windows: every row's tree is evaluated in registers)
+  tree      out[r] = a binary tree of gates over x[leaves[r, 0..L)] (-1: the all-zero word of
+            ins[1]), level 0 first; gate i of row r is ANF code anf[r // group_rows, i]:
+            G(a, b) = c0 ^ c1 a ^ c2 b ^ c3 ab, bit k = ck (conv and pooling windows: each row's
+            tree is evaluated in registers)
   groupsum  out[c] = (popcount of bits c*m .. c*m+m-1 + beta) / tau   attrs k, m, tau, beta
   neuron    one time step of a neuron kind: C statements (`neuron_body`) over the state variables
             (`attrs['states']` names, buffers in `attrs['state']`) and per-neuron constants
@@ -749,37 +750,19 @@ def _logic_layer(ctx, name, node, values):
 
 def _tree_levels(ctx, name, x, leaves_idx, gates, final_out):
     """Reduce leaves (R, 2**d) of flat input indices (-1 = zero padding) by a gate tree, gates
-    (R, 2**d - 1) level 0 first, as one `tree` op. Row r's result is output bit r."""
+    (G, 2**d - 1) level 0 first, one gate row per R / G consecutive rows (a conv kernel's
+    positions share its gates), as one `tree` op. Row r's result is output bit r. Padding
+    leaves read an all-zero word (a second input buffer, zeroed with the tile)."""
     rows, n_leaves = leaves_idx.shape
-    g0 = n_leaves // 2
-    a_idx, b_idx = leaves_idx[:, 0::2], leaves_idx[:, 1::2]
-    gate = gates[:, :g0].astype(np.int64)
-    # a padded (zero) leaf: G(a, 0) and G(0, b) only depend on the other input; rewrite each as a
-    # gate of that input alone (a = b = it), or a constant when both leaves are padding.
-    table = ir.GATE_TABLE.astype(np.int64)  # (16, 4): G(00), G(01), G(10), G(11)
-    unary = {(0, 0): 0, (0, 1): GATE_A, (1, 0): 12, (1, 1): 15}  # (f(0), f(1)) -> gate of (x, x)
-    a_pad, b_pad = a_idx < 0, b_idx < 0
-    if a_pad.any() or b_pad.any():
-        gate = gate.copy()
-        a_idx, b_idx = a_idx.copy(), b_idx.copy()
-        for r, c in zip(*np.nonzero(a_pad | b_pad)):
-            g = gate[r, c]
-            if a_pad[r, c] and b_pad[r, c]:
-                gate[r, c] = 15 if table[g, 0] else 0
-                a_idx[r, c] = b_idx[r, c] = 0
-            elif b_pad[r, c]:  # f(a) = G(a, 0): G(00), G(10)
-                gate[r, c] = unary[(table[g, 0], table[g, 2])]
-                b_idx[r, c] = a_idx[r, c]
-            else:  # f(b) = G(0, b): G(00), G(01)
-                gate[r, c] = unary[(table[g, 0], table[g, 1])]
-                a_idx[r, c] = b_idx[r, c]
-    gates = np.concatenate([gate, gates[:, g0:].astype(np.int64)], 1)
-    t = table[gates]  # (R, L - 1, 4)
+    t = ir.GATE_TABLE.astype(np.int64)[gates.astype(np.int64)]  # (G, L - 1, 4)
     anf = (t[..., 0] | (t[..., 0] ^ t[..., 2]) << 1 | (t[..., 0] ^ t[..., 1]) << 2
            | (t[..., 0] ^ t[..., 1] ^ t[..., 2] ^ t[..., 3]) << 3)
-    leaves = np.stack([a_idx, b_idx], 2).reshape(rows, n_leaves)
-    return ctx.emit("tree", name, final_out, (x,), rows=rows, n_leaves=n_leaves,
-                    consts={"leaves": np.ascontiguousarray(leaves, dtype=np.int32),
+    ins = (x,)
+    if (leaves_idx < 0).any():
+        ins = (x, ctx.buffer("bit", 1, name, persistent=True))
+    return ctx.emit("tree", name, final_out, ins, rows=rows, n_leaves=n_leaves,
+                    group_rows=rows // gates.shape[0],
+                    consts={"leaves": np.ascontiguousarray(leaves_idx, dtype=np.int32),
                             "anf": np.ascontiguousarray(anf, dtype=np.uint8)})
 
 
@@ -800,8 +783,7 @@ def _logic_tree(ctx, name, node, values):
     ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
     flat = np.where(ok, (ch[:, None, :] * h + iy) * w + ix, -1)
     rows = flat.reshape(k * oh * ow, -1)  # row (k, position) in the output's C order
-    gates = np.repeat(node.gates.astype(np.int64), oh * ow, axis=0)
-    return _tree_levels(ctx, name, x, rows, gates, ctx.result(name, "bit", k * oh * ow))
+    return _tree_levels(ctx, name, x, rows, node.gates, ctx.result(name, "bit", k * oh * ow))
 
 
 @lower_rule(ir.OrPool2d)
@@ -818,7 +800,7 @@ def _or_pool(ctx, name, node, values):
                          field="padding", fix="use padding <= kernel_size // 2")
     leaves = np.where(taps >= 0, taps, first[:, None])
     leaves = np.concatenate([leaves, np.repeat(first[:, None], width - kk, 1)], 1)
-    gates = np.full((n_out, width - 1), GATE_OR, np.int64)
+    gates = np.full((1, width - 1), GATE_OR, np.int64)
     return _tree_levels(ctx, name, x, leaves, gates, ctx.result(name, "bit", n_out))
 
 

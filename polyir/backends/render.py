@@ -396,32 +396,41 @@ class CStyleRenderer:
                 f"    LANE(y, {out}, l) = {self.gate(g)};"] + close
         return lines
 
-    def tree_body(self, t: str, read: str, write: str, n_leaves: int) -> list[str]:
-        """Statements evaluating one row's gate tree in registers (`read(i)` gives leaf i's
-        word expression, `write` the destination; `anf` points at the row's gate codes)."""
-        zero = f"(({t}){{0}})" if t == "word_t" else f"(({t})0)"
+    def tree_leaves(self, op: Op) -> np.ndarray:
+        """The tree's leaves as word indices from the workspace's start (padding: the zero
+        word of ins[1])."""
+        word = self.tile // 8
+        leaves = op.consts["leaves"].astype(np.int64)
+        base = self.program.buffers[op.ins[0]].offset // word
+        zero = self.program.buffers[op.ins[-1]].offset // word
+        return np.where(leaves < 0, zero, leaves + base)
+
+    def tree_body(self, t: str, read: str, write: str, n_leaves: int, mask: str) -> list[str]:
+        """Statements evaluating one row's gate tree in registers (`read` gives leaf {i}'s word,
+        `write` the destination, `mask` the all-ones-or-zero word for bit {k} of gate {g}'s
+        code)."""
         lines = [f"{t} v[{n_leaves}];"]
         lines += [f"v[{i}] = {read.format(i=i)};" for i in range(n_leaves)]
         g, w = 0, n_leaves // 2
         while w >= 1:
             for i in range(w):
-                lines.append(f"{{ const {t} a = v[{2 * i}], b = v[{2 * i + 1}]; "
-                             f"const unsigned q = anf[{g}]; v[{i}] = ({zero} - (q & 1)) ^ "
-                             f"(a & ({zero} - ((q >> 1) & 1))) ^ (b & ({zero} - ((q >> 2) & 1))) ^ "
-                             f"(a & b & ({zero} - ((q >> 3) & 1))); }}")
+                m = [mask.format(g=g, k=k) for k in range(4)]
+                lines.append(f"{{ const {t} a = v[{2 * i}], b = v[{2 * i + 1}]; v[{i}] = {m[0]} ^ "
+                             f"(a & {m[1]}) ^ (b & {m[2]}) ^ (a & b & {m[3]}); }}")
                 g += 1
             w //= 2
         return lines + [f"{write} = v[0];"]
 
     def op_tree(self, op: Op) -> list[str]:
-        n, rows = op.attrs["n_leaves"], op.attrs["rows"]
-        leaves = self.const(op, "leaves")
+        n, rows, per = op.attrs["n_leaves"], op.attrs["rows"], op.attrs["group_rows"]
+        leaves = self.const(op, "leaves", self.tree_leaves(op))
         anf = self.const(op, "anf", ctype="uint16_t")  # codes 0..15
         open_, close = self.loop2("r", rows, "l", "LANES")
-        body = [f"const {self.index_type(op.consts['leaves'])}* lv = {leaves} + r * {n};",
-                f"const uint16_t* anf = {anf} + r * {n - 1};"]
-        body += self.tree_body("lane_t", "LANE(x, lv[{i}], l)", "LANE(y, r, l)", n)
-        return ([f"const lane_t* x = {self.buf(op.ins[0])};", f"lane_t* y = {self.buf(op.out)};"]
+        body = [f"const {self.index_type(self.tree_leaves(op))}* lv = {leaves} + r * {n};",
+                f"const uint16_t* anf = {anf} + (r / {per}) * {n - 1};"]
+        body += self.tree_body("lane_t", "LANE(x, lv[{i}], l)", "LANE(y, r, l)", n,
+                               "((lane_t)0 - (lane_t)((anf[{g}] >> {k}) & 1))")
+        return ([f"const lane_t* x = (const lane_t*)c->ws;", f"lane_t* y = {self.buf(op.out)};"]
                 + open_ + ["    " + x for x in body] + close)
 
     def op_groupsum(self, op: Op) -> list[str]:
