@@ -20,17 +20,16 @@ class _Net(torch.nn.Module):
         self.cell = cell
 
     def forward(self, x):
-        z, _ = self.cell(self.fc(x))
-        return z
+        return self.cell(self.fc(x))[0]  # (z, state); snnTorch's Synaptic: (z, syn, mem)
 
 
-def _compare(cell, scale):
+def _compare(cell, scale, n_states=1):
     net = _Net(cell.double(), scale)
     x = torch.from_numpy(np.random.default_rng(1).uniform(0, 3, (80, 4, N_IN)))
-    state, want = None, []
-    with torch.no_grad():
+    state, want = (None,) * n_states, []
+    with torch.no_grad():  # before export: snnTorch keeps the last state inside the module
         for t in range(len(x)):
-            z, state = net.cell(net.fc(x[t]), state)
+            z, *state = net.cell(net.fc(x[t]), *state)
             want.append(z.numpy())
     want = np.stack(want)
     assert want.sum() > 20
@@ -46,6 +45,12 @@ def test_snntorch_leaky(reset, delay):
     snn = pytest.importorskip("snntorch")
     _compare(snn.Leaky(beta=torch.tensor([0.8, 0.7, 0.9, 0.6]), reset_mechanism=reset,
                        reset_delay=delay), 1.0)
+
+
+def test_snntorch_synaptic():
+    snn = pytest.importorskip("snntorch")
+    _compare(snn.Synaptic(alpha=torch.tensor([0.7, 0.5, 0.9, 0.6]),
+                          beta=torch.tensor([0.8, 0.7, 0.9, 0.6])), 1.0, n_states=2)
 
 
 @pytest.mark.parametrize("cell", ["LIFBoxCell", "LIFCell"])

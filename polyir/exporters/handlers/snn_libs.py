@@ -7,6 +7,9 @@ snnTorch (1.0) `Leaky(init_hidden=False)`: forward(x, mem) -> (spk, mem); mem <-
   reset_delay=False right after the spike), spike
   when mem > threshold. That is NIR's LIF at dt = 1, Euler, with tau = r = 1 / (1 - beta):
   reset_mechanism 'subtract' -> reset_mode 'subtract', 'zero' -> reset to v_reset = 0.
+  `Synaptic`: forward(x, syn, mem) -> (spk, syn, mem) with syn <- alpha syn + x first: a CubaLIF
+  with tau_syn = w_in = 1 / (1 - alpha); use it as `cell(x)[0]` (the exporter's state protocol
+  takes (out, state) pairs, not three values).
 Norse (1.1) `LIFBoxCell` / `LIFCell`: forward(x, state) -> (z, state); one Euler step of NIR's
   LIF / CubaLIF at the cell's dt with tau = 1 / tau_inv, r = 1, reset to v_reset at once;
   LIFCell adds the whole input to the current (w_in = tau_syn / dt, see the NIR conventions).
@@ -26,20 +29,28 @@ def _named(m, name: str, *attrs) -> bool:
     return type(m).__name__ == name and all(hasattr(m, a) for a in attrs)
 
 
-def _is_snntorch_leaky(m) -> bool:
-    return _named(m, "Leaky", "beta", "threshold", "reset_mechanism", "init_hidden") \
-        and type(m).__module__.startswith("snntorch")
+def _is_snntorch_neuron(m) -> bool:
+    return (type(m).__name__ in ("Leaky", "Synaptic")
+            and all(hasattr(m, a) for a in ("beta", "threshold", "reset_mechanism", "init_hidden"))
+            and type(m).__module__.startswith("snntorch"))
 
 
-@recogniser("snntorch.Leaky", _is_snntorch_leaky, returns_state=True)
-def _snntorch_leaky(ctx, name, m, values):
+def _one_minus_inverse(ctx, decay):
+    """1 / (1 - decay) per element, the decay clamped to [0, 1] as snnTorch does."""
+    d = np.clip(ctx.array(decay).astype(np.float64), 0, 1)
+    return _full(ctx, (1 / (1 - d)).astype(ctx.float_dtype))
+
+
+@recogniser("snntorch.Leaky/Synaptic", _is_snntorch_neuron, returns_state=True)
+def _snntorch_neuron(ctx, name, m, values):
+    kind = type(m).__name__
     if m.init_hidden:
-        raise ctx.error("snnTorch Leaky with init_hidden=True keeps its membrane inside the "
+        raise ctx.error(f"snnTorch {kind} with init_hidden=True keeps its membrane inside the "
                         "module and returns only spikes", field="init_hidden",
-                        fix="build it with init_hidden=False and call spk, mem = leaky(x, mem)")
+                        fix="build it with init_hidden=False and take the spikes as cell(x)[0]")
     for flag in ("inhibition", "state_quant", "output"):
         if getattr(m, flag, False):
-            raise ctx.error(f"snnTorch Leaky with {flag} set has no polyir equivalent",
+            raise ctx.error(f"snnTorch {kind} with {flag} set has no polyir equivalent",
                             field=flag, fix=f"build it without {flag}")
     if m.reset_mechanism not in _SNNTORCH_RESETS:
         raise ctx.error(f"snnTorch reset_mechanism={m.reset_mechanism!r} has no polyir "
@@ -47,12 +58,16 @@ def _snntorch_leaky(ctx, name, m, values):
                         fix=f"use one of {sorted(_SNNTORCH_RESETS)}")
     ctx.set_metadata("dt", 1.0)
     ctx.set_metadata("discretization", "euler")
-    beta = np.clip(ctx.array(m.beta).astype(np.float64), 0, 1)  # snnTorch clamps beta too
-    tau = _full(ctx, (1 / (1 - beta)).astype(ctx.float_dtype))
+    tau = _one_minus_inverse(ctx, m.beta)
     zeros = np.zeros_like(tau)
-    return ir.LIF(tau, tau.copy(), zeros, _full(ctx, m.threshold), zeros.copy(),
-                  reset_mode=_SNNTORCH_RESETS[m.reset_mechanism],
-                  reset_delay=bool(getattr(m, "reset_delay", True)))
+    options = {"reset_mode": _SNNTORCH_RESETS[m.reset_mechanism],
+               "reset_delay": bool(getattr(m, "reset_delay", True))}
+    if type(m).__name__ == "Leaky":
+        return ir.LIF(tau, tau.copy(), zeros, _full(ctx, m.threshold), zeros.copy(), **options)
+    # Synaptic: i <- alpha i + x, then mem <- beta mem + i with the new current
+    tau_syn = _one_minus_inverse(ctx, m.alpha)
+    return ir.CubaLIF(tau_syn, tau, tau.copy(), zeros, _full(ctx, m.threshold), zeros.copy(),
+                      w_in=tau_syn.copy(), **options)
 
 
 def _is_norse_cell(m) -> bool:
