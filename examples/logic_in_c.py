@@ -1,9 +1,9 @@
 """Train a logic-gate network, export it, and use it from C.
 
 A difflogic-style network (Binarize -> LogicLayer -> LogicLayer -> GroupSum, from polyir.nn) is
-trained on scikit-learn's bundled 8x8 digits (no download), exported to model.h5, written as C by
-`polyir codegen`, and compiled together with the tiny examples/logic_in_c/main.c into a program
-`classify`. Its predictions are the torch model's eval-mode predictions, exactly.
+trained on scikit-learn's bundled 8x8 digits (no download), exported to model.h5, written as C and
+a header by `polyir codegen` (symbols prefixed `digits_`), and compiled together with the tiny
+examples/logic_in_c/main.c into a program `classify`. Its predictions are the torch model's eval-mode predictions, exactly.
 
     python examples/logic_in_c.py [--epochs 10] [--out folder]
 """
@@ -61,7 +61,8 @@ def main():
 
     polyir.save(polyir.export(model, x_test[:1]), out / "model.h5")
     subprocess.run([sys.executable, "-m", "polyir.cli", "codegen", str(out / "model.h5"),
-                    "-o", str(out / "model.c")], check=True)
+                    "-o", str(out / "model.c"), "--header", str(out / "model.h"),
+                    "--prefix", "digits_"], check=True)
     shutil.copy(HERE / "logic_in_c" / "main.c", out / "main.c")
     cc = os.environ.get("CC", "cc")
     subprocess.run([cc, "-O2", "-Wno-psabi", "-o", str(out / "classify"), str(out / "main.c"),

@@ -1,5 +1,7 @@
 /* A tiny C program that classifies 8x8 digit images with a logic-gate network exported by
- * polyir. model.c comes from `polyir codegen model.h5 -o model.c`; build both together:
+ * polyir. model.c and model.h come from
+ *     polyir codegen model.h5 -o model.c --header model.h --prefix digits_
+ * build both together:
  *
  *     cc -O2 -o classify main.c model.c -lm -pthread
  *     ./classify digits.f32 450        (450 samples of 64 float32 pixels, one after another)
@@ -9,9 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* The entry point polyir generates (its header comment in model.c documents the arguments). */
-int polyir_run(const void* const* in, void* const* out, int64_t steps, int64_t batch,
-               int threads);
+#include "model.h" /* digits_run and friends, documented in docs/c-abi.md */
 
 enum { PIXELS = 64, CLASSES = 10 };
 
@@ -31,8 +31,8 @@ int main(int argc, char** argv) {
     fclose(f);
     const void* in[1] = {x};
     void* out[1] = {scores};
-    if (polyir_run(in, out, 1, n, 1) != 0) {  /* one time step, n samples, one thread */
-        fprintf(stderr, "polyir_run failed\n");
+    if (digits_run(in, out, 1, n, 1) != 0) {  /* one time step, n samples, one thread */
+        fprintf(stderr, "digits_run failed\n");
         return 1;
     }
     for (long i = 0; i < n; i++) {
