@@ -8,36 +8,25 @@ import pickle
 import platform
 import shutil
 import subprocess
-import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 
 import polyir
 from polyir import ir
-from polyir.backends import CompileError, c
+from polyir.backends import c
+
+from logic_reference import GATES, random_logic_net
 
 needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
                               reason="needs a C compiler")
 pytestmark = needs_cc
 
-GATES = (lambda a, b: np.zeros_like(a), lambda a, b: a & b, lambda a, b: a & ~b, lambda a, b: a,
-         lambda a, b: ~a & b, lambda a, b: b, lambda a, b: a ^ b, lambda a, b: a | b,
-         lambda a, b: ~(a | b), lambda a, b: ~(a ^ b), lambda a, b: ~b, lambda a, b: a | ~b,
-         lambda a, b: ~a, lambda a, b: ~a | b, lambda a, b: ~(a & b), lambda a, b: np.ones_like(a))
 
 
 def logic_graph(seed, n_in=32, widths=(96, 60), k=4, tau=2.0):
-    rng = np.random.default_rng(seed)
-    layers, prev = [], n_in
-    for w in widths:
-        layers.append(ir.LogicLayer(rng.integers(0, prev, w), rng.integers(0, prev, w),
-                                    rng.integers(0, 16, w)))
-        prev = w
-    return ir.Graph.sequential(*layers, ir.GroupSum(k, tau=tau), input_shape=(n_in,),
-                               input_elem="bit")
+    return random_logic_net(seed, n_in, widths, k, tau)
 
 
 def reference(graph, x):

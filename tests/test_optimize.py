@@ -10,11 +10,9 @@ import polyir
 import polyir.nn
 from polyir import ir
 
+from logic_reference import GATES, random_logic_net
+
 # difflogic's gate order, written out independently of polyir
-GATES = (lambda a, b: np.zeros_like(a), lambda a, b: a & b, lambda a, b: a & ~b, lambda a, b: a,
-         lambda a, b: ~a & b, lambda a, b: b, lambda a, b: a ^ b, lambda a, b: a | b,
-         lambda a, b: ~(a | b), lambda a, b: ~(a ^ b), lambda a, b: ~b, lambda a, b: a | ~b,
-         lambda a, b: ~a, lambda a, b: ~a | b, lambda a, b: ~(a & b), lambda a, b: np.ones_like(a))
 
 
 def evaluate(graph, *xs):
@@ -50,14 +48,7 @@ def gates(graph):
 
 
 def random_net(seed, n_in=64, widths=(300, 300, 200), k=10, beta=0.0):
-    rng = np.random.default_rng(seed)
-    layers, prev = [], n_in
-    for w in widths:
-        layers.append(ir.LogicLayer(rng.integers(0, prev, w), rng.integers(0, prev, w),
-                                    rng.integers(0, 16, w)))
-        prev = w
-    return ir.Graph.sequential(*layers, ir.GroupSum(k, tau=3.0, beta=beta), input_shape=(n_in,),
-                               input_elem="bit")
+    return random_logic_net(seed, n_in, widths, k, tau=3.0, beta=beta)
 
 
 def assert_same(g, h, n_in, seed=0, n=500):
