@@ -71,6 +71,30 @@ def test_snntorch_file(cell):
     _check(nir_graph, "snntorch", x, want, ("torch", "c") if cell == "Leaky" else ("torch",))
 
 
+def test_snntorch_recurrent_file():
+    """RLeaky's NIR file is a nested graph (LIF with a recurrent Affine): the convention reaches
+    the inner LIF. float32 throughout (RLeaky keeps float32 spikes inside, whatever .double())."""
+    snn = pytest.importorskip("snntorch")
+    from snntorch.export_nir import export_to_nir
+    params = {"beta": torch.full((N,), 0.8), "threshold": torch.ones(N), "linear_features": N}
+    lin, hidden = _linear(3.0), snn.RLeaky(**params, init_hidden=True)
+    nir_graph = export_to_nir(torch.nn.Sequential(lin, hidden), torch.zeros(N_IN))
+    neuron = snn.RLeaky(**params)
+    neuron.recurrent.load_state_dict(hidden.recurrent.state_dict())
+    x = _inputs().astype(np.float32)
+    spk, mem, want = None, None, []
+    with torch.no_grad():
+        for t in range(len(x)):
+            current = lin(torch.from_numpy(x[t]))
+            spk, mem = neuron(current) if spk is None else neuron(current, spk, mem)
+            want.append(spk.numpy())
+    assert np.stack(want).sum() > 20
+    g = polyir.from_nir(nir_graph, convention="snntorch")
+    for backend in ("torch", "c"):
+        np.testing.assert_array_equal(polyir.compile(g, backend).run(x), np.stack(want),
+                                      err_msg=backend)
+
+
 @pytest.mark.parametrize("cell", ["LIFBoxCell", "LIFCell"])
 def test_norse_file(cell):
     norse = pytest.importorskip("norse.torch")
