@@ -15,7 +15,9 @@ input.
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
 import warnings
 import zlib
@@ -50,6 +52,18 @@ MAX_DEPTH = 32
 #: a compressed dataset may declare at most this many times the bytes it stores (gzip cannot
 #: exceed ~1032:1): more is a decompression bomb or a dataset whose data was never written.
 MAX_EXPANSION = 2048
+#: a fixed-length string may declare at most this many bytes (more is refused before reading).
+MAX_STRING_BYTES = 1 << 20
+#: HDF5 filters a dataset may use: those built into HDF5 and h5py that polyir and NIR write.
+#: Anything else is refused before reading (so no filter plugin is ever looked up or loaded).
+ALLOWED_FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 32000: "lzf"}
+#: the parse of a file runs first in a child process with these bounds (see _parse_isolated):
+#: seconds (plus LOAD_TIMEOUT_PER_MB per MB of file), and bytes of memory beyond what the
+#: process had (plus LOAD_MEMORY_PER_BYTE bytes per byte of the file, for arrays that decompress).
+LOAD_TIMEOUT = 10.0
+LOAD_TIMEOUT_PER_MB = 1.0
+LOAD_MEMORY = 128 << 20
+LOAD_MEMORY_PER_BYTE = 32
 
 _FAMILY_DTYPES = {
     "real": "f",      # float16/32/64 (checked by itemsize below)
@@ -234,7 +248,13 @@ def _write_graph(group, graph: Graph, compression):
 
 
 class _Reader:
-    def __init__(self, path, max_array_bytes, max_total_bytes, strict):
+    """Reads a file by the kinds' field specs. With `probe`, it walks the file as a load would
+    (every object header, link, string and contiguous array, the index of every chunked array)
+    without decompressing chunked arrays or building nodes: what the bounded child process
+    runs before the real read (see _parse_isolated)."""
+
+    def __init__(self, path, max_array_bytes, max_total_bytes, strict, probe=False):
+        self.probe = probe
         self.path = path
         self.max_array = max_array_bytes
         self.max_total = max_total_bytes
@@ -261,11 +281,37 @@ class _Reader:
             obj = group[name]
         except Exception as exc:
             raise self.fail(f"{where}/{name}", f"cannot be opened: {exc}") from None
+        if isinstance(obj, h5py.Dataset):
+            self.check_storage(obj, f"{where}/{name}")
         if want_group is True and not isinstance(obj, h5py.Group):
             raise self.fail(f"{where}/{name}", "must be a group, found a dataset")
         if want_group is False and not isinstance(obj, h5py.Dataset):
             raise self.fail(f"{where}/{name}", "must be a dataset, found a group")
         return obj
+
+    def check_storage(self, ds, where):
+        """Refuse, before any read, a dataset whose bytes are not in this file (external raw
+        storage, a virtual dataset) or that needs a filter outside ALLOWED_FILTERS."""
+        from h5py import h5d
+        try:
+            dcpl = ds.id.get_create_plist()
+            layout = dcpl.get_layout()
+            external = dcpl.get_external_count()
+            filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
+        except Exception as exc:
+            raise self.fail(where, f"unreadable dataset layout: {exc}") from None
+        if layout == h5d.VIRTUAL:
+            raise self.fail(where, "is a virtual dataset (its data would be read from other "
+                            "files); refused: polyir reads only the file it was given")
+        if external:
+            raise self.fail(where, "keeps its data in external file(s); refused: polyir reads "
+                            "only the file it was given (re-save the graph with polyir.save)")
+        if layout not in (h5d.COMPACT, h5d.CONTIGUOUS, h5d.CHUNKED):
+            raise self.fail(where, f"has an unknown storage layout {layout}")
+        unknown = [f for f in filters if f not in ALLOWED_FILTERS]
+        if unknown:
+            raise self.fail(where, f"uses HDF5 filter(s) {unknown}; allowed are "
+                            f"{sorted(ALLOWED_FILTERS.values())} (re-save it with polyir.save)")
 
     def keys(self, group, where):
         try:
@@ -288,6 +334,9 @@ class _Reader:
         if dtype.kind == "f" and dtype.itemsize not in (2, 4, 8):
             raise self.fail(where, f"has float dtype {dtype}; allowed are float16/32/64")
         self.check_size(ds, shape, dtype.itemsize, where)
+        if self.probe and ds.chunks is not None:
+            self.walk_chunks(ds, where)
+            return np.zeros((), dtype)
         try:
             return np.asarray(ds[()])
         except FormatError:
@@ -327,6 +376,7 @@ class _Reader:
         if ds.shape != () or ds.dtype.kind not in "OS" or (
                 ds.dtype.kind == "O" and h5py.check_string_dtype(ds.dtype) is None):
             raise self.fail(where, f"must be a scalar string, found {ds.dtype} {ds.shape}")
+        self.check_string_size(ds, where)
         try:
             value = ds[()]
         except Exception as exc:
@@ -338,6 +388,32 @@ class _Reader:
                 raise self.fail(where, "is not valid UTF-8") from None
         return value
 
+    def walk_chunks(self, ds, where):
+        """Visit a chunked dataset's index (where HDF5 would find each chunk) and check that
+        every chunk lies inside the file; decompressing allowed filters is bounded by itself."""
+        end = self.file_size if self.file_size is not None else float("inf")
+        bad = []
+
+        def visit(info):
+            if info.byte_offset is None or info.byte_offset + info.size > end:
+                bad.append(info)
+
+        try:
+            if hasattr(ds.id, "chunk_iter"):
+                ds.id.chunk_iter(visit)
+            else:  # older HDF5: one lookup per chunk
+                for i in range(ds.id.get_num_chunks()):
+                    visit(ds.id.get_chunk_info(i))
+        except Exception as exc:
+            raise self.fail(where, f"unreadable chunk index: {exc}") from None
+        if bad:
+            raise self.fail(where, "has a chunk outside the file: truncated or forged")
+
+    def check_string_size(self, ds, where):
+        if ds.dtype.kind == "S" and ds.dtype.itemsize > MAX_STRING_BYTES:
+            raise self.fail(where, f"declares strings of {ds.dtype.itemsize:,} bytes each, over "
+                            f"the limit of {MAX_STRING_BYTES:,}")
+
     def read_strings(self, ds, where, ndim) -> np.ndarray:
         import h5py
         if not isinstance(ds, h5py.Dataset):
@@ -347,6 +423,7 @@ class _Reader:
             raise self.fail(where, f"must hold strings, found {ds.dtype}")
         if ds.shape is None or len(ds.shape) != ndim:
             raise self.fail(where, f"must be {ndim}-D, found shape {ds.shape}")
+        self.check_string_size(ds, where)
         self.check_size(ds, ds.shape, 16 if ds.dtype.kind == "O" else ds.dtype.itemsize, where)
         try:
             raw = ds[()]
@@ -393,6 +470,8 @@ class _Reader:
         return self.build(cls, self._record_kwargs(group, cls, where), where)
 
     def build(self, cls, kwargs, where):
+        if self.probe:
+            return None
         try:
             return cls(**kwargs)
         except GraphError as exc:
@@ -572,13 +651,19 @@ def _check_format(reader: _Reader, f):
 
 
 def load(path, *, strict: bool = False, max_array_bytes: int = MAX_ARRAY_BYTES,
-         max_total_bytes: int = MAX_TOTAL_BYTES, convention: str | None = None) -> Graph:
+         max_total_bytes: int = MAX_TOTAL_BYTES, convention: str | None = None,
+         timeout: float | str | None = "auto") -> Graph:
     """Read and check a polyir or NIR `.h5`/`.nir` file. Raises FormatError for anything
     malformed. `strict=True` also refuses inconsistent Output shapes that older NIR writers left
     (by default they are adopted with a PolyirWarning). `convention` reads a NIR file as the
-    named spiking library wrote it (see polyir.ir.conventions)."""
-    import h5py
+    named spiking library wrote it (see polyir.ir.conventions).
 
+    The loader reads only this file (links, external and virtual storage and unlisted filters
+    are refused before any read) and is bounded: on POSIX systems the file is first parsed in a
+    child process that is killed after `timeout` seconds (default "auto": LOAD_TIMEOUT plus
+    LOAD_TIMEOUT_PER_MB per MB of file) and may use LOAD_MEMORY bytes plus LOAD_MEMORY_PER_BYTE
+    per byte of the file; only a file the child parsed is read here.
+    `timeout=None` parses in this process only (a corrupted file can then hang the caller)."""
     path = os.fspath(path)
     if convention is not None:
         convention_entry(convention)
@@ -586,6 +671,28 @@ def load(path, *, strict: bool = False, max_array_bytes: int = MAX_ARRAY_BYTES,
         raise FormatError("no such file" if not os.path.exists(path) else "not a regular file",
                           path=path)
     reader = _Reader(path, max_array_bytes, max_total_bytes, strict)
+    if timeout == "auto":
+        timeout = LOAD_TIMEOUT + LOAD_TIMEOUT_PER_MB * (reader.file_size or 0) / 1e6
+    if timeout is not None and hasattr(os, "fork") and sys.platform.startswith("linux"):
+        _parse_isolated(path, _Reader(path, max_array_bytes, max_total_bytes, strict, probe=True),
+                        float(timeout))
+    graph = _parse(path, reader)
+    try:
+        graph = apply_convention(graph, convention)
+        _repair_outputs(graph, "/node", reader)
+        graph.check()
+    except FormatError:
+        raise
+    except GraphError as exc:
+        raise FormatError(f"the graph is invalid: {exc}", path=path) from exc
+    except Exception as exc:  # shape arithmetic on hostile values, etc.
+        raise FormatError(f"the graph is invalid: {type(exc).__name__}: {exc}", path=path) from exc
+    return graph
+
+
+def _parse(path, reader: _Reader) -> Graph:
+    """The file's graph, unchecked: every HDF5 read of a load happens here."""
+    import h5py
     try:
         f = h5py.File(path, "r")
     except Exception as exc:
@@ -598,21 +705,107 @@ def load(path, *, strict: bool = False, max_array_bytes: int = MAX_ARRAY_BYTES,
             if root is None:
                 raise reader.fail("/", "has no 'node' group: not a NIR/polyir file")
             graph = reader.read_node(root, "/node")
-            if not isinstance(graph, Graph):
+            if not isinstance(graph, Graph) and not reader.probe:
                 raise reader.fail("/node", f"the root node must be a graph, found "
                                   f"{graph.kind_name}")
     except FormatError:
         raise
     except Exception as exc:  # h5py/HDF5 errors on damaged files, recursion on hostile nesting
         raise FormatError(f"cannot be read ({type(exc).__name__}: {exc})", path=path) from None
-    try:
-        graph = apply_convention(graph, convention)
-        _repair_outputs(graph, "/node", reader)
-        graph.check()
-    except FormatError:
-        raise
-    except GraphError as exc:
-        raise FormatError(f"the graph is invalid: {exc}", path=path) from exc
-    except Exception as exc:  # shape arithmetic on hostile values, etc.
-        raise FormatError(f"the graph is invalid: {type(exc).__name__}: {exc}", path=path) from exc
     return graph
+
+
+def _parse_isolated(path, reader: _Reader, timeout: float) -> None:
+    """Parse the file in a forked child bounded in time and memory; raise the FormatError it
+    found, or one saying that it hung, crashed or ran out of memory.
+
+    A corrupted file can make the HDF5 library loop or allocate gigabytes inside one C call,
+    which no Python code can interrupt; a child process can be killed. Forking costs a few
+    milliseconds; the child walks the file without decompressing chunked arrays or building
+    nodes (_Reader's probe), then this process reads it: see docs/security.md."""
+    import faulthandler
+    import select
+    import signal
+    import time
+
+    import h5py
+    budget = LOAD_MEMORY + LOAD_MEMORY_PER_BYTE * (reader.file_size or 0)
+    rfd, wfd = os.pipe()
+    with h5py._objects.phil:  # no other thread is inside HDF5 while the process forks
+        pid = os.fork()
+    if pid == 0:  # the child: parse, report, exit without running any parent cleanup
+        code = 0
+        try:
+            os.close(rfd)
+            faulthandler.disable()  # a crash is reported by the parent, not dumped here
+            _limit_memory(budget)
+            try:
+                _parse(path, reader)
+                message = ["ok"]
+            except FormatError as exc:
+                message = ["format", exc.reason, exc.where]
+            except MemoryError:
+                message = ["memory"]
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                message = ["error", f"{type(exc).__name__}: {exc}"]
+            data = json.dumps(message).encode()[:1 << 16]
+            while data:
+                data = data[os.write(wfd, data):]
+        except BaseException:  # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    chunks, deadline, hung = [], time.monotonic() + timeout, False
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([rfd], [], [], left)[0]:
+                hung = True
+                break
+            chunk = os.read(rfd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(rfd)
+        if hung:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    if hung:
+        raise FormatError(f"parsing did not finish within {timeout:g} s (a corrupted file can "
+                          "make the HDF5 library loop); pass timeout= to load() if the file is "
+                          "genuine and huge", path=reader.path)
+    try:
+        message = json.loads(b"".join(chunks).decode())
+    except ValueError:
+        message = None
+    if not isinstance(message, list) or not message:
+        how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+               else f"exit status {os.WEXITSTATUS(status)}")
+        raise FormatError(f"the HDF5 library crashed parsing the file ({how}); the file is "
+                          "corrupted", path=reader.path)
+    if message[0] == "ok":
+        return
+    if message[0] == "format" and len(message) == 3:
+        raise FormatError(str(message[1]), path=reader.path,
+                          where=None if message[2] is None else str(message[2]))
+    if message[0] == "memory":
+        raise FormatError(f"parsing needs more than {budget:,} bytes of memory (a forged "
+                          "length or a decompression bomb)", path=reader.path)
+    raise FormatError(f"cannot be read ({message[-1]})", path=reader.path)
+
+
+def _limit_memory(extra: int) -> None:
+    """Cap this (child) process's address space at its current size plus `extra` bytes."""
+    import resource
+    try:
+        with open("/proc/self/statm") as fh:
+            now = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = now + extra
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (OSError, ValueError):  # no /proc or no limits: the time bound still holds
+        pass
