@@ -686,7 +686,8 @@ def test_cache_hit_and_key(tmp_path):
     assert not a.cache_hit and b.cache_hit and a.path == b.path
     c = polyir.compile(g, "c", cache_dir=tmp_path, portable=True)
     assert c.path != a.path  # flags are part of the key
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".c", ".c", ".so", ".so"]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".c", ".c", ".sha256", ".sha256",
+                                                            ".so", ".so"]
 
 
 def test_two_processes_compile_the_same_graph_at_once(tmp_path):
@@ -710,7 +711,7 @@ def test_two_processes_compile_the_same_graph_at_once(tmp_path):
     y0, y1 = np.load(tmp_path / "y0.npy"), np.load(tmp_path / "y1.npy")
     np.testing.assert_array_equal(y0, y1)
     files = sorted(f.name for f in (tmp_path / "cache").iterdir())
-    assert len(files) == 2 and not any(f.startswith(".") for f in files), files  # no temp left
+    assert len(files) == 3 and not any(f.startswith(".") for f in files), files  # no temp left
 
 
 def test_compiler_missing_and_failing(tmp_path):

@@ -15,6 +15,8 @@ from polyir.backends import cuda as cuda_backend
 
 from test_backend_c import NEURONS, Ref, random_inputs
 
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
 F32 = np.float32
 
 # names that once broke the generated C: keywords, the ABI's own symbols, C library functions
@@ -310,3 +312,126 @@ def test_a_flipped_bit_that_makes_libhdf5_loop_is_a_format_error_in_bounded_time
     with pytest.raises(polyir.FormatError):
         polyir.load(path, timeout=2)
     assert time.monotonic() - t0 < 30
+
+
+# ---------------------------------------------------------------------------------------------
+# the compile cache loads only what it built
+# ---------------------------------------------------------------------------------------------
+
+def _cached(tmp_path):
+    """A graph built into a fresh cache, not loaded in this process (damaging a library this
+    process has mapped would kill it, as it would any program)."""
+    g = family_graphs()["logic"]
+    xs = random_inputs(g, 9, np.random.default_rng(2))
+    so, _, hit = c_backend.build(c_backend.codegen(g), cache=tmp_path / "cache")
+    assert not hit
+    return g, xs, so, Ref(g)(*xs)[0]
+
+
+@pytest.mark.parametrize("damage", ["half", "empty", "digest"])
+def test_a_damaged_cache_entry_is_rebuilt_not_loaded(tmp_path, damage):
+    g, xs, so, want = _cached(tmp_path)
+    data = so.read_bytes()
+    if damage == "half":  # dlopen of a truncated object used to die of SIGBUS
+        so.write_bytes(data[:len(data) // 2])
+    elif damage == "empty":
+        so.write_bytes(b"")
+    else:
+        so.with_suffix(".sha256").write_text("0" * 64)
+    again = polyir.compile(g, "c", cache_dir=tmp_path / "cache")
+    assert not again.cache_hit and again.path == so
+    assert so.read_bytes() == data or len(so.read_bytes()) > len(data) // 2
+    np.testing.assert_array_equal(again(*xs), want)
+
+
+def test_a_foreign_object_under_the_expected_name_is_never_loaded(tmp_path):
+    """A shared object whose constructor runs on dlopen, placed where the cache expects the
+    graph's build: it must be rebuilt over, its constructor never run."""
+    import subprocess
+    g, xs, so, want = _cached(tmp_path)
+    marker = tmp_path / "constructor-ran"
+    src = tmp_path / "evil.c"
+    src.write_text('#include <stdio.h>\n__attribute__((constructor)) static void hello(void) '
+                   f'{{ FILE* f = fopen("{marker}", "w"); if (f) fclose(f); }}\n'
+                   "int polyir_run_packed(void) { return 0; }\n")
+    subprocess.run(["cc", "-shared", "-fPIC", str(src), "-o", str(so)], check=True)
+    again = polyir.compile(g, "c", cache_dir=tmp_path / "cache")
+    assert not marker.exists() and not again.cache_hit
+    np.testing.assert_array_equal(again(*xs), want)
+
+
+def test_the_cache_folder_is_private_and_refused_when_others_can_write(tmp_path):
+    import os
+    import stat
+    from polyir.backends import CompileError
+    g = family_graphs()["ffnn"]
+    fresh = tmp_path / "new" / "cache"
+    polyir.compile(g, "c", cache_dir=fresh)
+    assert stat.S_IMODE(fresh.stat().st_mode) & 0o077 == 0
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(CompileError, match=f"(?s){shared}.*written by other users.*chmod 700"):
+        polyir.compile(g, "c", cache_dir=shared)
+    if os.getuid() == 0:  # root can hand the folder to someone else
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 12345, 12345)
+        with pytest.raises(CompileError, match=f"{theirs}.*owned by another user"):
+            polyir.compile(g, "c", cache_dir=theirs)
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_temporary_files_of_killed_compiles_and_saves_are_removed(tmp_path):
+    import os
+    g = family_graphs()["ffnn"]
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    dead, alive = _dead_pid(), os.getpid()
+    key = "0123abcd" * 5
+    left = [cache / f".polyir-{key}-{dead}.x1y2z3.c", cache / f".polyir-{key}-{dead}.x1y2z3.so"]
+    mine = cache / f".polyir-{key}-{alive}.q9w8e7.c"
+    for p in left + [mine]:
+        p.write_bytes(b"x" * 1000)
+    polyir.compile(g, "c", cache_dir=cache)
+    assert not any(p.exists() for p in left) and mine.exists()
+    target = tmp_path / "model.h5"
+    stale = tmp_path / f".model.h5.{dead}.abc123.tmp"
+    other = tmp_path / f".other.h5.{dead}.abc123.tmp"  # not this target's: left alone
+    stale.write_bytes(b"partial")
+    other.write_bytes(b"partial")
+    polyir.save(g, target)
+    assert not stale.exists() and other.exists() and polyir.load(target) == g
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".other.h5." + other.name.split(".", 3)[-1], "cache", "model.h5"])
+
+
+def test_a_killed_save_leaves_a_temporary_file_that_the_next_save_removes(tmp_path):
+    """kill -9 during a save: the target is the old graph; the next save cleans up."""
+    import signal
+    import subprocess
+    import sys
+    target = tmp_path / "model.h5"
+    polyir.save(family_graphs()["ffnn"], target)
+    script = (f"import os, signal, polyir, sys; sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+              "from families import family_graphs\n"
+              "import polyir.ir.h5 as h5\n"
+              "real = h5._write_graph\n"
+              "def die(*a, **k):\n"
+              "    real(*a, **k); os.kill(os.getpid(), signal.SIGKILL)\n"
+              "h5._write_graph = die\n"
+              f"polyir.save(family_graphs()['logic'], {str(target)!r})\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -signal.SIGKILL
+    assert polyir.load(target) == family_graphs()["ffnn"]
+    assert len(list(tmp_path.glob(".model.h5.*.tmp"))) == 1
+    polyir.save(family_graphs()["cnn"], target)
+    assert list(tmp_path.glob(".model.h5.*")) == []

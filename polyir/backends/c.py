@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 from .. import ir
 from ..ir.errors import GraphError
 from . import CompileError, Compiled
+from . import cache as cache_store
 from .lower import Op, Program, operands, prepare
 from .render import CStyleRenderer, c_comment, sort_gates
 
@@ -590,11 +590,7 @@ int {p}run(const void* const* in, void* const* out, int64_t steps, int64_t batch
 # ---------------------------------------------------------------------------------------------
 
 def cache_dir() -> Path:
-    env = os.environ.get("POLYIR_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "polyir"
+    return cache_store.default_folder()
 
 
 @functools.lru_cache(maxsize=8)
@@ -679,20 +675,15 @@ def build(source: str, cc: str | None = None, portable: bool = False, extra_flag
     ident = compiler_identity(cc)
     flags = flags_for(portable, tuple(extra_flags), opt_level)
     key = hashlib.sha256("\0".join([source, " ".join(flags), ident]).encode()).hexdigest()[:40]
-    folder = Path(cache) if cache is not None else cache_dir()
+    folder = cache_store.folder(cache)  # 0700, ours, stale temporary files removed
     so = folder / f"polyir-{key}.so"
-    if so.is_file():
+    if cache_store.verified(so):  # the digest recorded beside it matches: safe to dlopen
         return so, 0.0, True
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CompileError(f"cannot create the cache folder {folder}: {exc}",
-                           fix="set $POLYIR_CACHE to a writable folder") from None
     t0 = time.perf_counter()
-    fd, tmp_c = tempfile.mkstemp(prefix=f".polyir-{key}-", suffix=".c", dir=folder)
+    tmp_c = cache_store.temp_name(folder, key, ".c")
     tmp_so = tmp_c[:-2] + ".so"
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp_c, "w") as f:
             f.write(source)
         cmd = [ident.split("\n")[0], *flags, "-o", tmp_so, tmp_c, "-lm", "-pthread"]
         proc = _run_compiler(cmd, what)
@@ -704,7 +695,7 @@ def build(source: str, cc: str | None = None, portable: bool = False, extra_flag
             raise CompileError(f"{cc} failed (exit {proc.returncode}) compiling the generated C:\n"
                                f"{msg}", fix="report this with the generated source (.source); "
                                              "try portable=True if -march=native is the problem")
-        os.replace(tmp_so, so)  # atomic: readers see the old file, no file, or the whole new one
+        cache_store.publish(tmp_so, so)  # digest, then an atomic rename into place
         src = folder / f"polyir-{key}.c"
         os.replace(tmp_c, src)
     finally:

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
-import tempfile
 import warnings
 import zlib
 from dataclasses import MISSING, fields
 
 import numpy as np
 
+from . import tempfiles
 from .conventions import apply_convention, convention_entry
 from .errors import FormatError, GraphError, PolyirWarning
 from .fields import Array, Ints, NamedArrays, Optional, Records, Scalar, Spec, Strs, specs
@@ -96,9 +97,9 @@ def save(graph: Graph, path, *, compression: int = 4) -> None:
     graph.check()
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    os.close(fd)
+    prefix = "." + os.path.basename(path) + "."
+    tempfiles.remove_stale(directory, re.escape(prefix), ".tmp")  # left by killed saves
+    tmp = tempfiles.new(directory, prefix, ".tmp")
     try:
         _set_mode(tmp, path)
         with h5py.File(tmp, "w", track_order=True) as f:
