@@ -166,6 +166,7 @@ def attack(kind: str, rng, seed_path: Path, out: Path, folder: Path) -> str:
                 ds = h5d.create(f[parent].id, name.encode(), h5t.py_create(values.dtype), space,
                                 dcpl=dcpl)
                 ds.write(h5s.ALL, h5s.ALL, np.ascontiguousarray(values))
+                ds.close()  # before the file closes: a dangling id can crash at collection
             return f"filter {target} ({choice})"
         if kind == "name":
             names = ["int", "polyir_run", "rand", "strtok", "node", "weight", "é", "\x1b[31m",

@@ -229,6 +229,7 @@ def test_filters_outside_the_allow_list_are_refused(saved, how):
             ds = h5d.create(group.id, b"bias", h5t.py_create(values.dtype),
                             h5s.create_simple((8,)), dcpl=dcpl)
             ds.write(h5s.ALL, h5s.ALL, values)
+            ds.close()  # before the file closes: a dangling low-level id can crash at collection
     _refused(path, "filter", "node/nodes/affine/bias")
 
 
@@ -435,3 +436,179 @@ def test_a_killed_save_leaves_a_temporary_file_that_the_next_save_removes(tmp_pa
     assert len(list(tmp_path.glob(".model.h5.*.tmp"))) == 1
     polyir.save(family_graphs()["cnn"], target)
     assert list(tmp_path.glob(".model.h5.*")) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+# ---------------------------------------------------------------------------------------------
+
+TERMINAL_TRICKS = "\x1b[2J\x1b[31mred\rX\x08[bold red]loud:smile:\u202e"
+
+
+def test_names_are_printed_escaped(capsys, tmp_path):
+    from polyir import cli
+    g = family_graphs()["ffnn"]
+    renamed = ir.Graph(metadata={"note": TERMINAL_TRICKS})
+    new = {n: (TERMINAL_TRICKS if n == "affine" else n) for n in g.nodes}
+    for n, node in g.nodes.items():
+        renamed.add(new[n], node)
+    for e in g.edges:
+        renamed.connect(new[e[0]], new[e[1]])
+    path = tmp_path / "tricks.h5"
+    polyir.save(renamed, path)
+    for argv in (["info", path], ["run", path, "--input", _npy(tmp_path, (2, 4))],
+                 ["compare", path, "--batch", "3"]):
+        assert cli.main([str(a) for a in argv]) == 0
+        out = capsys.readouterr()
+        text = out.out + out.err
+        for raw in ("\x1b", "\r", "\x08", "\u202e"):
+            assert raw not in text, (argv[0], raw)
+        if argv[0] == "info":
+            assert "\\x1b[31mred\\rX\\x08[bold red]loud:smile:\\u202e" in text
+    bad = tmp_path / "bad.h5"  # an error message that quotes a name is escaped too
+    renamed.nodes[TERMINAL_TRICKS] = ir.Affine(np.ones((8, 5), F32), np.zeros(8, F32))
+    import h5py
+    polyir.save(g, bad)
+    with h5py.File(bad, "r+") as f:
+        f["node/nodes"].move("affine", TERMINAL_TRICKS)
+    assert cli.main(["check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "FormatError" in err and "\x1b" not in err and "\r" not in err
+
+
+def _npy(tmp_path, shape):
+    p = tmp_path / "x.npy"
+    np.save(p, np.random.default_rng(0).normal(size=shape).astype(F32))
+    return p
+
+
+@pytest.mark.parametrize("argv", [["compare", "--batch", "-5"], ["bench", "--batch", "-1"],
+                                  ["bench", "--steps", "-1"], ["bench", "--repeat", "0"],
+                                  ["compare", "--steps", "0"], ["run", "--threads", "-2"],
+                                  ["bench", "--batch", "many"]])
+def test_bad_counts_are_usage_errors(capsys, tmp_path, argv):
+    from polyir import cli
+    path = tmp_path / "g.h5"
+    polyir.save(family_graphs()["ffnn"], path)
+    with pytest.raises(SystemExit) as info:
+        cli.main([argv[0], str(path)] + argv[1:] + (["--input", "x.npy"] if argv[0] == "run"
+                                                    else []))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert argv[1] in err and ("at least" in err or "not an integer" in err), err
+
+
+# ---------------------------------------------------------------------------------------------
+# out-of-domain values are GraphErrors when the node is built or the graph checked
+# ---------------------------------------------------------------------------------------------
+
+OUT_OF_DOMAIN = {
+    "input shape 0": (lambda: ir.Input((0,)), "shape"),
+    "input shape -3": (lambda: ir.Input((4, -3)), "shape"),
+    "conv stride 0": (lambda: ir.Conv2d(None, np.ones((1, 1, 3, 3), F32), (0, 0)), "stride"),
+    "conv1d stride 0": (lambda: ir.Conv1d(None, np.ones((1, 1, 3), F32), 0), "stride"),
+    "conv dilation 0": (lambda: ir.Conv2d(None, np.ones((1, 1, 3, 3), F32), 1, 0, (0, 1)),
+                        "dilation"),
+    "groupsum tau -1": (lambda: ir.GroupSum(2, tau=-1.0), "tau"),
+    "groupsum tau nan": (lambda: ir.GroupSum(2, tau=float("nan")), "tau"),
+    "groupsum tau inf": (lambda: ir.GroupSum(2, tau=float("inf")), "tau"),
+    "alpha nan": (lambda: ir.Activation("leaky_relu", float("nan")), "alpha"),
+    "alpha inf": (lambda: ir.Activation("elu", float("inf")), "alpha"),
+    "softplus beta 0": (lambda: ir.Activation("softplus", 0.0), "alpha"),
+    "dt empty": (lambda: ir.Graph(metadata={"dt": ""}), "metadata"),
+    "dt nan": (lambda: ir.Graph(metadata={"dt": float("nan")}), "metadata"),
+    "dt 0": (lambda: ir.Graph(metadata={"dt": 0.0}), "metadata"),
+    "dt -1": (lambda: ir.Graph(metadata={"dt": -1}), "metadata"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUT_OF_DOMAIN))
+def test_out_of_domain_fields_are_graph_errors(case):
+    build, field = OUT_OF_DOMAIN[case]
+    with pytest.raises(polyir.GraphError) as info:
+        build()
+    assert info.value.field == field and info.value.fix
+
+
+def test_out_of_domain_dt_in_a_file_is_refused_at_load(tmp_path):
+    import h5py
+    path = tmp_path / "lif.h5"
+    polyir.save(family_graphs()["leaky_integrators"], path)
+    with h5py.File(path, "r+") as f:
+        del f["node/metadata/dt"]
+        f["node/metadata"].create_dataset("dt", data=-1e-3)
+    with pytest.raises(polyir.FormatError, match=r"metadata\['dt'\]"):
+        polyir.load(path)
+
+
+@pytest.mark.parametrize("node", ["tree", "orpool", "conv", "sumpool"])
+def test_padding_larger_than_the_input_is_a_graph_error_at_check(node):
+    """A LogicTree2d with padding (1000, 1000) on an 8x8 input used to make compile() build
+    millions of padded windows."""
+    rng = np.random.default_rng(0)
+    make = {
+        "tree": lambda: ir.LogicTree2d(np.zeros((2, 4, 3), np.int64),
+                                       rng.integers(0, 16, (2, 3)), (3, 3), (1, 1), (1000, 1000)),
+        "orpool": lambda: ir.OrPool2d((4, 4), (1, 1), (2, 2)),
+        "conv": lambda: ir.Conv2d(None, np.ones((1, 1, 3, 3), F32), 1, (9, 9)),
+        "sumpool": lambda: ir.SumPool2d((3, 3), (1, 1), (9, 9)),
+    }[node]
+    elem = "bit" if node in ("tree", "orpool") else "real"
+    shape = (1, 8, 8) if node != "orpool" else (1, 1, 1)
+    g = ir.Graph()
+    g.add("x", ir.Input(shape, elem=elem))
+    g.add("n", make())
+    g.add("y", ir.Output((1,)))
+    g.connect("x", "n")
+    g.connect("n", "y")
+    with pytest.raises(polyir.GraphError) as info:
+        g.check()
+    assert info.value.node == "n" and info.value.field == "padding"
+
+
+# ---------------------------------------------------------------------------------------------
+# torch modules and NIR graphs
+# ---------------------------------------------------------------------------------------------
+
+def test_torch_module_refuses_complex_input_and_runs_an_empty_batch():
+    import torch
+    fams = family_graphs()
+    m = polyir.to_torch(fams["ffnn"]).eval()
+    with pytest.raises(polyir.GraphError, match="complex") as info:
+        m(torch.ones(2, 4, dtype=torch.complex64))
+    assert info.value.field == "input"
+    conv = polyir.to_torch(fams["logic_conv"]).eval()
+    assert tuple(conv(torch.zeros(0, 2, 8, 8)).shape) == (0, 2)
+    assert polyir.compile(fams["logic_conv"], "c")(np.zeros((0, 2, 8, 8), F32)).shape == (0, 2)
+
+
+def test_torch_module_refuses_a_state_it_did_not_return():
+    import torch
+    m = polyir.to_torch(family_graphs()["leaky_integrators"])
+    x = torch.ones(3, 3)
+    y, state = m(x)
+    lif = state["nodes"]["lif"]
+    bad_states = [{}, "abc", {"nodes": {}, "recurrent": {}, "extra": 1},
+                  {"nodes": state["nodes"], "recurrent": {"rec": torch.ones(5, 7)}},
+                  {"nodes": dict(state["nodes"], lif=type(lif)(*[t[:1] for t in lif])),
+                   "recurrent": state["recurrent"]},
+                  {"nodes": dict(state["nodes"], lif=torch.ones(3)),
+                   "recurrent": state["recurrent"]}]
+    for bad in bad_states:
+        with pytest.raises(polyir.GraphError) as info:
+            m(x, state=bad)
+        assert info.value.field == "state" and "state=None" in info.value.fix
+    y2, _ = m(x, state=state)  # the state it returned still works
+    assert tuple(y2.shape) == (3, 2)
+
+
+def test_from_nir_takes_tensors_that_require_grad():
+    import nir
+    import torch
+    w = torch.randn(3, 2, requires_grad=True)
+    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([2])),
+                                "lin": nir.Affine(weight=w, bias=torch.zeros(3, requires_grad=True)),
+                                "output": nir.Output(output_type=np.array([3]))},
+                         edges=[("input", "lin"), ("lin", "output")])
+    g = polyir.from_nir(graph)
+    np.testing.assert_array_equal(g.nodes["lin"].weight, w.detach().numpy())

@@ -6,6 +6,7 @@ Each `codegen | run | compare | bench` function takes the parsed argparse namesp
 """
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
@@ -15,9 +16,23 @@ from ..backends import compile as compile_graph
 from ..ir.errors import GraphError
 from ..ir.h5 import load
 from .registry import arguments, command, file_arg
-from .tables import emit
+from .tables import emit, printable
 
 BACKEND_NAMES = ("c", "torch", "cuda", "heyoka")
+
+
+def count(least: int):
+    """An argparse type: an integer >= `least` (a bad value is a usage error, not a traceback)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {least}"
+    return parse
 
 
 def add_backend_options(p, default_backend="c", several=False):
@@ -28,7 +43,7 @@ def add_backend_options(p, default_backend="c", several=False):
     else:
         p.add_argument("--backend", default=default_backend, choices=BACKEND_NAMES,
                        help=f"the backend to run on (default {default_backend})")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=count(0), default=None,
                    help="threads for the C backend (default 1; 0 = all cores)")
     p.add_argument("--dt", type=float, default=None, help="time step for neurons (seconds)")
     p.add_argument("--discretization", choices=("euler", "exact"), default=None,
@@ -248,9 +263,9 @@ def _compare_args(p):
     add_backend_options(p, several=True)
     p.add_argument("--input", action="append", default=None,
                    help="a .npy file per graph Input, batch first (default: random inputs)")
-    p.add_argument("--batch", type=int, default=1000,
+    p.add_argument("--batch", type=count(1), default=1000,
                    help="batch size of the random inputs (default 1000)")
-    p.add_argument("--steps", type=int, default=20,
+    p.add_argument("--steps", type=count(1), default=20,
                    help="time steps of the random inputs for stateful graphs (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--atol", type=float, default=1e-5,
@@ -262,11 +277,11 @@ def _compare_args(p):
 def _bench_args(p):
     file_arg(p)
     add_backend_options(p)
-    p.add_argument("--batch", type=int, default=100_000,
+    p.add_argument("--batch", type=count(1), default=100_000,
                    help="samples per call (default 100000)")
-    p.add_argument("--steps", type=int, default=100,
+    p.add_argument("--steps", type=count(1), default=100,
                    help="time steps per call for stateful graphs (default 100)")
-    p.add_argument("--repeat", type=int, default=3,
+    p.add_argument("--repeat", type=count(1), default=3,
                    help="timed calls after one warm-up call; the best is reported (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
 
@@ -274,7 +289,7 @@ def _bench_args(p):
 def _register(name: str, help_text: str, fn, add_args) -> None:
     def handler(args) -> int:
         code, data, lines = fn(args)
-        emit(args, data, lambda: print("\n".join(lines)))
+        emit(args, data, lambda: print(printable("\n".join(lines), newlines=True)))
         return code
     handler.__name__ = f"cmd_{name}"
     command(name, help_text)(arguments(add_args)(handler))

@@ -9,7 +9,8 @@ from ..ir import FormatError, PolyirError
 from ..ir.conventions import CONVENTIONS
 from ..ir.h5 import load, save
 from .registry import arguments, command, file_arg, in_out_args
-from .tables import coverage, emit, file_format, print_coverage, print_graph, graph_table, console
+from .tables import (console, coverage, emit, file_format, graph_table, print_coverage,
+                     print_graph, printable)
 
 
 def _info_args(p):
@@ -47,7 +48,7 @@ def cmd_info(args) -> int:
         if g.metadata:
             console().print("metadata:", g.metadata)
         for n, text in texts.items():  # RuleSet nodes: their rules in text form
-            print(f"rules of {n!r}:\n{text}")
+            print(printable(f"rules of {n!r}:\n{text}", newlines=True))
         if args.kinds:
             print_coverage()
     emit(args, data, render)
@@ -61,8 +62,9 @@ def cmd_check(args) -> int:
         g = load(args.file)
     except PolyirError as exc:
         emit(args, {"file": args.file, "ok": False, "error": type(exc).__name__,
-                    "message": str(exc)}, lambda: print(f"{type(exc).__name__}: {exc}",
-                                                       file=sys.stderr))
+                    "message": str(exc)},
+             lambda: print(printable(f"{type(exc).__name__}: {exc}", newlines=True),
+                           file=sys.stderr))
         return 1
     emit(args, {"file": args.file, "ok": True, "nodes": len(g.nodes), "edges": len(g.edges)},
          lambda: print(f"{args.file}: ok ({len(g.nodes)} nodes, {len(g.edges)} edges)"))
@@ -86,13 +88,13 @@ def cmd_heyoka(args) -> int:
         data = {"file": args.file, "equations": [[str(v), str(r)] for v, r in ode.sys],
                 "outputs": [str(e) for e in ode.outputs], "inputs": ode.n_inputs,
                 "spiking": [n.name for n in ode.spiking], "text": ode.describe()}
-        emit(args, data, lambda: print(ode.describe()))
+        emit(args, data, lambda: print(printable(ode.describe(), newlines=True)))
         return 0
     exprs, variables = to_heyoka(g, mode=args.mode, ffnn=not args.no_ffnn)
     data = {"file": args.file, "inputs": [str(v) for v in variables],
             "outputs": [str(e) for e in exprs]}
-    emit(args, data, lambda: print(f"inputs: {', '.join(data['inputs'])}\n" + "\n".join(
-        f"y[{k}] = {e}" for k, e in enumerate(data["outputs"]))))
+    emit(args, data, lambda: print(printable(f"inputs: {', '.join(data['inputs'])}\n" + "\n".join(
+        f"y[{k}] = {e}" for k, e in enumerate(data["outputs"])), newlines=True)))
     return 0
 
 

@@ -14,6 +14,7 @@ from . import backend_commands  # noqa: F401  isort: skip
 from . import draw  # noqa: F401  isort: skip
 from . import demo  # noqa: F401  isort: skip
 from .registry import COMMANDS
+from .tables import printable
 
 DESCRIPTION = ("polyir: inspect, check, convert, run, compare and benchmark polyir graph files. "
                "Every command takes -h; most print tables and take --json for machine-readable "
@@ -42,5 +43,5 @@ def main(argv=None) -> int:
         if getattr(args, "json", False):  # machines get the failure as JSON too
             print(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc)},
                              indent=2))
-        print(f"{name}: {exc}", file=sys.stderr)
+        print(printable(f"{name}: {exc}", newlines=True), file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@ node table and kind-coverage table that several subcommands show."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Callable
 
 import numpy as np
@@ -12,7 +13,28 @@ from ..ir import KINDS, Graph
 
 def console():
     from rich.console import Console
-    return Console()
+    return Console(emoji=False)
+
+
+def printable(text, newlines: bool = False) -> str:
+    """`text` with every control or invisible format character (ANSI escapes, CR, backspace,
+    bidi overrides; newlines too unless `newlines`) shown as a Python escape: names from a file
+    cannot move the cursor, recolour or overwrite the terminal."""
+    out = []
+    for ch in str(text):
+        if ch == "\n" and newlines or ch == "\t":
+            out.append(ch)
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def markup_safe(text) -> str:
+    """`text` for a rich table or console: printable, and rich markup shown literally."""
+    from rich.markup import escape
+    return escape(printable(text))
 
 
 def _json_default(value):
@@ -66,12 +88,12 @@ def graph_table(graph: Graph) -> list[dict]:
 
 def print_graph(graph: Graph, title: str = "") -> None:
     from rich.table import Table
-    table = Table(title=title or None)
+    table = Table(title=markup_safe(title) if title else None)
     for col in ("node", "kind", "inputs", "output", "parameters"):
         table.add_column(col, justify="right" if col == "parameters" else "left")
     for r in graph_table(graph):
-        table.add_row(r["node"], r["kind"], ", ".join(r["inputs"]), r["output"],
-                      f"{r['parameters']:,}")
+        table.add_row(markup_safe(r["node"]), r["kind"], markup_safe(", ".join(r["inputs"])),
+                      markup_safe(r["output"]), f"{r['parameters']:,}")
     console().print(table)
 
 

@@ -400,6 +400,10 @@ class GraphModule(nn.Module):
                 continue
             if not isinstance(x, torch.Tensor):
                 x = torch.as_tensor(np.asarray(x), device=self._dtype_marker.device)
+            if not (x.is_floating_point() or x.dtype in _INT_DTYPES):
+                raise GraphError(f"input has dtype {x.dtype}; the graph computes on real "
+                                 "numbers", node=name, field="input",
+                                 fix="pass real values (x.real, or a float tensor)")
             want = tuple(node.shape)
             if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
                 raise GraphError(f"input has shape {tuple(x.shape)}, expected (batch, "
@@ -418,15 +422,21 @@ class GraphModule(nn.Module):
     def _evaluate(self, feeds: dict, state: dict | None):
         walker = self._walker
         nodes = walker.graph.nodes
-        node_states = {} if state is None else state.get("nodes", {})
-        previous = None if state is None else state.get("recurrent")
-        new_states = {}
-        env = dict(feeds)
         batch = None
         for v in feeds.values():
             if isinstance(v, torch.Tensor):
                 batch = v.shape[0]
                 break
+        self._check_state(state, batch)
+        node_states = {} if state is None else state["nodes"]
+        previous = None if state is None else state["recurrent"]
+        new_states = {}
+        env = dict(feeds)
+        if batch == 0 and not _is_tracing():  # nothing to compute: empty outputs, same state
+            env.update({o: torch.zeros((0,) + tuple(walker.types[o].shape), dtype=self.dtype,
+                                       device=self._dtype_marker.device)
+                        for o in self.output_names})
+            return env, state if state is not None else {"nodes": {}, "recurrent": {}}
         for name in walker.order:
             if name in feeds:
                 continue
@@ -444,7 +454,14 @@ class GraphModule(nn.Module):
                 elif "input" not in node.in_ports():  # operands on input_0, input_1, ...
                     env[name] = module(*(values[p] for p in node.in_ports()))
                 elif type(node).stateful:
-                    y, s = module(values["input"], node_states.get(name))
+                    try:
+                        y, s = module(values["input"], node_states.get(name))
+                    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+                        if node_states.get(name) is None:
+                            raise
+                        raise GraphError(f"the state given for this node does not fit it "
+                                         f"({type(exc).__name__}: {exc})", node=name,
+                                         field="state", fix=_STATE_FIX) from None
                     env[name] = y
                     new_states[name] = s
                 else:
@@ -455,6 +472,35 @@ class GraphModule(nn.Module):
         new_state = {"nodes": new_states,
                      "recurrent": {s: env[s] for s in self._recurrent_sources}}
         return env, new_state
+
+    def _check_state(self, state, batch) -> None:
+        """A state must be one this module returned, for the same batch size."""
+        if state is None or _is_tracing():
+            return
+        if (not isinstance(state, dict) or set(state) != {"nodes", "recurrent"}
+                or not isinstance(state["nodes"], dict)
+                or not isinstance(state["recurrent"], dict)):
+            raise GraphError(f"state must be None or the dict a previous call returned "
+                             f"(keys 'nodes', 'recurrent'), got {_brief(state)}", field="state",
+                             fix=_STATE_FIX)
+        unknown = sorted(set(state["nodes"]) - set(self._walker.graph.nodes)
+                         | set(state["recurrent"]) - set(self._recurrent_sources))
+        if unknown:
+            raise GraphError(f"state names nodes this graph does not have: {unknown}",
+                             field="state", fix=_STATE_FIX)
+        for name, value in state["nodes"].items():
+            parts = tuple(value) if isinstance(value, tuple) else (value,)
+            if not all(isinstance(t, torch.Tensor) and t.ndim >= 1 and t.shape[0] == batch
+                       and not t.is_complex() for t in parts):
+                raise GraphError(f"state of node {name!r} should hold real tensors of batch "
+                                 f"size {batch}, got {_brief(value)}", node=name, field="state",
+                                 fix=_STATE_FIX)
+        for name, value in state["recurrent"].items():
+            want = (batch,) + tuple(self._walker.types[name].shape)
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != want:
+                raise GraphError(f"state of node {name!r} should be a tensor of shape {want}, "
+                                 f"got {_brief(value)}", node=name, field="state",
+                                 fix=_STATE_FIX)
 
     def _results(self, env):
         outs = [env[o] for o in self.output_names]
@@ -507,6 +553,18 @@ class GraphModule(nn.Module):
         return (f"inputs={self.input_names}, outputs={self.output_names}"
                 + (f", dt={self.dt:g}, discretization={self.discretization!r}"
                    if self.dt is not None else ""))
+
+
+_STATE_FIX = ("pass state=None for the first step, then the state the previous call returned "
+              "(for the same batch size)")
+_INT_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _brief(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class StatefulGraphModule(GraphModule):

@@ -295,6 +295,12 @@ def _coerce_metadata(value, node):
             raise GraphError(f"metadata[{k!r}] = {v!r} is not a str, number, bool or numeric array",
                              node=node, field="metadata", fix="store plain values only")
         out[str(k)] = v
+    dt = out.get("dt")
+    if dt is not None and (isinstance(dt, (bool, str, np.ndarray)) or not math.isfinite(dt)
+                           or dt <= 0):
+        raise GraphError(f"metadata['dt'] = {dt!r} is not a time step", node=node,
+                         field="metadata", fix="set metadata['dt'] to seconds > 0 (e.g. 1e-3) "
+                                               "or remove it and pass dt= where it is needed")
     return out
 
 

@@ -21,6 +21,7 @@ gelu(+inf) = +inf, gelu(-inf) = silu(-inf) = NaN (-inf times 0), sigmoid(-inf) =
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from ..errors import GraphError
 from ..fields import Optional, Scalar, param
@@ -45,6 +46,10 @@ ACTIVATIONS: dict[str, tuple[float, str | None]] = {
     "exp": (0.0, None),
 }
 
+#: fn -> (least alpha, whether alpha may equal it): softplus divides by its beta, hardtanh's
+#: bound is a magnitude.
+ALPHA_LEAST = {"softplus": (0.0, False), "hardtanh": (0.0, True)}
+
 
 @kind
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -63,6 +68,13 @@ class Activation(Kind):
         if self.fn not in ACTIVATIONS:
             raise GraphError(f"unknown activation {self.fn!r}", node=name, field="fn",
                              fix=f"use one of {sorted(ACTIVATIONS)}")
+        least, equal = ALPHA_LEAST.get(self.fn, (-math.inf, False))
+        if not math.isfinite(self.alpha) or self.alpha < least or (self.alpha == least
+                                                                    and not equal):
+            bound = "" if least == -math.inf else f" {'>=' if equal else '>'} {least}"
+            raise GraphError(f"alpha = {self.alpha} is out of range for {self.fn}", node=name,
+                             field="alpha", fix=f"use a finite alpha{bound} (default "
+                                                f"{ACTIVATIONS[self.fn][0]})")
 
     def in_ports(self):
         return {"input": port(None, "real")}

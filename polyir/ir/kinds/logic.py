@@ -223,8 +223,12 @@ class GroupSum(Kind):
     def validate(self, name):
         if self.k < 1:
             raise GraphError(f"k = {self.k} must be >= 1", node=name, field="k", fix="k >= 1")
-        if self.tau == 0:
-            raise GraphError("tau must not be 0", node=name, field="tau", fix="tau > 0")
+        if not (np.isfinite(self.tau) and self.tau > 0):
+            raise GraphError(f"tau = {self.tau} must be a finite number > 0", node=name,
+                             field="tau", fix="tau > 0 (difflogic's temperature, e.g. 1.0)")
+        if not np.isfinite(self.beta):
+            raise GraphError(f"beta = {self.beta} must be finite", node=name, field="beta",
+                             fix="beta is a finite offset (default 0.0)")
 
     def in_ports(self):
         return {"input": port(None, "bit")}

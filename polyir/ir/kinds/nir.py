@@ -42,6 +42,9 @@ class Input(Kind):
         if (self.elem == "relation") != (self.arity is not None):
             raise GraphError("arity is given exactly when elem is 'relation'", node=name,
                              field="arity", fix="set both or neither")
+        if any(d < 1 for d in self.shape):
+            raise GraphError(f"shape {self.shape} has a dimension below 1", node=name,
+                             field="shape", fix="every dimension of an Input is >= 1")
 
     def in_ports(self):
         return {}
@@ -165,6 +168,17 @@ class Flatten(Kind):
         return port(shape[:s] + (merged,) + shape[e + 1:], p.elem if p else None)
 
 
+def check_padding(spatial_in, pads) -> None:
+    """A window op's padding may not exceed its input (every output would read only padding,
+    and the op's size would grow with the padding alone). `pads`: a number or (begin, end)
+    per spatial dim."""
+    for n, p in zip(spatial_in, pads):
+        if max(p if isinstance(p, tuple) else (p,)) > n:
+            raise GraphError(f"padding {tuple(pads)} exceeds the input {tuple(spatial_in)}",
+                             field="padding", fix="use a padding no larger than the input "
+                                                  "(usually at most kernel_size // 2)")
+
+
 def conv_out(size, kernel, stride, begin, end, dilation):
     return (size + begin + end - dilation * (kernel - 1) - 1) // stride + 1
 
@@ -175,6 +189,7 @@ def _conv_ports(self, spatial_in):
         return None
     strides = self.stride if isinstance(self.stride, tuple) else (self.stride,)
     dils = self.dilation if isinstance(self.dilation, tuple) else (self.dilation,)
+    check_padding(spatial_in, self.pads)
     out = tuple(conv_out(n, k, s, b, e, d) for n, k, s, (b, e), d in
                 zip(spatial_in, self.weight.shape[2:], strides, self.pads, dils))
     if any(o <= 0 for o in out):
@@ -236,6 +251,14 @@ class _Conv(Kind):
         if self.groups < 1 or self.weight.shape[0] % self.groups:
             raise GraphError(f"groups={self.groups} does not divide {self.weight.shape[0]} "
                              "output channels", node=name, field="groups", fix="fix groups")
+        for field in ("stride", "dilation", "padding", "input_shape"):
+            value = getattr(self, field)
+            if value is None or isinstance(value, str):
+                continue
+            least = 0 if field == "padding" else 1
+            if min(value if isinstance(value, tuple) else (value,)) < least:
+                raise GraphError(f"{field} {value} must be >= {least}", node=name, field=field,
+                                 fix=f"every {field} entry is an integer >= {least}")
 
     def _spatial(self, inputs):
         if self.input_shape is not None:
@@ -336,6 +359,7 @@ def pool_out(self, inputs):
     if len(p.shape) != 3:
         raise GraphError(f"expects a (C, H, W) input, got {p}", field="kernel_size",
                          fix="pool 3-D (channel, height, width) values")
+    check_padding(p.shape[1:], self.padding)
     out = tuple((n + 2 * pad - k) // s + 1 for n, k, s, pad in
                 zip(p.shape[1:], self.kernel_size, self.stride, self.padding))
     if any(o <= 0 for o in out):
