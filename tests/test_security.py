@@ -590,7 +590,9 @@ def test_torch_module_refuses_a_state_it_did_not_return():
     lif = state["nodes"]["lif"]
     bad_states = [{}, "abc", {"nodes": {}, "recurrent": {}, "extra": 1},
                   {"nodes": state["nodes"], "recurrent": {"rec": torch.ones(5, 7)}},
-                  {"nodes": dict(state["nodes"], lif=type(lif)(*[t[:1] for t in lif])),
+                  {"nodes": dict(state["nodes"], lif=type(lif)(*[t[:, :2] for t in lif])),
+                   "recurrent": state["recurrent"]},
+                  {"nodes": dict(state["nodes"], lif=type(lif)(*[1j * t for t in lif])),
                    "recurrent": state["recurrent"]},
                   {"nodes": dict(state["nodes"], lif=torch.ones(3)),
                    "recurrent": state["recurrent"]}]

@@ -490,11 +490,12 @@ class GraphModule(nn.Module):
                              field="state", fix=_STATE_FIX)
         for name, value in state["nodes"].items():
             parts = tuple(value) if isinstance(value, tuple) else (value,)
-            if not all(isinstance(t, torch.Tensor) and t.ndim >= 1 and t.shape[0] == batch
-                       and not t.is_complex() for t in parts):
-                raise GraphError(f"state of node {name!r} should hold real tensors of batch "
-                                 f"size {batch}, got {_brief(value)}", node=name, field="state",
-                                 fix=_STATE_FIX)
+            tail = (batch,) + tuple(self._walker.types[name].shape)  # (..., batch, features)
+            if not all(isinstance(t, torch.Tensor) and not t.is_complex()
+                       and tuple(t.shape[-len(tail):]) == tail for t in parts):
+                raise GraphError(f"state of node {name!r} should hold real tensors of shape "
+                                 f"(..., {', '.join(map(str, tail))}), got {_brief(value)}",
+                                 node=name, field="state", fix=_STATE_FIX)
         for name, value in state["recurrent"].items():
             want = (batch,) + tuple(self._walker.types[name].shape)
             if not isinstance(value, torch.Tensor) or tuple(value.shape) != want:
