@@ -55,9 +55,9 @@ MAX_DEPTH = 32
 MAX_EXPANSION = 2048
 #: a fixed-length string may declare at most this many bytes (more is refused before reading).
 MAX_STRING_BYTES = 1 << 20
-#: HDF5 filters a dataset may use: those built into HDF5 and h5py that polyir and NIR write.
-#: Anything else is refused before reading (so no filter plugin is ever looked up or loaded).
-ALLOWED_FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 32000: "lzf"}
+#: HDF5 filters a dataset may use: those built into HDF5 that polyir and NIR write. Anything
+#: else is refused before reading (so no filter plugin is ever looked up or loaded).
+ALLOWED_FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32"}
 #: the parse of a file runs first in a child process with these bounds (see _parse_isolated):
 #: seconds (plus LOAD_TIMEOUT_PER_MB per MB of file), and bytes of memory beyond what the
 #: process had (plus LOAD_MEMORY_PER_BYTE bytes per byte of the file, for arrays that decompress).
