@@ -628,3 +628,13 @@ def test_a_huge_constant_table_never_enters_the_source():
         cuda_backend.codegen(g)
     assert info.value.node == "binarize"
     assert time.monotonic() - t0 < 120
+
+
+def test_an_absurd_input_width_is_a_graph_error_on_c():
+    """Found by the fuzz target: an Input widened to 2**40 features before a Binarize with one
+    threshold list loads (every shape agrees) but made the C lowering allocate 8 TiB."""
+    g = ir.Graph.sequential(ir.Binarize(np.array([0.5], F32)), ir.GroupSum(1),
+                            input_shape=(1 << 40,))
+    with pytest.raises(polyir.GraphError) as info:
+        c_backend.codegen(g)
+    assert info.value.field == "shape" and info.value.fix

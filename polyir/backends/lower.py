@@ -58,6 +58,9 @@ from ..ir.walk import GraphWalker, RuleTable
 
 lower_rule = RuleTable("lower")
 
+#: the most features one value of a compiled program may have (a tile holds 256 samples of it)
+MAX_BUFFER_FEATURES = 1 << 27
+
 OPS = ("load", "store", "add", "copy", "matvec", "spmv", "scale", "threshold", "act", "binarize",
        "logic", "tree", "groupsum", "neuron", "spmax", "place", "binary", "clamp", "softmax", "layernorm")
 
@@ -211,6 +214,10 @@ class Lowering(GraphWalker):
 
     # --- helpers for rules --------------------------------------------------------------------
     def buffer(self, elem: str, size: int, node: str, persistent: bool = False) -> int:
+        if size > MAX_BUFFER_FEATURES:  # its tile would not fit in memory: refuse, never crash
+            raise GraphError(f"its value has {size:,} features per sample, more than the "
+                             f"{MAX_BUFFER_FEATURES:,} a {self.backend} program lays out",
+                             node=node, field="shape", fix="make the layer (or the Input) smaller")
         b = Buffer(len(self.buffers), elem, int(size), node, persistent)
         self.buffers.append(b)
         return b.id
