@@ -824,3 +824,78 @@ def test_float64_graph_computes_in_double():
         v = v + (1e-3 / s.nodes["li"].tau) * ((0 - v) + 1.0 * seq[t])
         want.append(v)
     np.testing.assert_allclose(polyir.compile(s, "c").run(seq), np.stack(want), rtol=1e-12)
+
+
+def spike_net(n_in, n_hidden, n_out, rng, w1=None):
+    """Input -> Affine -> LIF -> Linear -> LIF, with the Affines' values as outputs too."""
+    g = ir.Graph(metadata={"dt": 1e-3})
+    g.add("x", ir.Input((n_in,)))
+    if w1 is None:
+        w1 = (rng.normal(size=(n_hidden, n_in)) / np.sqrt(n_in) * 3).astype(F32)
+    g.add("fc1", ir.Affine(w1, rng.normal(size=n_hidden).astype(F32) * 0.05))
+    g.add("lif1", ir.LIF(tau=np.full(n_hidden, 2e-2, F32), r=np.ones(n_hidden, F32),
+                         v_leak=np.zeros(n_hidden, F32), v_threshold=np.full(n_hidden, 0.1, F32)))
+    g.add("fc2", ir.Linear((rng.normal(size=(n_out, n_hidden)) / np.sqrt(n_hidden) * 3).astype(F32)))
+    g.add("lif2", ir.LIF(tau=np.full(n_out, 2e-2, F32), r=np.ones(n_out, F32),
+                         v_leak=np.zeros(n_out, F32), v_threshold=np.full(n_out, 0.1, F32)))
+    for name, n in (("fc1_out", n_hidden), ("spikes1", n_hidden), ("fc2_out", n_out),
+                    ("spikes2", n_out)):
+        g.add(name, ir.Output((n,)))
+    for e in (("x", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("fc1", "fc1_out"),
+              ("lif1", "spikes1"), ("fc2", "fc2_out"), ("lif2", "spikes2")):
+        g.connect(*e)
+    return g
+
+
+@pytest.mark.parametrize("n_in,n_hidden,n_out,batch", [(30, 1100, 7, 70), (40, 24, 5, 3)])
+def test_spike_fed_affines_add_active_columns(n_in, n_hidden, n_out, batch):
+    """Affines fed by spikes or a spike-train Input add only the weight columns of non-zero
+    inputs: the values equal numpy's mat-vec of the same inputs (float32 sums in another order:
+    rtol 1e-5 of the absolute sum), spikes equal the torch import's. 1100 outputs exercise the
+    accumulator blocks, a batch of 70 or 3 the padding samples of a tile; inputs hold counts."""
+    rng = np.random.default_rng(n_hidden)
+    g = spike_net(n_in, n_hidden, n_out, rng)
+    m = polyir.compile(g, "c")
+    assert m.source.count("_weight_t[") == 2, "both Affines should take the spike path"
+    seq = (rng.random((25, batch, n_in)) < 0.1) * rng.integers(1, 3, (25, batch, n_in))
+    seq = seq.astype(F32)
+    fc1, spikes1, fc2, spikes2 = m.run(seq)
+    w1, b1 = g.nodes["fc1"].weight.astype(np.float64), g.nodes["fc1"].bias.astype(np.float64)
+    w2 = g.nodes["fc2"].weight.astype(np.float64)
+    for got, x, w, b in ((fc1, seq, w1, b1), (fc2, spikes1, w2, 0.0)):
+        want = x.astype(np.float64) @ w.T + b
+        scale = np.abs(x.astype(np.float64)) @ np.abs(w).T + np.abs(b)
+        assert np.all(np.abs(got - want) <= 1e-5 * scale + 1e-6)
+    assert spikes1.sum() > 0 and spikes2.sum() > 0, "the test should make spikes"
+    if HAVE_TORCH_IMPORTER:
+        t_spikes1, t_spikes2 = polyir.compile(g, "torch").run(seq)[1::2]
+        np.testing.assert_array_equal(spikes1, t_spikes1)
+        np.testing.assert_array_equal(spikes2, t_spikes2)
+
+
+def test_inf_weight_keeps_the_dense_sum():
+    """0 * inf is NaN: an Affine holding a non-finite weight must not skip zero inputs."""
+    rng = np.random.default_rng(3)
+    w1 = rng.normal(size=(6, 4)).astype(F32)
+    w1[2, 1] = np.inf
+    g = spike_net(4, 6, 3, rng, w1=w1)
+    m = polyir.compile(g, "c")
+    assert m.source.count("_weight_t[") == 1, "only the finite Linear takes the spike path"
+    seq = np.zeros((2, 5, 4), F32)
+    seq[:, :, 0] = 1.0
+    fc1 = m.run(seq)[0]
+    assert np.isnan(fc1[:, :, 2]).all()  # numpy: 0 * inf + ... = nan
+    np.testing.assert_allclose(fc1[:, :, 0], np.broadcast_to(w1[0, 0] + g.nodes["fc1"].bias[0],
+                                                             (2, 5)), rtol=1e-6)
+
+
+def test_dense_affine_rows_in_blocks():
+    """A stateless Affine (not spike-fed) with an output count that is no multiple of the row
+    block, against numpy, at a batch that leaves padding in the tile."""
+    rng = np.random.default_rng(11)
+    w, b = rng.normal(size=(7, 13)).astype(F32), rng.normal(size=7).astype(F32)
+    g = chain(ir.Affine(w, b))
+    m = polyir.compile(g, "c")
+    assert "_weight_t[" not in m.source
+    x = rng.normal(size=(37, 13)).astype(F32)
+    np.testing.assert_allclose(m(x), x.astype(np.float64) @ w.T + b, rtol=1e-5, atol=1e-5)

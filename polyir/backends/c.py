@@ -453,19 +453,56 @@ int {p}run(const void* const* in, void* const* out, int64_t steps, int64_t batch
                 "  }", "}"]
 
     def op_matvec(self, op: Op) -> list[str]:
+        """Spike-fed: per valid sample, the weight rows of its non-zero inputs (`weight_t` rows
+        are contiguous, so each adds as vectors). Otherwise dense, ROWS outputs at a time so that
+        each input row is read once per block, over the valid samples only. Either way every
+        output sums in input order from its bias, as the plain loop would."""
         n_in, n_out = op.attrs["n_in"], op.attrs["n_out"]
+        bias = self.const(op, "bias") if "bias" in op.consts else None
+        head = [f"const float* restrict x = {self.buf(op.ins[0])};",
+                f"float* restrict y = {self.buf(op.out)};"]
+        if op.attrs.get("sparse_input"):
+            return head + self.sparse_matvec(op, n_in, n_out, bias)
         w = self.const(op, "weight")
-        init = f"{self.const(op, 'bias')}[o]" if "bias" in op.consts else "0.0f"
-        return [f"const float* restrict x = {self.buf(op.ins[0])};",
-                f"float* restrict y = {self.buf(op.out)};",
-                f"for (int64_t o = 0; o < {n_out}; o++) {{",
-                "  float* restrict yo = y + o * TILE;",
-                f"  const float b0 = {init};",
-                "  for (int s = 0; s < TILE; s++) yo[s] = b0;",
-                f"  for (int64_t i = 0; i < {n_in}; i++) {{",
-                f"    const float w = {w}[o * {n_in} + i];",
-                "    const float* restrict xi = x + i * TILE;",
-                "    for (int s = 0; s < TILE; s++) yo[s] = MAD(w, xi[s], yo[s]);",
+        rows = 4
+        lines = head + ["const int64_t nv = (c->nvalid + 15) & ~(int64_t)15;  /* <= TILE */"]
+        for first, last, step in ((0, n_out - n_out % rows, rows), (n_out - n_out % rows, n_out, 1)):
+            if first >= last:
+                continue
+            ks = range(step)
+            lines += [f"for (int64_t o = {first}; o < {last}; o += {step}) {{"]
+            lines += [f"  float* restrict y{k} = y + (o + {k}) * TILE;" for k in ks]
+            lines += [f"  const float b{k} = {f'{bias}[o + {k}]' if bias else '0.0f'};" for k in ks]
+            lines += ["  for (int s = 0; s < TILE; s++) {"
+                      + " ".join(f"y{k}[s] = b{k};" for k in ks) + "}"]
+            lines += [f"  for (int64_t i = 0; i < {n_in}; i++) {{",
+                      "    const float* restrict xi = x + i * TILE;"]
+            lines += [f"    const float w{k} = {w}[(o + {k}) * {n_in} + i];" for k in ks]
+            lines += ["    for (int64_t s = 0; s < nv; s++) {"]
+            lines += [f"      y{k}[s] = MAD(w{k}, xi[s], y{k}[s]);" for k in ks]
+            lines += ["    }", "  }", "}"]
+        return lines
+
+    def sparse_matvec(self, op: Op, n_in: int, n_out: int, bias: str | None) -> list[str]:
+        """Per valid sample, scan its inputs and add the `weight_t` row of each non-zero one
+        into an accumulator of up to BLOCK outputs (on the stack). The row loop is the innermost
+        one so that the compiler vectorises it over outputs."""
+        wt = self.const(op, "weight_t")
+        block = min(n_out, 1024)
+        init = f"{bias}[o0 + o]" if bias else "0.0f"
+        return [f"float acc[{block}];",
+                "for (int64_t s = 0; s < TILE; s++) {",
+                f"  for (int64_t o0 = 0; o0 < {n_out}; o0 += {block}) {{",
+                f"    const int64_t no = {n_out} - o0 < {block} ? {n_out} - o0 : {block};",
+                f"    for (int64_t o = 0; o < no; o++) acc[o] = {init};",
+                "    if (s < c->nvalid) {  /* padding samples keep the bias, as 0 inputs give */",
+                f"      for (int64_t i = 0; i < {n_in}; i++) {{",
+                "        const float v = x[i * TILE + s];",
+                "        if (v == 0.0f) continue;",
+                f"        const float* restrict wi = {wt} + i * {n_out} + o0;",
+                "        for (int64_t o = 0; o < no; o++) acc[o] = MAD(v, wi[o], acc[o]);",
+                "      }", "    }",
+                "    for (int64_t o = 0; o < no; o++) y[(o0 + o) * TILE + s] = acc[o];",
                 "  }", "}"]
 
     def op_spmv(self, op: Op) -> list[str]:

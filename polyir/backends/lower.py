@@ -22,6 +22,8 @@ Op set (out = the op's output buffer, ins = its input buffers):
   add       out = ins[0] + ins[1] (real only; several edges into one port are summed)
   copy      out = ins[0]
   matvec    out[o] = sum_i W[o, i] x[i] + bias[o]                    consts weight (out,in), bias
+                        attrs sparse_input: x is mostly zero (spikes); then consts weight_t
+                        (in,out) too, so that active inputs' weight rows are contiguous
   spmv      out[o] = sum_k val[k] x[col[k]] + bias[o], k in ptr[o]..ptr[o+1]   (conv, pools)
   scale     out[i] = scale[i] * x[i]
   threshold out[i] = x[i] > threshold[i] ? 1 : 0
@@ -576,14 +578,37 @@ def _output(ctx, name, node, values):
     return _one(values, name)
 
 
+def _spike_fed(ctx, name) -> bool:
+    """Whether every value reaching `name`'s input is mostly zero: spikes of a spiking neuron,
+    or a graph Input of a time-stepped graph (a spike train), seen through Flattens."""
+    sources = (ctx.inputs[name].get("input", []) + ctx.recurrent[name].get("input", []))
+    for src in sources:
+        node = ctx.graph.nodes[src]
+        if isinstance(node, ir.Flatten):
+            if not _spike_fed(ctx, src):
+                return False
+        elif not ((isinstance(node, ir.Neuron) and type(node).spike is not None)
+                  or (isinstance(node, ir.Input) and ctx.stateful)):
+            return False
+    return bool(sources)
+
+
 @lower_rule(ir.Affine, ir.Linear)
 def _affine(ctx, name, node, values):
+    """A mat-vec. Fed by spikes (and with finite weights, so that skipping a zero input changes
+    nothing: 0 * inf would be NaN) it also carries the weight transposed, `weight_t` (in, out),
+    and `sparse_input`: a renderer may then add the contiguous weight rows of the non-zero inputs
+    only, in input order, which gives the dense sum's value exactly."""
     x = _one(values, name)
     w = _f32(node.weight)
     bias = _f32(node.bias) if isinstance(node, ir.Affine) else None
     out = ctx.result(name, "real", w.shape[0])
     consts = {"weight": w} if bias is None else {"weight": w, "bias": bias}
-    return ctx.emit("matvec", name, out, (x,), n_in=w.shape[1], n_out=w.shape[0], consts=consts)
+    sparse = _spike_fed(ctx, name) and bool(np.isfinite(w).all())
+    if sparse:
+        consts["weight_t"] = np.ascontiguousarray(w.T)
+    return ctx.emit("matvec", name, out, (x,), n_in=w.shape[1], n_out=w.shape[0],
+                    sparse_input=sparse, consts=consts)
 
 
 @lower_rule(ir.Scale)
