@@ -1,4 +1,4 @@
-"""Compiled C programs that travel: pickling, Dask workers, several models in one binary, headers,
+"""Compiled C programs that travel: pickling, Dask and Ray workers, several models in one binary, headers,
 data tables for big parameters, bounded compile time, word width from the batch.
 
 Expected values come from numpy written here (the gates spelled out, GroupSum as counts,
@@ -74,6 +74,31 @@ def test_dask_distributed_map_blocks_on_two_worker_processes(tmp_path):
         workers = client.run(os.getpid)
     assert len(set(workers.values())) == 2
     np.testing.assert_array_equal(y, reference(g, x))
+
+
+def test_ray_tasks_and_map_batches_run_shipped_programs(tmp_path):
+    """A local Ray instance (2 CPUs): remote tasks get the compiled program pickled and rebuild it
+    in worker processes; ray.data map_batches applies it to blocks of a dataset."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    g = logic_graph(6)
+    m = polyir.compile(g, "c", cache_dir=tmp_path)
+    x = bits(1200, 32, seed=7)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        run = ray.remote(lambda program, block: (program(block), os.getpid()))
+        parts = ray.get([run.remote(m, x[k:k + 300]) for k in range(0, 1200, 300)])
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
+        ds = ray.data.from_numpy(x).map_batches(lambda b: {"y": m(b["data"])}, batch_size=250,
+                                                 batch_format="numpy")
+        y = np.concatenate([b["y"] for b in ds.iter_batches(batch_size=None,
+                                                            batch_format="numpy")])
+    finally:
+        ray.shutdown()
+    assert os.getpid() not in {pid for _, pid in parts}
+    want = reference(g, x)
+    np.testing.assert_array_equal(np.concatenate([part for part, _ in parts]), want)
+    np.testing.assert_array_equal(y, want)
 
 
 def test_two_models_link_into_one_program(tmp_path):
