@@ -2,11 +2,10 @@
 
 Every relation is an int64 table whose column 0 is the sample (a batch of samples grounds as one
 block-diagonal program: constants of different samples never join) and whose other columns are
-the atom's constants. Rows are identified by one int64 key per row (mixed radix over the columns'
-ranges), so that de-duplication and joins are one pass: a bucket table indexed by the key where
-the key range is small (the usual case: sample x node), one sort otherwise. No relation is sorted
-more than once per join, and groundings are de-duplicated only where a rule can produce duplicates
-(a variable that neither the head nor a visible literal shows).
+the atom's constants; joins, de-duplication and membership are the one-pass keyed primitives of
+polyir.nn.relations. No relation is sorted more than once per join, and groundings are
+de-duplicated only where a rule can produce duplicates (a variable that neither the head nor a
+visible literal shows).
 
 `Engine.ground` computes the least model stratum by stratum (negation as failure needs the
 negated predicate complete first; a negative edge inside a recursive component is refused), with
@@ -21,218 +20,24 @@ path(a, b)) has no such order and is refused, naming the cycle.
 A head variable no positive literal binds, and a variable of a template fact, range over the
 sample's active domain: the constants of its input facts.
 
-`GroundingCache` keys groundings by a hash of the relational structure (which facts, not their
-values), so a batch that repeats (every epoch) is grounded once.
+`GroundingCache` (polyir.nn.grounding_cache) keeps groundings by a hash of the relational
+structure, so a batch that repeats (every epoch) is grounded once.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
-import os
-import sys
-import time
 
 import numpy as np
 
 from ..ir import GraphError
 from ..ir.kinds.rules import RuleSet, is_variable
+from .grounding_cache import GroundingCache, structure_key
+from .progress import Progress
+from .relations import (I64, builtin_mask, distinct, distinct_cols, encode, find_rows,
+                        has_duplicates, join_indices, member, rows_of, spread, unique_keys,
+                        unique_rows)
 
-I64 = np.int64
-#: a bucket table (one slot per possible key) is used while it is at most this many slots per row
-DENSE_SLOTS_PER_ROW = 8
-DENSE_MIN_SLOTS = 1 << 20
-
-
-# --------------------------------------------------------------------------------------------
-# relational primitives
-# --------------------------------------------------------------------------------------------
-def encode(left: list, right: list | None = None):
-    """One int64 key per row of the given int columns (and of `right`'s columns, on the same
-    scale, so that equal rows on both sides get equal keys). Returns (left keys, right keys or
-    None, the key range)."""
-    right = right if right is not None else []
-    n = len(left[0]) if left else 0
-    m = len(right[0]) if right else 0
-    if not left:
-        return np.zeros(n, I64), (np.zeros(m, I64) if right else None), 1
-    lows, spans = [], []
-    for k, c in enumerate(left):
-        parts = [c] + ([right[k]] if right else [])
-        parts = [p for p in parts if len(p)]
-        lo = min(int(p.min()) for p in parts) if parts else 0
-        hi = max(int(p.max()) for p in parts) if parts else 0
-        lows.append(lo)
-        spans.append(hi - lo + 1)
-    total = 1
-    for s in spans:
-        total *= s
-    if total >= 1 << 62:  # too wide for one int64: dense codes per column, then recombine
-        left, right, lows, spans = _compress(left, right)
-        total = 1
-        for s in spans:
-            total *= s
-    return _mix(left, lows, spans, n), (_mix(right, lows, spans, m) if right else None), total
-
-
-def _mix(cols, lows, spans, n):
-    key = np.zeros(n, I64)
-    for c, lo, span in zip(cols, lows, spans):
-        if span > 1:
-            key *= span
-            key += c
-            if lo:
-                key -= lo
-    return key
-
-
-def _compress(left, right):
-    """Per column: replace values by their rank among the distinct values of both sides."""
-    n = len(left[0])
-    out_l, out_r, lows, spans = [], [], [], []
-    for k, c in enumerate(left):
-        both = np.concatenate([c, right[k]]) if right else c
-        uniq, inv = np.unique(both, return_inverse=True)
-        out_l.append(inv[:n].astype(I64))
-        if right:
-            out_r.append(inv[n:].astype(I64))
-        lows.append(0)
-        spans.append(max(len(uniq), 1))
-    return out_l, out_r, lows, spans
-
-
-def _dense(size: int, rows: int) -> bool:
-    return size <= max(DENSE_MIN_SLOTS, DENSE_SLOTS_PER_ROW * rows)
-
-
-def unique_keys(key: np.ndarray, size: int):
-    """(the distinct keys ascending, each row's index among them)."""
-    if len(key) == 0:
-        return key, np.zeros(0, I64)
-    if _dense(size, len(key)):
-        seen = np.zeros(size, bool)
-        seen[key] = True
-        uniq = np.flatnonzero(seen)
-        rank = np.cumsum(seen, dtype=I64)
-        rank -= 1
-        return uniq.astype(I64), rank[key]
-    uniq, inv = np.unique(key, return_inverse=True)
-    return uniq, inv.reshape(-1).astype(I64)
-
-
-def has_duplicates(key: np.ndarray, size: int) -> bool:
-    """Whether some key occurs twice: a bitmap of the key range (one byte per slot) when it is
-    at most 64 slots per row, else one sort."""
-    if len(key) < 2:
-        return False
-    if size <= max(DENSE_MIN_SLOTS, 64 * len(key)):
-        seen = np.zeros(size, bool)
-        seen[key] = True
-        return int(np.count_nonzero(seen)) != len(key)
-    k = np.sort(key)
-    return bool((k[1:] == k[:-1]).any())
-
-
-def member(key: np.ndarray, of: np.ndarray, size: int) -> np.ndarray:
-    """key[i] in of, for each i."""
-    if len(key) == 0 or len(of) == 0:
-        return np.zeros(len(key), bool)
-    if _dense(size, len(key) + len(of)):
-        seen = np.zeros(size, bool)
-        seen[of] = True
-        return seen[key]
-    return np.isin(key, of)
-
-
-def join_indices(kl: np.ndarray, kr: np.ndarray, size: int | None = None):
-    """All pairs (i, j) with kl[i] == kr[j]. A bucket table when the key range is small (a plain
-    lookup when one side's keys are distinct), else one sort of the right side."""
-    nl, nr = len(kl), len(kr)
-    if nl == 0 or nr == 0:
-        return np.zeros(0, I64), np.zeros(0, I64)
-    if size is None:
-        size = int(max(kl.max(), kr.max())) + 1
-    if _dense(size, nl + nr):
-        count_r = np.bincount(kr, minlength=size)
-        if count_r.max() <= 1:  # right keys distinct: a lookup per left row
-            slot = np.full(size, -1, I64)
-            slot[kr] = np.arange(nr, dtype=I64)
-            ri = slot[kl]
-            li = np.flatnonzero(ri >= 0)
-            return li, ri[li]
-        count_l = np.bincount(kl, minlength=size)
-        if count_l.max() <= 1:  # left keys distinct
-            slot = np.full(size, -1, I64)
-            slot[kl] = np.arange(nl, dtype=I64)
-            li = slot[kr]
-            ri = np.flatnonzero(li >= 0)
-            return li[ri], ri
-        start = np.zeros(size + 1, I64)
-        np.cumsum(count_r, out=start[1:])
-        order = np.argsort(kr, kind="stable")
-        lo, cnt = start[kl], count_r[kl]
-    else:
-        order = np.argsort(kr, kind="stable")
-        krs = kr[order]
-        lo = np.searchsorted(krs, kl, "left")
-        cnt = np.searchsorted(krs, kl, "right") - lo
-    total = int(cnt.sum())
-    li = np.repeat(np.arange(nl, dtype=I64), cnt)
-    first = np.repeat(np.cumsum(cnt) - cnt, cnt)
-    ri = order[np.repeat(lo, cnt) + (np.arange(total, dtype=I64) - first)]
-    return li, ri
-
-
-def unique_rows(table: np.ndarray):
-    """(the distinct rows, ordered by their key, and each row's index among them)."""
-    if table.shape[0] == 0:
-        return table, np.zeros(0, I64)
-    key, _, size = encode(list(table.T))
-    uniq, inv = unique_keys(key, size)
-    first = np.empty(len(uniq), I64)
-    first[inv] = np.arange(len(inv), dtype=I64)
-    return table[first], inv
-
-
-# --------------------------------------------------------------------------------------------
-# progress
-# --------------------------------------------------------------------------------------------
-class Progress:
-    """A rich progress bar that appears only once grounding has taken longer than `after`
-    seconds, on a terminal (or when POLYIR_PROGRESS=1); otherwise it costs a clock read."""
-
-    def __init__(self, total: int, enabled: bool | None = None, after: float = 1.0):
-        if enabled is None:
-            enabled = os.environ.get("POLYIR_PROGRESS", "") == "1" or \
-                (os.environ.get("POLYIR_PROGRESS", "") != "0" and sys.stderr.isatty())
-        self.enabled, self.total, self.after = enabled, total, after
-        self.start = time.perf_counter()
-        self.done = 0
-        self.bar = self.task = None
-
-    def step(self, what: str):
-        self.done += 1
-        if not self.enabled:
-            return
-        if self.bar is None and time.perf_counter() - self.start > self.after:
-            from rich.progress import (BarColumn, Progress as Bar, TextColumn,
-                                       TimeElapsedColumn)
-            self.bar = Bar(TextColumn("grounding {task.description}"), BarColumn(),
-                           TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                           transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(what, total=self.total)
-        if self.bar is not None:
-            self.bar.update(self.task, completed=self.done, description=what)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
-
-
-# --------------------------------------------------------------------------------------------
-# the engine
-# --------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class RuleGrounding:
     """Groundings of one rule (sorted by head in a recursive component, so that each level is a
@@ -459,7 +264,7 @@ class Engine:
                 if lit.predicate == "@next" and is_variable(a[1]) and a[1] not in binds:
                     binds[a[1]] = self._term(a[0], binds, n) + 1
                     continue
-                keep &= _builtin(lit.predicate, [self._term(t, binds, n) for t in a], n)
+                keep &= builtin_mask(lit.predicate, [self._term(t, binds, n) for t in a], n)
         for lit in r.body:
             if lit.negated:
                 rel = rels[lit.predicate]
@@ -473,7 +278,7 @@ class Engine:
             binds = {v: c[keep] for v, c in binds.items()}
             src = {k: s[keep] for k, s in src.items()}
         for v in sorted({t for t in r.head_terms if is_variable(t)} - set(binds)):
-            sample, binds, src = _spread(domain, sample, binds, src, v)
+            sample, binds, src = spread(domain, sample, binds, src, v)
         return binds, sample, src
 
     def head_cols(self, i: int, binds, sample) -> list:
@@ -492,7 +297,7 @@ class Engine:
         sample = np.arange(batch_size, dtype=I64)
         binds: dict = {}
         for v in dict.fromkeys(t for t in f.terms if is_variable(t)):
-            sample, binds, _ = _spread(domain, sample, binds, {}, v)
+            sample, binds, _ = spread(domain, sample, binds, {}, v)
         n = len(sample)
         cols = [sample] + [self._term(t, binds, n) for t in f.terms]
         return np.stack(cols, 1)
@@ -562,7 +367,7 @@ class Engine:
                     del binds, sample
                     raw[i] = src
                     bar.step(f"rule {i} ({p})")
-                rels[p], inv = _distinct_cols(heads, self.preds[p].arity)
+                rels[p], inv = distinct_cols(heads, self.preds[p].arity)
                 bounds = np.cumsum([0] + [len(h[0]) for h in heads])
                 for n, k in enumerate(self.facts_of[p]):
                     fact_rows[k] = inv[bounds[n]:bounds[n + 1]]
@@ -574,11 +379,11 @@ class Engine:
             self._fixpoint(comp, rels, domain, seeds)
             for p in comp:
                 for k, rows in zip(self.facts_of[p], seeds[p]):
-                    fact_rows[k] = _rows_of(rows, rels[p])
+                    fact_rows[k] = rows_of(rows, rels[p])
             rules = [i for p in comp for i in self.by_head[p]]
             for i in rules:
                 binds, sample, src = self.eval_rule(i, rels, domain)
-                raw[i] = (_rows_of(self.head_rows(i, binds, sample),
+                raw[i] = (rows_of(self.head_rows(i, binds, sample),
                                    rels[self.rs.rules[i].head]), src)
                 bar.step(f"rule {i} ({self.rs.rules[i].head})")
             self._order_levels(comp, rels, raw, fact_rows, levels)
@@ -637,7 +442,7 @@ class Engine:
         while True:
             delta = {}
             for p in comp:
-                cand = _distinct(new[p], self.preds[p].arity)[0]
+                cand = distinct(new[p], self.preds[p].arity)[0]
                 if len(cand) and len(rels[p]):
                     kc, ko, size = encode(list(cand.T), list(rels[p].T))
                     cand = cand[~member(kc, ko, size)]
@@ -740,115 +545,6 @@ class Engine:
                     return f"{p}({args})" + (f" in sample {int(row[0])}" if row[0] else "")
             return str(a)
         return " <- ".join(text(a) for a in cyc) + " (each needs the next)"
-
-
-def _distinct(tables: list, arity: int):
-    if len(tables) == 1:
-        return unique_rows(tables[0])
-    table = np.concatenate(tables) if tables else np.zeros((0, 1 + arity), I64)
-    return unique_rows(table)
-
-
-def _distinct_cols(parts: list, arity: int):
-    """Like `_distinct` for heads given as column lists [sample, term columns...]: the distinct
-    rows (one table) and each input row's index among them."""
-    parts = [p for p in parts if len(p[0])]
-    if not parts:
-        return np.zeros((0, 1 + arity), I64), np.zeros(0, I64)
-    cols = parts[0] if len(parts) == 1 else \
-        [np.concatenate([p[k] for p in parts]) for k in range(1 + arity)]
-    key, _, size = encode(cols)
-    uniq, inv = unique_keys(key, size)
-    del key
-    first = np.empty(len(uniq), I64)
-    first[inv] = np.arange(len(inv), dtype=I64)
-    return np.stack([c[first] for c in cols], 1), inv
-
-
-def _rows_of(rows: np.ndarray, rel: np.ndarray) -> np.ndarray:
-    """The index in `rel` (distinct rows) of each row of `rows` (all present)."""
-    kq, kr, size = encode(list(rows.T), list(rel.T))
-    li, ri = join_indices(kq, kr, size)
-    out = np.empty(len(rows), I64)
-    out[li] = ri
-    return out
-
-
-def find_rows(rows: np.ndarray, rel: np.ndarray) -> np.ndarray:
-    """The index in `rel` (distinct rows) of each row of `rows`, -1 where absent."""
-    out = np.full(len(rows), -1, I64)
-    if len(rows) and len(rel):
-        kq, kr, size = encode(list(rows.T), list(rel.T))
-        li, ri = join_indices(kq, kr, size)
-        out[li] = ri
-    return out
-
-
-def _spread(domain, sample, binds, src, var):
-    """Every binding repeated once per constant of its sample's domain, `var` bound to it."""
-    d_sample = domain[:, 0]
-    lo = np.searchsorted(d_sample, sample, "left")
-    cnt = np.searchsorted(d_sample, sample, "right") - lo
-    first = np.repeat(np.cumsum(cnt) - cnt, cnt)
-    pick = np.repeat(lo, cnt) + (np.arange(int(cnt.sum()), dtype=I64) - first)
-    rep = np.repeat(np.arange(len(sample), dtype=I64), cnt)
-    binds = {v: c[rep] for v, c in binds.items()}
-    binds[var] = domain[pick, 1]
-    return sample[rep], binds, {k: s[rep] for k, s in src.items()}
-
-
-def _builtin(name: str, vals: list, n: int) -> np.ndarray:
-    if name == "@alldiff":
-        keep = np.ones(n, bool)
-        for a in range(len(vals)):
-            for b in range(a + 1, len(vals)):
-                keep &= vals[a] != vals[b]
-        return keep
-    a, b = vals
-    return {"@eq": a == b, "@neq": a != b, "@lt": a < b, "@leq": a <= b, "@gt": a > b,
-            "@geq": a >= b, "@next": b == a + 1}[name]
-
-
-# --------------------------------------------------------------------------------------------
-# caching by structure
-# --------------------------------------------------------------------------------------------
-def structure_key(facts: dict, batch_size: int) -> bytes:
-    """A hash of which facts there are (not their values)."""
-    h = hashlib.sha256()  # hardware-accelerated on most CPUs: ~0.5 GB/s and more
-    h.update(str(batch_size).encode())
-    for name in sorted(facts):
-        sample, args = facts[name]
-        sample = np.ascontiguousarray(sample, I64)
-        args = np.ascontiguousarray(args, I64)
-        h.update(name.encode() + b"\0" + str(args.shape).encode())
-        for a in (sample, args):
-            if a.size:
-                h.update(memoryview(a.reshape(-1)).cast("B"))
-    return h.digest()
-
-
-class GroundingCache:
-    """Least-recently-used groundings keyed by `structure_key`."""
-
-    def __init__(self, engine: Engine, size: int = 64):
-        self.engine, self.size = engine, size
-        self.store: collections.OrderedDict = collections.OrderedDict()
-        self.hits = self.misses = 0
-
-    def __call__(self, facts: dict, batch_size: int, key: bytes | None = None,
-                 progress: bool | None = None) -> Grounding:
-        key = key if key is not None else structure_key(facts, batch_size)
-        g = self.store.get(key)
-        if g is not None:
-            self.hits += 1
-            self.store.move_to_end(key)
-            return g
-        self.misses += 1
-        g = self.engine.ground(facts, batch_size, progress)
-        self.store[key] = g
-        if len(self.store) > self.size:
-            self.store.popitem(last=False)
-        return g
 
 
 __all__ = ["Engine", "Grounding", "RuleGrounding", "GroundingCache", "structure_key",

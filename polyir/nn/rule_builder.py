@@ -1,8 +1,8 @@
 """Authoring relational rules in Python, PyNeuraLogic-style: `R`, `V`, `C`, `F`, `Template`.
 
-This module only writes rule sets (it builds an `ir.RuleSet` through the text form's `Program`);
-evaluating them is `polyir.nn.rules.RuleLayer`'s concern, and data (samples of facts, queries)
-is `polyir.nn.rule_data`'s.
+This module only writes rule sets (it builds an `ir.RuleSet` through
+`polyir.ir.rules_program.Program`); evaluating them is `polyir.nn.rules.RuleLayer`'s concern, and
+data (samples of facts, queries) is `polyir.nn.rule_data`'s.
 
     t = Template()
     t += R.xor[1, 8] <= R.xy                                      # {1, 8} xor :- xy.
@@ -26,7 +26,9 @@ import torch
 from .. import ir
 from ..ir import GraphError
 from ..ir.kinds.rules import AGGREGATIONS, COMBINATIONS, TRANSFORMATIONS
-from ..ir.rules_text import Program, WeightSpec, format_ruleset
+from ..ir.rules_parser import as_query
+from ..ir.rules_printer import format_ruleset
+from ..ir.rules_program import Program, WeightSpec
 
 
 class _Fn(str):
@@ -366,6 +368,8 @@ class Template:
 
     def build(self, *, dims: dict | None = None, inputs=None, queries=None, seed: int = 0,
               dtype=np.float32) -> ir.RuleSet:
+        if queries is not None:
+            queries = [as_query(q) for q in queries]
         return self.program().to_ruleset(dims=dims, inputs=inputs, queries=queries, seed=seed,
                                           dtype=dtype)
 
