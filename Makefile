@@ -5,13 +5,13 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.polyir-installed
 
-.PHONY: setup demo test test-slow bench golden conformance gpu-check clean graphviz
+.PHONY: setup demo test test-slow bench golden conformance gpu-check clean graphviz docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,docs]'
 	$(BIN)/python -m pip install -q --no-deps torchlogix==0.2.2  # test dep; its deps would replace torch
 	# spiking libraries the neuron and NIR-convention tests compare with: their own deps pull
 	# torchvision / samna (a second torch), so they go --no-deps and their torch-free deps plainly
@@ -46,6 +46,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -s
 
+# the documentation site: docs/ into site/ with mkdocs (offline), failing on any broken link
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+
 golden: $(STAMP)
 	$(BIN)/python tests/golden/write.py
 
@@ -62,4 +66,4 @@ bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache

@@ -4,6 +4,8 @@ the README resolve inside the repository, and nothing points outside it."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,13 @@ def test_api_page_names_every_public_name():
     missing = [n for n in polyir.__all__
                if not re.search(rf"(?<![\w]){re.escape(n)}(?![\w])", text)]
     assert not missing, f"docs/api.md does not mention {missing}"
+
+
+def test_the_site_builds_with_every_page_in_the_nav_and_every_link_resolved(tmp_path):
+    """`make docs`: mkdocs --strict fails on a page missing from the nav, a link to a missing
+    page or heading, and a link it cannot resolve."""
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
+                             str(ROOT / "mkdocs.yml"), "--site-dir", str(tmp_path / "site")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "site" / "kinds" / "rules.html").exists()
