@@ -109,6 +109,16 @@ def test_info_failure_exits_1_with_json(capsys, tmp_path):
     assert code == 1 and not out and "FormatError" in err
 
 
+def test_unreadable_inputs_exit_1_naming_the_file(capsys, ffnn_file, tmp_path):
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.savez(tmp_path / "two.npz", a=np.zeros(3), b=np.zeros(3))
+    for name, says in (("empty.npy", "cannot read input"), ("two.npz", "archive of arrays")):
+        code, out, err = run(capsys, "run", ffnn_file, "--backend", "torch", "--input",
+                             tmp_path / name)
+        assert code == 1 and not out and err.startswith("GraphError:")
+        assert says in err and name in err
+
+
 def test_every_command_has_help(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["-h"])

@@ -662,7 +662,7 @@ def test_batchnorm_folds_into_the_layer_before_it(layer, bn, x):
     g = polyir.export(model, x)
     assert kinds(g)[1:] == [{"Linear": "Affine"}.get(type(layer).__name__, type(layer).__name__),
                             "Output"]
-    folded = g.nodes[next(iter(g.nodes)) if False else list(g.nodes)[1]]
+    folded = g.nodes[list(g.nodes)[1]]
     assert folded.metadata["folded_batchnorm"] == f"{type(bn).__name__} 1"
     with torch.no_grad():
         want = batchnorm_reference(layer(x), bn)

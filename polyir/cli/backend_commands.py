@@ -81,10 +81,15 @@ def load_inputs(paths):
     xs = []
     for p in paths:
         try:
-            xs.append(np.load(p, allow_pickle=False))
-        except (OSError, ValueError) as exc:
-            raise GraphError(f"cannot read input {p!r}: {exc}", field="input",
-                             fix="pass a .npy file written by numpy.save") from None
+            x = np.load(p, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise GraphError(f"cannot read input {p!r}: {exc or 'the file is empty'}",
+                             field="input", fix="pass a .npy file written by numpy.save") from None
+        if not isinstance(x, np.ndarray):  # an .npz archive holds several arrays
+            x.close()
+            raise GraphError(f"input {p!r} is an archive of arrays, not one array", field="input",
+                             fix="pass one .npy file per graph Input (numpy.save)")
+        xs.append(x)
     return xs
 
 

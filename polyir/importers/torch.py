@@ -374,11 +374,6 @@ class GraphModule(nn.Module):
                              fix=f"use one of {sorted(self._keys)}")
         return self.layers[self._keys[name]]
 
-    def named_nodes(self):
-        """(graph node name, torch module) pairs in evaluation order."""
-        for name, key in self._keys.items():
-            yield name, self.layers[key]
-
     @property
     def dtype(self) -> torch.dtype:
         return self._dtype_marker.dtype

@@ -152,7 +152,6 @@ class Neuron(nn.Module):
         self._cache = None
 
     FIELDS = property(lambda self: self.kind.parameter_fields())
-    SPIKING = property(lambda self: self.kind.spike is not None)
 
     @property
     def shape(self) -> tuple[int, ...]:

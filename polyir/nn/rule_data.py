@@ -84,9 +84,6 @@ class Dataset:
         self.samples.append(Sample(queries, facts))
         return self
 
-    def add_example(self, facts):
-        return self.add(None, facts)
-
     def __len__(self):
         return len(self.samples)
 
