@@ -2,6 +2,7 @@
 the original model, and fails loudly otherwise), with short training where a script trains."""
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -56,8 +57,11 @@ def test_readme_code_is_taken_from_the_examples():
     so the README shows only code that the tests above run."""
     sources = {p.name: [line.strip() for line in p.read_text().splitlines()]
                for p in EXAMPLES.glob("*.py")}
-    blocks = python_blocks((ROOT / "README.md").read_text())
+    readme = (ROOT / "README.md").read_text()
+    blocks = python_blocks(readme)
     assert len(blocks) >= 5
+    for raw in re.findall(r"```python\n(.*?)```", readme, re.S):
+        ast.parse(raw)  # a reader can paste it: indented as in the example
     for block in blocks:
         def contains(lines):
             pos = 0

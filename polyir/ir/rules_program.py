@@ -85,8 +85,8 @@ class Program:
                    dtype=np.float32, metadata: dict | None = None) -> RuleSet:
         """Resolve into an ir.RuleSet: infer dimensions, initialise `{dims}` weights (Glorot
         uniform from `seed`), choose inputs (predicates no rule derives, unless `inputs` names
-        them) and queries (given, else the program's `?-`, else every derived arity-0 predicate
-        no rule body uses)."""
+        them) and queries (given as ir.Query records, else the program's `?-`, else every derived
+        arity-0 predicate no rule body uses)."""
         for r in self.rules:  # body first, then head: the order the parser declares in
             for lit in r.body:
                 if not lit.predicate.startswith("@"):
