@@ -306,8 +306,8 @@ def test_torch_reference_is_used():
 
 
 def test_gate_table_matches_truth_table():
-    """lower.GATE_EXPR against the truth table above, on words holding all four (a, b) pairs."""
-    from polyir.backends.lower import GATE_EXPR
+    """program.GATE_EXPR against the truth table above, on words holding all four (a, b) pairs."""
+    from polyir.backends.program import GATE_EXPR
     a, b = 0b1100, 0b1010  # bit k: (a, b) = pairs (0,0), (0,1), (1,0), (1,1) at bits 0..3
     for g, expr in enumerate(GATE_EXPR):
         val = eval(expr.replace("ZERO", "0").replace("ONES", "0xF"), {}, {"a": a, "b": b}) & 0xF

@@ -140,7 +140,8 @@ class TorchCompiled(Compiled):
     def __init__(self, graph, dt=None, **options):
         import torch
         from ..importers.torch import to_torch
-        from .lower import IOSpec, Program, graph_dtype
+        from .lower import graph_dtype
+        from .program import IOSpec, Program
         g = graph.flattened()
         types = g.infer_types()
         kwargs = {"dt": dt} if dt is not None else {}

@@ -1,4 +1,4 @@
-"""CUDA backend: the lowered program (lower.py) rendered as one CUDA C++ kernel, compiled by CuPy
+"""CUDA backend: the lowered program (program.py, from lower.prepare) rendered as one CUDA C++ kernel, compiled by CuPy
 (`RawModule`, NVRTC) on first use and cached by CuPy.
 
 One CUDA block runs one tile of TILE samples at a time (a grid-stride loop over tiles) through
@@ -23,7 +23,8 @@ import numpy as np
 from .. import ir
 from ..ir.errors import GraphError
 from . import CompileError, Compiled
-from .lower import Op, Program, prepare
+from .lower import prepare
+from .program import Program
 from .render import CStyleRenderer, c_comment
 
 WORD_BITS = (32, 64)

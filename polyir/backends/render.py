@@ -3,7 +3,7 @@ overrides (tinygrad's renderer shape: the base owns naming, loops and order; a l
 class attributes plus the odd method).
 
 Generated code works on one tile of `TILE` samples at a time through a context `c`:
-  c->ws      the tile's workspace (buffers at the byte offsets lower.plan_memory assigned)
+  c->ws      the tile's workspace (buffers at the byte offsets passes.plan_memory assigned)
   c->in[k], c->out[k]   graph input / output k, shape (steps, batch, *shape), C order
   c->batch, c->t, c->s0, c->nvalid   samples per step, current step, first sample of the tile,
              how many of the tile's samples exist (the rest are zero padding, never stored)
@@ -21,7 +21,7 @@ import re
 import numpy as np
 
 from ..ir.errors import GraphError
-from .lower import ACT_EXPR, BINARY_EXPR, GATE_EXPR, Op, Program
+from .program import ACT_EXPR, BINARY_EXPR, GATE_EXPR, Op, Program
 
 
 def c_comment(text: str) -> str:
@@ -63,7 +63,7 @@ DOUBLE_NAMES = {"tanhf": "tanh", "expf": "exp", "expm1f": "expm1", "log1pf": "lo
 def sort_gates(op: Op, a: np.ndarray | None = None, b: np.ndarray | None = None):
     """A logic op's gates as runs of one gate id, so that a target runs one tight loop per run.
 
-    Returns (table, runs, positional). Positional ops (lower.relayout_logic) keep their order:
+    Returns (table, runs, positional). Positional ops (passes.relayout_logic) keep their order:
     table = (a, b) pairs and gate j writes output j. Others are sorted by (gate, a): table =
     (out, a, b) triples. runs = [(gate, lo, hi)] over table rows. `a`, `b` replace the op's
     operand indices (a target that addresses operands its own way)."""

@@ -1,0 +1,293 @@
+"""CRenderer: a Program spelled as one standalone C file. The tile is one machine word of
+samples (TILE = `word_bits`, default 256: four uint64 lanes in a GCC/clang vector, one AVX2
+register); logic ops are bit-sliced over that word, GroupSum counts bits with carry-save adders on
+words, real ops loop over the tile's samples so that the compiler vectorises them. The generic
+op forms are render.CStyleRenderer's; the ops here are the CPU-shaped ones; the text around them
+is c_source.CSourceParts'.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..ir.errors import GraphError
+from .c_source import CSourceParts
+from .program import Op, operands
+from .render import CStyleRenderer, sort_gates
+
+WORD_BITS = (64, 128, 256, 512)
+#: C element type of a data table -> its numpy dtype
+C_TYPES = {"float": np.float32, "double": np.float64, "uint16_t": np.uint16, "int32_t": np.int32,
+           "int64_t": np.int64}
+LOGIC_MODES = ("table", "unrolled")
+
+
+class CRenderer(CSourceParts, CStyleRenderer):
+    name = "c"
+    tile = 256
+    lane_t = "uint64_t"
+    fn_qual = "__attribute__((noinline)) static"  # small functions: fast compiles of big nets
+    const_qual = "static const"
+    zero_word = "((word_t){0})"
+    math_names = {"expf": "polyir_expf", "tanhf": "polyir_tanhf"}
+    ones_word = "(~(word_t){0})"
+    data_tables = True
+    prefix = "polyir_"  # of every exported symbol: several programs link into one binary
+
+    def data_table(self, arr: np.ndarray, ctype: str) -> str:
+        """A table the caller passes in (`tables[k]` of PREFIX_run_tables): its values never
+        enter the source."""
+        k = len(self.tables)
+        self.tables.append(np.ascontiguousarray(arr, dtype=C_TYPES[ctype]))
+        return f"((const {ctype}*)c->tab[{k}])"
+
+    def __init__(self, **options):
+        if "word_bits" in options:
+            options["tile"] = options.pop("word_bits")
+        super().__init__(**options)
+        if self.tile not in WORD_BITS:
+            raise ValueError(f"word_bits must be one of {WORD_BITS}, got {self.tile}")
+        if self.logic_mode not in LOGIC_MODES:
+            raise ValueError(f"logic must be one of {LOGIC_MODES}, got {self.logic_mode!r}")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.prefix):
+            raise GraphError(f"symbol prefix {self.prefix!r} is not a C identifier", field="prefix",
+                             fix="use letters, digits and '_', not starting with a digit")
+
+    # --- ops with a faster shape on CPUs ----------------------------------------------------------
+    def op_store(self, op: Op) -> list[str]:
+        spec = self.program.outputs[op.attrs["index"]]
+        n = int(np.prod(spec.shape, dtype=np.int64))
+        if spec.elem != "real":
+            return super().op_store(op)
+        # feature-major tile -> sample-major rows: each row is written whole and in order
+        return [f"float* dst = (float*)c->out[{op.attrs['index']}] + (c->t * c->batch + c->s0) * {n};",
+                f"const float* restrict x = {self.buf(op.ins[0])};",
+                "for (int64_t s = 0; s < c->nvalid; s++) {",
+                f"  float* restrict row = dst + s * {n};",
+                f"  for (int64_t i = 0; i < {n}; i++) row[i] = x[i * TILE + s];",
+                "}"]
+
+    def wbuf(self, b: int) -> str:
+        return f"((word_t*)(c->ws + {self.program.buffers[b].offset}))"
+
+    def op_load(self, op: Op) -> list[str]:
+        spec = self.program.inputs[op.attrs["index"]]
+        n = int(np.prod(spec.shape, dtype=np.int64))
+        k = op.attrs["index"]
+        if spec.elem == "real":
+            # sample-major rows -> feature-major tile, 16 samples at a time: 16 rows stream in
+            # (prefetchable), every feature's 16 values fill one 64-byte line of the tile
+            return [f"const float* src = (const float*)c->in[{k}] + (c->t * c->batch + c->s0) * {n};",
+                    f"float* restrict y = {self.buf(op.out)};",
+                    "for (int64_t s0 = 0; s0 < TILE; s0 += 16) {",
+                    "  if (s0 + 16 <= c->nvalid) {",
+                    f"    const float* restrict rows = src + s0 * {n};",
+                    f"    for (int64_t i = 0; i < {n}; i++)",
+                    f"      for (int s = 0; s < 16; s++) y[i * TILE + s0 + s] = rows[s * {n} + i];",
+                    "  } else {",
+                    f"    for (int64_t i = 0; i < {n}; i++)",
+                    "      for (int64_t s = s0; s < s0 + 16; s++)",
+                    f"        y[i * TILE + s] = s < c->nvalid ? src[s * {n} + i] : 0.0f;",
+                    "  }",
+                    "}"]
+        chunks = -(-n // 64)
+        group = max(1, min(chunks, 16384 // (8 * self.tile)))  # the staging block: 16 KiB
+        nbytes = -(-n // 8)
+        return [f"const int packed = (c->packed >> {k}) & 1;  /* np.packbits(x, -1, bitorder='little') rows */",
+                f"const int64_t stride = packed ? {nbytes} : {n};",
+                f"const unsigned char* src = (const unsigned char*)c->in[{k}] + "
+                "(c->t * c->batch + c->s0) * stride;",
+                f"word_t* yw = {self.wbuf(op.out)};",
+                f"word_t blk[{group}][64];  /* [chunk][sample b]: lane l = the 64 features of sample l*64+b */",
+                f"for (int64_t q0 = 0; q0 < {chunks}; q0 += {group}) {{",
+                f"  const int64_t nq = {chunks} - q0 < {group} ? {chunks} - q0 : {group};",
+                "  for (int64_t l = 0; l < LANES; l++) {",
+                "    for (int b = 0; b < 64; b++) {",
+                "      const int64_t s = l * 64 + b;",
+                "      const unsigned char* row = src + s * stride;",
+                "      for (int64_t q = 0; q < nq; q++) {",
+                "        const int64_t f0 = 64 * (q0 + q);",
+                f"        const int nf = {n} - f0 < 64 ? (int)({n} - f0) : 64;",
+                "        uint64_t m = 0;",
+                "        if (s < c->nvalid) {",
+                "          if (packed) memcpy(&m, row + f0 / 8, (nf + 7) / 8);  /* little-endian hosts */",
+                "          else m = polyir_mask64(row + f0, nf);",
+                "        }",
+                "        blk[q][b][l] = m;",
+                "      }", "    }", "  }",
+                "  for (int64_t q = 0; q < nq; q++) {",
+                "    polyir_transpose64w(blk[q]);  /* now blk[q][f] = the word of feature 64(q0+q)+f */",
+                "    const int64_t f0 = 64 * (q0 + q);",
+                f"    const int nf = {n} - f0 < 64 ? (int)({n} - f0) : 64;",
+                "    for (int f = 0; f < nf; f++) yw[f0 + f] = blk[q][f];",
+                "  }", "}"]
+
+    def op_matvec(self, op: Op) -> list[str]:
+        """Spike-fed: per valid sample, the weight rows of its non-zero inputs (`weight_t` rows
+        are contiguous, so each adds as vectors). Otherwise dense, ROWS outputs at a time so that
+        each input row is read once per block, over the valid samples only. Either way every
+        output sums in input order from its bias, as the plain loop would."""
+        n_in, n_out = op.attrs["n_in"], op.attrs["n_out"]
+        bias = self.const(op, "bias") if "bias" in op.consts else None
+        head = [f"const float* restrict x = {self.buf(op.ins[0])};",
+                f"float* restrict y = {self.buf(op.out)};"]
+        if op.attrs.get("sparse_input"):
+            return head + self.sparse_matvec(op, n_in, n_out, bias)
+        w = self.const(op, "weight")
+        rows = 4
+        lines = head + ["const int64_t nv = (c->nvalid + 15) & ~(int64_t)15;  /* <= TILE */"]
+        for first, last, step in ((0, n_out - n_out % rows, rows), (n_out - n_out % rows, n_out, 1)):
+            if first >= last:
+                continue
+            ks = range(step)
+            lines += [f"for (int64_t o = {first}; o < {last}; o += {step}) {{"]
+            lines += [f"  float* restrict y{k} = y + (o + {k}) * TILE;" for k in ks]
+            lines += [f"  const float b{k} = {f'{bias}[o + {k}]' if bias else '0.0f'};" for k in ks]
+            lines += ["  for (int s = 0; s < TILE; s++) {"
+                      + " ".join(f"y{k}[s] = b{k};" for k in ks) + "}"]
+            lines += [f"  for (int64_t i = 0; i < {n_in}; i++) {{",
+                      "    const float* restrict xi = x + i * TILE;"]
+            lines += [f"    const float w{k} = {w}[(o + {k}) * {n_in} + i];" for k in ks]
+            lines += ["    for (int64_t s = 0; s < nv; s++) {"]
+            lines += [f"      y{k}[s] = MAD(w{k}, xi[s], y{k}[s]);" for k in ks]
+            lines += ["    }", "  }", "}"]
+        return lines
+
+    def sparse_matvec(self, op: Op, n_in: int, n_out: int, bias: str | None) -> list[str]:
+        """Per valid sample, scan its inputs and add the `weight_t` row of each non-zero one
+        into an accumulator of up to BLOCK outputs (on the stack). The row loop is the innermost
+        one so that the compiler vectorises it over outputs."""
+        wt = self.const(op, "weight_t")
+        block = min(n_out, 1024)
+        init = f"{bias}[o0 + o]" if bias else "0.0f"
+        return [f"float acc[{block}];",
+                "for (int64_t s = 0; s < TILE; s++) {",
+                f"  for (int64_t o0 = 0; o0 < {n_out}; o0 += {block}) {{",
+                f"    const int64_t no = {n_out} - o0 < {block} ? {n_out} - o0 : {block};",
+                f"    for (int64_t o = 0; o < no; o++) acc[o] = {init};",
+                "    if (s < c->nvalid) {  /* padding samples keep the bias, as 0 inputs give */",
+                f"      for (int64_t i = 0; i < {n_in}; i++) {{",
+                "        const float v = x[i * TILE + s];",
+                "        if (v == 0.0f) continue;",
+                f"        const float* restrict wi = {wt} + i * {n_out} + o0;",
+                "        for (int64_t o = 0; o < no; o++) acc[o] = MAD(v, wi[o], acc[o]);",
+                "      }", "    }",
+                "    for (int64_t o = 0; o < no; o++) y[(o0 + o) * TILE + s] = acc[o];",
+                "  }", "}"]
+
+    def op_spmv(self, op: Op) -> list[str]:
+        ptr, col = self.const(op, "ptr"), self.const(op, "col")
+        val, bias = self.const(op, "val"), self.const(op, "bias")
+        return [f"const float* restrict x = {self.buf(op.ins[0])};",
+                f"float* restrict y = {self.buf(op.out)};",
+                f"for (int64_t o = 0; o < {op.attrs['n_out']}; o++) {{",
+                "  float* restrict yo = y + o * TILE;",
+                f"  const float b0 = {bias}[o];",
+                "  for (int s = 0; s < TILE; s++) yo[s] = b0;",
+                f"  for (int64_t k = {ptr}[o]; k < {ptr}[o + 1]; k++) {{",
+                f"    const float w = {val}[k];",
+                f"    const float* restrict xi = x + (int64_t){col}[k] * TILE;",
+                "    for (int s = 0; s < TILE; s++) yo[s] = MAD(w, xi[s], yo[s]);",
+                "  }", "}"]
+
+    def op_binarize(self, op: Op) -> list[str]:
+        src, thr = self.const(op, "src"), self.const(op, "thr")
+        return [f"const float* x = {self.buf(op.ins[0])};", f"lane_t* y = {self.buf(op.out)};",
+                f"for (int64_t j = 0; j < {op.attrs['n_out']}; j++) {{",
+                f"  const float* xj = x + (int64_t){src}[j] * TILE;",
+                f"  const float t = {thr}[j];",
+                "  for (int l = 0; l < LANES; l++) {",
+                "    uint64_t m = 0;",
+                "#if defined(POLYIR_AVX2) && !POLYIR_DOUBLE",
+                "    for (int q = 0; q < 8; q++) {",
+                "      polyir_v8sf v;",
+                "      memcpy(&v, xj + l * 64 + q * 8, 32);",
+                "      const polyir_v8si gt = v > t;",
+                "      m |= (uint64_t)(unsigned)__builtin_ia32_movmskps256((polyir_v8sf)gt) << (q * 8);",
+                "    }",
+                "#else",
+                "    for (int b = 0; b < 64; b++) m |= (uint64_t)(xj[l * 64 + b] > t) << b;",
+                "#endif",
+                "    LANE(y, j, l) = m;", "  }", "}"]
+
+    def op_logic(self, op: Op) -> list[str]:
+        # operands are addressed as words from the workspace's start: an op may read several
+        # buffers (passes.bypass_copies)
+        word = self.tile // 8
+        ba, a, bb, b = operands(op)
+        base = {bid: self.program.buffers[bid].offset // word for bid in set(op.ins)}
+        a = np.array([base[x] for x in ba.tolist()], np.int64) + a
+        b = np.array([base[x] for x in bb.tolist()], np.int64) + b
+        lines = ["const word_t* restrict x = (const word_t*)c->ws;",
+                 f"word_t* restrict y = {self.wbuf(op.out)};"]
+        if self.logic_mode == "unrolled":
+            gate = op.consts["gate"]
+            for j in range(gate.size):
+                lines.append(f"y[{j}] = {self.gate(int(gate[j]), f'x[{a[j]}]', f'x[{b[j]}]')};")
+            return lines
+        table, runs, positional = sort_gates(op, a, b)
+        sym = self.const(op, "idx", table)
+        itype = self.index_type(table)
+        # Run bounds come from a table behind an opaque pointer, like the indices: with literal
+        # bounds gcc unrolls every short run into one huge block, and its combiner then takes
+        # minutes on AVX-512 hosts; one loop per gate id keeps the code O(16) per op.
+        by_gate: dict[int, list[tuple[int, int]]] = {}
+        for g, lo, hi in runs:
+            by_gate.setdefault(g, []).append((lo, hi))
+        bounds = np.array([x for g in sorted(by_gate) for r in by_gate[g] for x in r], np.int64)
+        bsym = self.const(op, "runs", bounds)
+        btype = self.index_type(bounds)
+        lines.append(f"const {itype}* restrict idx = (const {itype}*)polyir_opaque({sym});")
+        lines.append(f"const {btype}* restrict runs = (const {btype}*)polyir_opaque({bsym});")
+        r0 = 0
+        for g in sorted(by_gate):
+            r1 = r0 + len(by_gate[g])
+            n = sum(hi - lo for lo, hi in by_gate[g])
+            lines.append(f"for (int r = {r0}; r < {r1}; r++) {{  /* {n} x gate {g} */")
+            if positional:
+                lines += ["  for (int64_t j = runs[2 * r]; j < runs[2 * r + 1]; j++) {",
+                          "    const word_t a = x[idx[2 * j]], b = x[idx[2 * j + 1]];",
+                          f"    y[j] = {self.gate(g)};", "  }", "}"]
+            else:
+                lines += ["  for (int64_t q = 3 * (int64_t)runs[2 * r]; q < 3 * (int64_t)runs[2 * r + 1]; q += 3) {",
+                          "    const word_t a = x[idx[q + 1]], b = x[idx[q + 2]];",
+                          f"    y[idx[q]] = {self.gate(g)};", "  }", "}"]
+            r0 = r1
+        return lines
+
+    def op_tree(self, op: Op) -> list[str]:
+        n, rows, per = op.attrs["n_leaves"], op.attrs["rows"], op.attrs["group_rows"]
+        table = self.tree_leaves(op)
+        leaves = self.const(op, "leaves", table)
+        anf = self.const(op, "anf", ctype="uint16_t")  # codes 0..15
+        itype = self.index_type(table)
+        body = self.tree_body("word_t", "x[lv[{i}]]", "y[r]", n, "m[{g}][{k}]")
+        # a kernel's gates are the same at every position: their masks are made once per kernel
+        return (["const word_t* restrict x = (const word_t*)c->ws;",
+                 f"word_t* restrict y = {self.wbuf(op.out)};",
+                 f"const {itype}* restrict leaves = (const {itype}*)polyir_opaque({leaves});",
+                 f"const uint16_t* restrict anfs = (const uint16_t*)polyir_opaque({anf});",
+                 f"for (int64_t g = 0; g < {rows // per}; g++) {{",
+                 f"  word_t m[{n - 1}][4];",
+                 f"  for (int i = 0; i < {n - 1}; i++)",
+                 "    for (int k = 0; k < 4; k++)",
+                 f"      m[i][k] = (word_t){{0}} - (uint64_t)((anfs[g * {n - 1} + i] >> k) & 1);",
+                 f"  for (int64_t r = g * {per}; r < (g + 1) * {per}; r++) {{",
+                 f"    const {itype}* lv = leaves + r * {n};"]
+                + ["    " + x for x in body] + ["  }", "}"])
+
+    def op_groupsum(self, op: Op) -> list[str]:
+        k, m = op.attrs["k"], op.attrs["m"]
+        np_ = max(1, int(m).bit_length())
+        beta, tau = self.num(op.attrs["beta"]), self.num(op.attrs["tau"])
+        return [f"const word_t* x = {self.wbuf(op.ins[0])};", f"float* y = {self.buf(op.out)};",
+                "word_t pl[64];",
+                f"for (int64_t g = 0; g < {k}; g++) {{",
+                f"  polyir_vcount(x + g * {m}, {m}, pl, {np_});",
+                f"  for (int p = {np_}; p < 64; p++) pl[p] = (word_t){{0}};",
+                "  polyir_transpose64w(pl);  /* lane l of pl[b] = the count of sample l*64+b */",
+                "  float* yg = y + g * TILE;",
+                "  for (int l = 0; l < LANES; l++)",
+                "    for (int b = 0; b < 64; b++)",
+                f"      yg[l * 64 + b] = ((float)pl[b][l] + {beta}) / {tau};", "}"]
