@@ -61,10 +61,10 @@ class CRenderer(CSourceParts, CStyleRenderer):
         if spec.elem != "real":
             return super().op_store(op)
         # feature-major tile -> sample-major rows: each row is written whole and in order
-        return [f"float* dst = (float*)c->out[{op.attrs['index']}] + (c->t * c->batch + c->s0) * {n};",
-                f"const float* restrict x = {self.buf(op.ins[0])};",
+        return [f"real_t* dst = (real_t*)c->out[{op.attrs['index']}] + (c->t * c->batch + c->s0) * {n};",
+                f"const real_t* restrict x = {self.buf(op.ins[0])};",
                 "for (int64_t s = 0; s < c->nvalid; s++) {",
-                f"  float* restrict row = dst + s * {n};",
+                f"  real_t* restrict row = dst + s * {n};",
                 f"  for (int64_t i = 0; i < {n}; i++) row[i] = x[i * TILE + s];",
                 "}"]
 
@@ -78,17 +78,17 @@ class CRenderer(CSourceParts, CStyleRenderer):
         if spec.elem == "real":
             # sample-major rows -> feature-major tile, 16 samples at a time: 16 rows stream in
             # (prefetchable), every feature's 16 values fill one 64-byte line of the tile
-            return [f"const float* src = (const float*)c->in[{k}] + (c->t * c->batch + c->s0) * {n};",
-                    f"float* restrict y = {self.buf(op.out)};",
+            return [f"const real_t* src = (const real_t*)c->in[{k}] + (c->t * c->batch + c->s0) * {n};",
+                    f"real_t* restrict y = {self.buf(op.out)};",
                     "for (int64_t s0 = 0; s0 < TILE; s0 += 16) {",
                     "  if (s0 + 16 <= c->nvalid) {",
-                    f"    const float* restrict rows = src + s0 * {n};",
+                    f"    const real_t* restrict rows = src + s0 * {n};",
                     f"    for (int64_t i = 0; i < {n}; i++)",
                     f"      for (int s = 0; s < 16; s++) y[i * TILE + s0 + s] = rows[s * {n} + i];",
                     "  } else {",
                     f"    for (int64_t i = 0; i < {n}; i++)",
                     "      for (int64_t s = s0; s < s0 + 16; s++)",
-                    f"        y[i * TILE + s] = s < c->nvalid ? src[s * {n} + i] : 0.0f;",
+                    f"        y[i * TILE + s] = s < c->nvalid ? src[s * {n} + i] : 0;",
                     "  }",
                     "}"]
         chunks = -(-n // 64)
@@ -130,8 +130,8 @@ class CRenderer(CSourceParts, CStyleRenderer):
         output sums in input order from its bias, as the plain loop would."""
         n_in, n_out = op.attrs["n_in"], op.attrs["n_out"]
         bias = self.const(op, "bias") if "bias" in op.consts else None
-        head = [f"const float* restrict x = {self.buf(op.ins[0])};",
-                f"float* restrict y = {self.buf(op.out)};"]
+        head = [f"const real_t* restrict x = {self.buf(op.ins[0])};",
+                f"real_t* restrict y = {self.buf(op.out)};"]
         if op.attrs.get("sparse_input"):
             return head + self.sparse_matvec(op, n_in, n_out, bias)
         w = self.const(op, "weight")
@@ -142,13 +142,13 @@ class CRenderer(CSourceParts, CStyleRenderer):
                 continue
             ks = range(step)
             lines += [f"for (int64_t o = {first}; o < {last}; o += {step}) {{"]
-            lines += [f"  float* restrict y{k} = y + (o + {k}) * TILE;" for k in ks]
-            lines += [f"  const float b{k} = {f'{bias}[o + {k}]' if bias else '0.0f'};" for k in ks]
+            lines += [f"  real_t* restrict y{k} = y + (o + {k}) * TILE;" for k in ks]
+            lines += [f"  const real_t b{k} = {f'{bias}[o + {k}]' if bias else '0'};" for k in ks]
             lines += ["  for (int s = 0; s < TILE; s++) {"
                       + " ".join(f"y{k}[s] = b{k};" for k in ks) + "}"]
             lines += [f"  for (int64_t i = 0; i < {n_in}; i++) {{",
-                      "    const float* restrict xi = x + i * TILE;"]
-            lines += [f"    const float w{k} = {w}[(o + {k}) * {n_in} + i];" for k in ks]
+                      "    const real_t* restrict xi = x + i * TILE;"]
+            lines += [f"    const real_t w{k} = {w}[(o + {k}) * {n_in} + i];" for k in ks]
             lines += ["    for (int64_t s = 0; s < nv; s++) {"]
             lines += [f"      y{k}[s] = MAD(w{k}, xi[s], y{k}[s]);" for k in ks]
             lines += ["    }", "  }", "}"]
@@ -160,17 +160,17 @@ class CRenderer(CSourceParts, CStyleRenderer):
         one so that the compiler vectorises it over outputs."""
         wt = self.const(op, "weight_t")
         block = min(n_out, 1024)
-        init = f"{bias}[o0 + o]" if bias else "0.0f"
-        return [f"float acc[{block}];",
+        init = f"{bias}[o0 + o]" if bias else "0"
+        return [f"real_t acc[{block}];",
                 "for (int64_t s = 0; s < TILE; s++) {",
                 f"  for (int64_t o0 = 0; o0 < {n_out}; o0 += {block}) {{",
                 f"    const int64_t no = {n_out} - o0 < {block} ? {n_out} - o0 : {block};",
                 f"    for (int64_t o = 0; o < no; o++) acc[o] = {init};",
                 "    if (s < c->nvalid) {  /* padding samples keep the bias, as 0 inputs give */",
                 f"      for (int64_t i = 0; i < {n_in}; i++) {{",
-                "        const float v = x[i * TILE + s];",
-                "        if (v == 0.0f) continue;",
-                f"        const float* restrict wi = {wt} + i * {n_out} + o0;",
+                "        const real_t v = x[i * TILE + s];",
+                "        if (v == 0) continue;",
+                f"        const real_t* restrict wi = {wt} + i * {n_out} + o0;",
                 "        for (int64_t o = 0; o < no; o++) acc[o] = MAD(v, wi[o], acc[o]);",
                 "      }", "    }",
                 "    for (int64_t o = 0; o < no; o++) y[(o0 + o) * TILE + s] = acc[o];",
@@ -179,24 +179,24 @@ class CRenderer(CSourceParts, CStyleRenderer):
     def op_spmv(self, op: Op) -> list[str]:
         ptr, col = self.const(op, "ptr"), self.const(op, "col")
         val, bias = self.const(op, "val"), self.const(op, "bias")
-        return [f"const float* restrict x = {self.buf(op.ins[0])};",
-                f"float* restrict y = {self.buf(op.out)};",
+        return [f"const real_t* restrict x = {self.buf(op.ins[0])};",
+                f"real_t* restrict y = {self.buf(op.out)};",
                 f"for (int64_t o = 0; o < {op.attrs['n_out']}; o++) {{",
-                "  float* restrict yo = y + o * TILE;",
-                f"  const float b0 = {bias}[o];",
+                "  real_t* restrict yo = y + o * TILE;",
+                f"  const real_t b0 = {bias}[o];",
                 "  for (int s = 0; s < TILE; s++) yo[s] = b0;",
                 f"  for (int64_t k = {ptr}[o]; k < {ptr}[o + 1]; k++) {{",
-                f"    const float w = {val}[k];",
-                f"    const float* restrict xi = x + (int64_t){col}[k] * TILE;",
+                f"    const real_t w = {val}[k];",
+                f"    const real_t* restrict xi = x + (int64_t){col}[k] * TILE;",
                 "    for (int s = 0; s < TILE; s++) yo[s] = MAD(w, xi[s], yo[s]);",
                 "  }", "}"]
 
     def op_binarize(self, op: Op) -> list[str]:
         src, thr = self.const(op, "src"), self.const(op, "thr")
-        return [f"const float* x = {self.buf(op.ins[0])};", f"lane_t* y = {self.buf(op.out)};",
+        return [f"const real_t* x = {self.buf(op.ins[0])};", f"lane_t* y = {self.buf(op.out)};",
                 f"for (int64_t j = 0; j < {op.attrs['n_out']}; j++) {{",
-                f"  const float* xj = x + (int64_t){src}[j] * TILE;",
-                f"  const float t = {thr}[j];",
+                f"  const real_t* xj = x + (int64_t){src}[j] * TILE;",
+                f"  const real_t t = {thr}[j];",
                 "  for (int l = 0; l < LANES; l++) {",
                 "    uint64_t m = 0;",
                 "#if defined(POLYIR_AVX2) && !POLYIR_DOUBLE",
@@ -281,13 +281,13 @@ class CRenderer(CSourceParts, CStyleRenderer):
         k, m = op.attrs["k"], op.attrs["m"]
         np_ = max(1, int(m).bit_length())
         beta, tau = self.num(op.attrs["beta"]), self.num(op.attrs["tau"])
-        return [f"const word_t* x = {self.wbuf(op.ins[0])};", f"float* y = {self.buf(op.out)};",
+        return [f"const word_t* x = {self.wbuf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};",
                 "word_t pl[64];",
                 f"for (int64_t g = 0; g < {k}; g++) {{",
                 f"  polyir_vcount(x + g * {m}, {m}, pl, {np_});",
                 f"  for (int p = {np_}; p < 64; p++) pl[p] = (word_t){{0}};",
                 "  polyir_transpose64w(pl);  /* lane l of pl[b] = the count of sample l*64+b */",
-                "  float* yg = y + g * TILE;",
+                "  real_t* yg = y + g * TILE;",
                 "  for (int l = 0; l < LANES; l++)",
                 "    for (int b = 0; b < 64; b++)",
-                f"      yg[l * 64 + b] = ((float)pl[b][l] + {beta}) / {tau};", "}"]
+                f"      yg[l * 64 + b] = ((real_t)pl[b][l] + {beta}) / {tau};", "}"]

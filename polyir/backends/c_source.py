@@ -111,6 +111,7 @@ typedef uint64_t lane_t;
 typedef uint64_t word_t __attribute__((vector_size(TILE / 8), may_alias));
 #define LANE(p, j, l) ((p)[(int64_t)(j) * LANES + (l)])
 #define POLYIR_DOUBLE {int(self.real == "double")}  /* real values are double (a float64 graph) */
+typedef {self.real} real_t;  /* the type of real values: the graph's float32 or float64 */
 #if POLYIR_DOUBLE && (defined(__FMA__) || defined(__aarch64__))
 #define MAD(a, b, c) fma((a), (b), (c))
 #elif defined(__FMA__) || defined(__aarch64__)

@@ -91,6 +91,7 @@ typedef unsigned short uint16_t;
 #include <stdint.h>
 #endif
 typedef {self.lane_t} lane_t;
+typedef {self.real} real_t;  /* the type of real values: the graph's float32 or float64 */
 #ifndef INFINITY
 #define INFINITY __int_as_float(0x7f800000)
 #endif

@@ -24,7 +24,7 @@ from ..ir.optimize import optimize as optimize_graph
 from ..ir.walk import GraphWalker
 from . import lower_dense, lower_logic, lower_neuron  # noqa: F401  (they fill lower_rule)
 from .passes import bypass_copies, plan_memory, relayout_logic
-from .program import MAX_BUFFER_FEATURES, Buffer, IOSpec, Op, Program, lower_rule
+from .program import MAX_BUFFER_FEATURES, Buffer, IOSpec, Op, Program, RealSpelling, lower_rule
 
 
 class Lowering(GraphWalker):
@@ -39,6 +39,7 @@ class Lowering(GraphWalker):
         self.dt = dt
         self.discretization = discretization
         self.stateful = any(type(n).stateful for n in self.graph.nodes.values())
+        self.scalar = RealSpelling(graph_dtype(self.graph))  # how rules spell C statements
         for name in self.order:
             node = self.graph.nodes[name]
             if type(node) not in lower_rule or (supported is not None
@@ -135,7 +136,7 @@ class Lowering(GraphWalker):
             self.ops.append(Op("store", name, "Output", None, (env[name],), {"index": k}))
         nodes = [(n, type(self.graph.nodes[n]).__name__) for n in self.order]
         return Program(self.buffers, self.ops, inputs, outputs, self.stateful, self.dt, nodes,
-                       graph_dtype(self.graph), discretization=self.discretization)
+                       self.scalar.dtype, discretization=self.discretization)
 
 
 def lower(graph: ir.Graph, backend: str = "c", dt: float | None = None,

@@ -7,11 +7,12 @@ import numpy as np
 
 from .. import ir
 from .lower_dense import real_table, one_input
-from .program import lower_rule
+from .program import RealSpelling, lower_rule
 
 
-def neuron_body(node) -> tuple[list[str], list[str]]:
-    """C statements for one time step of neuron `node`, and the constant tables they read.
+def neuron_body(node, real: RealSpelling = RealSpelling()) -> tuple[list[str], list[str]]:
+    """C statements for one time step of neuron `node`, and the constant tables they read,
+    spelled for the program's real type (`real`: literals and functions; locals are `real_t`).
 
     Locals: `x` the summed input, `s_<state>` each state variable (loaded before, stored after),
     `y` the output; constants `<state>_a`, `_b`, `_c`, `_k` (the step coefficients of
@@ -25,33 +26,34 @@ def neuron_body(node) -> tuple[list[str], list[str]]:
     if spk:
         consts += ["threshold", "reset"]
         test = "threshold"
+        zero, one = real.num(0), real.num(1)
 
         def count(value):
             above = f"{value} {node.threshold_compare} {test}"
             if node.spike_rule == "multi":
-                return f"({above} ? floorf({value} / {test}) : 0.0f)"
-            return f"({above} ? 1.0f : 0.0f)"
+                return f"({above} ? {real.fn('floor')}({value} / {test}) : {zero})"
+            return f"({above} ? {one} : {zero})"
 
         if node.reset_delay:  # the carried membrane's spikes reset it in this step
-            lines.append(f"const float pending = {count(v)};")
+            lines.append(f"const real_t pending = {count(v)};")
             if node.reset_mode == "v_reset":
-                lines.append(f"{v} = pending > 0.0f ? reset : {v};")
+                lines.append(f"{v} = pending > {zero} ? reset : {v};")
     for st in cls.states:
         expr = f"{st.name}_a * s_{st.name} + {st.name}_b * x + {st.name}_c"
         consts += [f"{st.name}_a", f"{st.name}_b", f"{st.name}_c"]
         if st.drive != "input":
             expr += f" + {st.name}_k * s_{st.drive}"
             consts.append(f"{st.name}_k")
-        lines.append(f"const float n_{st.name} = {expr};")
+        lines.append(f"const real_t n_{st.name} = {expr};")
     lines += [f"s_{st.name} = n_{st.name};" for st in cls.states]
     if not spk:
         return lines + [f"y = s_{cls.states[-1].name};"], consts
     if node.reset_delay and node.reset_mode == "subtract":
         lines.append(f"{v} = {v} - pending * threshold;")
-    lines.append(f"const float z = {count(v)};")
+    lines.append(f"const real_t z = {count(v)};")
     if not node.reset_delay:
         lines.append(f"{v} = {v} - z * threshold;" if node.reset_mode == "subtract"
-                     else f"{v} = z > 0.0f ? reset : {v};")
+                     else f"{v} = z > {zero} ? reset : {v};")
     return lines + ["y = z;"], consts
 
 
@@ -68,7 +70,7 @@ def _neuron(ctx, name, node, values):
         tables.update({f"{st}_a": q.a, f"{st}_b": q.b, f"{st}_c": q.c, f"{st}_k": q.k})
     if cls.spike:
         tables.update(threshold=wide[cls.spike.threshold], reset=wide[cls.spike.reset])
-    body, used = neuron_body(node)
+    body, used = neuron_body(node, ctx.scalar)
     consts = {k: np.broadcast_to(real_table(tables[k]).reshape(-1), (n,)).copy() for k in used}
     state = tuple(ctx.buffer("real", n, name, persistent=True) for _ in cls.states)
     out = ctx.result(name, "real", n)

@@ -1,6 +1,7 @@
 """The lowered program: the closed op set renderers spell, the data classes they read
 (`Buffer`, `Op`, `IOSpec`, `Program`), the semantics written once for every renderer (the 16
-gates as bitwise word expressions, activations, binary functions) and `lower_rule`, the table of
+gates as bitwise word expressions, activations, binary functions, and `RealSpelling`: how
+real values are spelled for a float32 or float64 program) and `lower_rule`, the table of
 per-kind rules that emit ops (the rules live in lower_dense.py, lower_logic.py, lower_neuron.py;
 the walker that calls them in lower.py).
 
@@ -79,22 +80,64 @@ GATE_EXPR = (
 )
 GATE_OR = 7
 
-# Activations as float32 C expressions of `x` and the constant `ALPHA`; function names are the
-# C99 <math.h> float functions (a renderer may map them, e.g. to CUDA's). They spell the
-# definitions of ir.ACTIVATIONS: a NaN input gives NaN (relu compares `x < 0`, false for NaN),
-# softplus is x above beta * x > SOFTPLUS_THRESHOLD.
+def c_float(v, double: bool = False) -> str:
+    """A float32 (or, with double, float64) C literal that reads back exactly."""
+    v = float(v) if double else float(np.float32(v))
+    if np.isnan(v):
+        return "NAN"
+    if np.isinf(v):
+        return "INFINITY" if v > 0 else "-INFINITY"
+    s = ("%.17g" if double else "%.9g") % v
+    if "e" not in s and "." not in s and "n" not in s:
+        s += ".0"
+    return s if double else s + "f"
+
+
+@dataclasses.dataclass(frozen=True)
+class RealSpelling:
+    """How a program's real values are written in C-family source, chosen where code is
+    emitted: the scalar type (`real_t` in generated code is a typedef of it), exact literals and
+    the <math.h> function of each name (float32: float, 0.5f, expf; float64: double, 0.5, exp).
+    `names` maps a C99 function to a target's own spelling (the C backend's vectorisable expf)."""
+
+    dtype: str = "float32"  # a Program's dtype: 'float32' or 'float64'
+    names: tuple = ()       # ((C99 function, target spelling), ...)
+
+    @property
+    def double(self) -> bool:
+        return self.dtype == "float64"
+
+    @property
+    def type(self) -> str:
+        return "double" if self.double else "float"
+
+    def num(self, v) -> str:
+        return c_float(v, self.double)
+
+    def fn(self, name: str) -> str:
+        """The function `name` (C99's double spelling: exp, tanh, floor ...) for this type."""
+        c99 = name if self.double else name + "f"
+        return dict(self.names).get(c99, c99)
+
+
+# Activations as C expressions: ACT_EXPR[fn](spelling, x, alpha) with `x` the operand and
+# `alpha` its literal, spelled for the program's real type. They spell the definitions of
+# ir.ACTIVATIONS: a NaN input gives NaN (relu compares `x < 0`, false for NaN), softplus is x
+# above beta * x > SOFTPLUS_THRESHOLD.
 ACT_EXPR = {
-    "identity": "x",
-    "tanh": "tanhf(x)",
-    "sigmoid": "1.0f / (1.0f + expf(-x))",
-    "relu": "(x < 0.0f ? 0.0f : x)",
-    "leaky_relu": "(x > 0.0f ? x : ALPHA * x)",
-    "elu": "(x > 0.0f ? x : ALPHA * expm1f(x))",
-    "softplus": f"(x * ALPHA > {ir.SOFTPLUS_THRESHOLD:.1f}f ? x : log1pf(expf(x * ALPHA)) / ALPHA)",
-    "gelu": "0.5f * x * (1.0f + erff(x * 0.70710678118654752f))",
-    "silu": "x / (1.0f + expf(-x))",
-    "hardtanh": "(x < -ALPHA ? -ALPHA : (x > ALPHA ? ALPHA : x))",
-    "exp": "expf(x)",
+    "identity": lambda r, x, a: x,
+    "tanh": lambda r, x, a: f"{r.fn('tanh')}({x})",
+    "sigmoid": lambda r, x, a: f"{r.num(1)} / ({r.num(1)} + {r.fn('exp')}(-{x}))",
+    "relu": lambda r, x, a: f"({x} < {r.num(0)} ? {r.num(0)} : {x})",
+    "leaky_relu": lambda r, x, a: f"({x} > {r.num(0)} ? {x} : {a} * {x})",
+    "elu": lambda r, x, a: f"({x} > {r.num(0)} ? {x} : {a} * {r.fn('expm1')}({x}))",
+    "softplus": lambda r, x, a: (f"({x} * {a} > {r.num(ir.SOFTPLUS_THRESHOLD)} ? {x} : "
+                                 f"{r.fn('log1p')}({r.fn('exp')}({x} * {a})) / {a})"),
+    "gelu": lambda r, x, a: (f"{r.num(0.5)} * {x} * ({r.num(1)} + "
+                             f"{r.fn('erf')}({x} * {r.num(0.70710678118654752)}))"),
+    "silu": lambda r, x, a: f"{x} / ({r.num(1)} + {r.fn('exp')}(-{x}))",
+    "hardtanh": lambda r, x, a: f"({x} < -({a}) ? -({a}) : ({x} > {a} ? {a} : {x}))",
+    "exp": lambda r, x, a: f"{r.fn('exp')}({x})",
 }
 assert set(ACT_EXPR) == set(ir.ACTIVATIONS), "every ir activation needs a C expression"
 

@@ -7,6 +7,8 @@ Generated code works on one tile of `TILE` samples at a time through a context `
   c->in[k], c->out[k]   graph input / output k, shape (steps, batch, *shape), C order
   c->batch, c->t, c->s0, c->nvalid   samples per step, current step, first sample of the tile,
              how many of the tile's samples exist (the rest are zero padding, never stored)
+Real values have the C type `real_t`, a typedef of float or double by the program's dtype
+(program.RealSpelling: the type, literals and math functions, chosen where code is emitted).
 Bit buffers are addressed by 64- (or 32-) bit lanes through LANE(p, feature, lane); a target may
 group several lanes into one word (the C target's vector words).
 
@@ -21,7 +23,7 @@ import re
 import numpy as np
 
 from ..ir.errors import GraphError
-from .program import ACT_EXPR, BINARY_EXPR, GATE_EXPR, Op, Program
+from .program import ACT_EXPR, BINARY_EXPR, GATE_EXPR, Op, Program, RealSpelling
 
 
 def c_comment(text: str) -> str:
@@ -38,26 +40,6 @@ def c_comment(text: str) -> str:
         else:
             out.append(f"\\U{ord(ch):08x}")
     return "".join(out).replace("*/", "*\\/").replace("/*", "/\\*").replace("??", "?\\?")
-
-
-def c_float(v, double: bool = False) -> str:
-    """A float32 (or, with double, float64) literal that reads back exactly."""
-    v = float(v) if double else float(np.float32(v))
-    if np.isnan(v):
-        return "NAN"
-    if np.isinf(v):
-        return "INFINITY" if v > 0 else "-INFINITY"
-    s = ("%.17g" if double else "%.9g") % v
-    if "e" not in s and "." not in s and "n" not in s:
-        s += ".0"
-    return s if double else s + "f"
-
-
-#: float function -> double function, for programs in float64
-DOUBLE_NAMES = {"tanhf": "tanh", "expf": "exp", "expm1f": "expm1", "log1pf": "log1p",
-                "erff": "erf", "fmaf": "fma", "fabsf": "fabs", "floorf": "floor",
-                "copysignf": "copysign", "polyir_expf": "exp", "polyir_tanhf": "tanh",
-                "logf": "log", "sqrtf": "sqrt"}
 
 
 def sort_gates(op: Op, a: np.ndarray | None = None, b: np.ndarray | None = None):
@@ -96,7 +78,7 @@ class CStyleRenderer:
     const_qual = "static const"      # qualifier of constant tables
     zero_word = "((lane_t)0)"
     ones_word = "(~(lane_t)0)"
-    math_names: dict[str, str] = {}  # C99 float function -> target spelling
+    math_names: dict[str, str] = {}  # C99 function (float spelling) -> target spelling
     logic_mode = "table"             # 'table' (one tight loop per gate id) or 'unrolled'
     # Constant tables with more than `inline_limit` values travel as data (`data_table`) where a
     # target can take them: the source stays small and compiles in bounded time whatever the
@@ -105,7 +87,10 @@ class CStyleRenderer:
     inline_limit = 4096
     max_literal = 1 << 22
 
-    real = "float"  # set per program: float or double
+    # Set per program from its dtype (`render`): how real values are spelled, and the C type
+    # that generated code names `real_t`.
+    scalar = RealSpelling()
+    real = "float"
 
     def __init__(self, **options):
         for k, v in options.items():
@@ -141,7 +126,8 @@ class CStyleRenderer:
                              f"{self.name} renderer writes {self.tile}: lower.prepare(..., "
                              f"tile={self.tile})")
         self.program = program
-        self.real = "double" if program.dtype == "float64" else "float"
+        self.scalar = RealSpelling(program.dtype, tuple(self.math_names.items()))
+        self.real = self.scalar.type
         self.ws_bytes = program.workspace_bytes
         self.consts: list[str] = []
         self.tables: list[np.ndarray] = []  # data tables, in the order the program reads them
@@ -167,7 +153,6 @@ class CStyleRenderer:
                                  f"{self.name}: ins {op.ins}, out {op.out}, attrs "
                                  f"{ {k: v for k, v in op.attrs.items() if k != 'state'} }")
                     raise
-                body = [self.realize(x) for x in body]
                 lines += [f"  {{ /* {op.op}: {self.describe(op)} */"] + ["    " + x for x in body]
                 lines += ["    " + x for x in self.sync()] + ["  }"]
             bodies.append(f"/* node '{c_comment(node)}' ({kind}) */\n"
@@ -199,20 +184,11 @@ class CStyleRenderer:
         what = "input" if op.op == "load" else "output"
         return (f"/* {what} {op.attrs['index']}: node '{c_comment(op.node)}' */\n"
                 f"{self.fn_qual} void {fn}(const pctx* c) {{\n"
-                + "\n".join("  " + self.realize(x) for x in body + self.sync()) + "\n}\n")
-
-    def realize(self, line: str) -> str:
-        """Op bodies are written for float; a float64 program gets double types, literals and
-        functions."""
-        if self.real == "float":
-            return line
-        line = re.sub(r"\bfloat\b", "double", line)
-        line = re.sub(r"\b(\d+\.\d*(?:[eE][-+]?\d+)?)f\b", r"\1", line)
-        return re.sub(r"\b(" + "|".join(DOUBLE_NAMES) + r")\b", lambda m: DOUBLE_NAMES[m.group(1)],
-                      line)
+                + "\n".join("  " + x for x in body + self.sync()) + "\n}\n")
 
     def num(self, v) -> str:
-        return c_float(v, self.real == "double")
+        """`v` as an exact literal of the program's real type."""
+        return self.scalar.num(v)
 
     def describe(self, op: Op) -> str:
         ins = ", ".join(self.bdesc(b) for b in op.ins)
@@ -275,11 +251,7 @@ class CStyleRenderer:
         return expr.replace("ZERO", self.zero_word).replace("ONES", self.ones_word)
 
     def act(self, fn: str, alpha: float, x: str = "x") -> str:
-        expr = ACT_EXPR[fn]
-        for c99, name in self.math_names.items():
-            expr = re.sub(rf"\b{c99}\b", name, expr)
-        expr = re.sub(r"\bx\b", x, expr)
-        return expr.replace("ALPHA", self.num(alpha))
+        return ACT_EXPR[fn](self.scalar, x, self.num(alpha))
 
     def elementwise(self, n: int, lines: list[str]) -> list[str]:
         open_, close = self.loop2("i", n, "s", "TILE")
@@ -292,9 +264,9 @@ class CStyleRenderer:
         y = self.buf(op.out)
         if spec.elem == "real":
             open_, close = self.loop2("i", n, "s", "TILE")
-            return ([f"const float* src = (const float*)c->in[{op.attrs['index']}] + "
-                     f"(c->t * c->batch + c->s0) * {n};", f"float* y = {y};"] + open_ +
-                    [f"    y[i * TILE + s] = s < c->nvalid ? src[s * {n} + i] : 0.0f;"] + close)
+            return ([f"const real_t* src = (const real_t*)c->in[{op.attrs['index']}] + "
+                     f"(c->t * c->batch + c->s0) * {n};", f"real_t* y = {y};"] + open_ +
+                    [f"    y[i * TILE + s] = s < c->nvalid ? src[s * {n} + i] : 0;"] + close)
         open_, close = self.loop2("j", n, "l", "LANES")
         return ([f"const unsigned char* src = (const unsigned char*)c->in[{op.attrs['index']}] + "
                  f"(c->t * c->batch + c->s0) * {n};", f"lane_t* y = {y};"] + open_ +
@@ -308,26 +280,26 @@ class CStyleRenderer:
         spec = self.program.outputs[op.attrs["index"]]
         n = int(np.prod(spec.shape, dtype=np.int64))
         x = self.buf(op.ins[0])
-        dst = (f"float* dst = (float*)c->out[{op.attrs['index']}] + (c->t * c->batch + c->s0)"
+        dst = (f"real_t* dst = (real_t*)c->out[{op.attrs['index']}] + (c->t * c->batch + c->s0)"
                f" * {n};")
         open_, close = self.loop2("i", n, "s", "TILE")
         if spec.elem == "real":
-            return [dst, f"const float* x = {x};"] + open_ + [
+            return [dst, f"const real_t* x = {x};"] + open_ + [
                 f"    if (s < c->nvalid) dst[s * {n} + i] = x[i * TILE + s];"] + close
         return [dst, f"const lane_t* x = {x};"] + open_ + [
             f"    if (s < c->nvalid) dst[s * {n} + i] = "
-            "(float)((LANE(x, i, s / LANE_BITS) >> (s % LANE_BITS)) & 1);"] + close
+            "(real_t)((LANE(x, i, s / LANE_BITS) >> (s % LANE_BITS)) & 1);"] + close
 
     def op_add(self, op: Op) -> list[str]:
         a, b = op.ins
-        return [f"const float* a = {self.buf(a)};", f"const float* b = {self.buf(b)};",
-                f"float* y = {self.buf(op.out)};"] + self.elementwise(
+        return [f"const real_t* a = {self.buf(a)};", f"const real_t* b = {self.buf(b)};",
+                f"real_t* y = {self.buf(op.out)};"] + self.elementwise(
                     self.program.buffers[op.out].size, ["y[e] = a[e] + b[e];"])
 
     def op_copy(self, op: Op) -> list[str]:
         src = self.program.buffers[op.ins[0]]
         if src.elem == "real":
-            return [f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"
+            return [f"const real_t* x = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};"
                     ] + self.elementwise(src.size, ["y[e] = x[e];"])
         open_, close = self.loop2("j", src.size, "l", "LANES")
         return [f"const lane_t* x = {self.buf(op.ins[0])};", f"lane_t* y = {self.buf(op.out)};"
@@ -338,8 +310,8 @@ class CStyleRenderer:
         w = self.const(op, "weight")
         bias = self.const(op, "bias") if "bias" in op.consts else None
         open_, close = self.loop2("o", n_out, "s", "TILE")
-        return ([f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"]
-                + open_ + [f"    float acc = {bias + '[o]' if bias else '0.0f'};",
+        return ([f"const real_t* x = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};"]
+                + open_ + [f"    real_t acc = {bias + '[o]' if bias else '0'};",
                            f"    for (int64_t i = 0; i < {n_in}; i++) "
                            f"acc = MAD({w}[o * {n_in} + i], x[i * TILE + s], acc);",
                            "    y[o * TILE + s] = acc;"] + close)
@@ -349,33 +321,33 @@ class CStyleRenderer:
         ptr, col = self.const(op, "ptr"), self.const(op, "col")
         val, bias = self.const(op, "val"), self.const(op, "bias")
         open_, close = self.loop2("o", n_out, "s", "TILE")
-        return ([f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"]
-                + open_ + [f"    float acc = {bias}[o];",
+        return ([f"const real_t* x = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};"]
+                + open_ + [f"    real_t acc = {bias}[o];",
                            f"    for (int64_t k = {ptr}[o]; k < {ptr}[o + 1]; k++) "
                            f"acc = MAD({val}[k], x[(int64_t){col}[k] * TILE + s], acc);",
                            "    y[o * TILE + s] = acc;"] + close)
 
     def op_scale(self, op: Op) -> list[str]:
         s = self.const(op, "scale")
-        return [f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"
+        return [f"const real_t* x = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};"
                 ] + self.elementwise(op.attrs["n"], [f"y[e] = {s}[i] * x[e];"])
 
     def op_threshold(self, op: Op) -> list[str]:
         t = self.const(op, "threshold")
-        return [f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"
-                ] + self.elementwise(op.attrs["n"], [f"y[e] = x[e] > {t}[i] ? 1.0f : 0.0f;"])
+        return [f"const real_t* x = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};"
+                ] + self.elementwise(op.attrs["n"], [f"y[e] = x[e] > {t}[i] ? 1 : 0;"])
 
     def op_act(self, op: Op) -> list[str]:
         expr = self.act(op.attrs["fn"], op.attrs["alpha"])
-        return [f"const float* xs = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"
-                ] + self.elementwise(op.attrs["n"], ["const float x = xs[e];", f"y[e] = {expr};"])
+        return [f"const real_t* xs = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};"
+                ] + self.elementwise(op.attrs["n"], ["const real_t x = xs[e];", f"y[e] = {expr};"])
 
     def op_binarize(self, op: Op) -> list[str]:
         src, thr = self.const(op, "src"), self.const(op, "thr")
         open_, close = self.loop2("j", op.attrs["n_out"], "l", "LANES")
-        return ([f"const float* x = {self.buf(op.ins[0])};", f"lane_t* y = {self.buf(op.out)};"]
-                + open_ + [f"    const float* xj = x + (int64_t){src}[j] * TILE + l * LANE_BITS;",
-                           f"    const float t = {thr}[j];", "    lane_t m = 0;",
+        return ([f"const real_t* x = {self.buf(op.ins[0])};", f"lane_t* y = {self.buf(op.out)};"]
+                + open_ + [f"    const real_t* xj = x + (int64_t){src}[j] * TILE + l * LANE_BITS;",
+                           f"    const real_t t = {thr}[j];", "    lane_t m = 0;",
                            "    for (int b = 0; b < LANE_BITS; b++) m |= ((lane_t)(xj[b] > t)) << b;",
                            "    LANE(y, j, l) = m;"] + close)
 
@@ -437,7 +409,7 @@ class CStyleRenderer:
         k, m = op.attrs["k"], op.attrs["m"]
         np_ = max(1, int(m).bit_length())
         open_, close = self.loop2("g", k, "l", "LANES")
-        return ([f"const lane_t* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"]
+        return ([f"const lane_t* x = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};"]
                 + open_ + [f"    lane_t pl[{np_}];",
                            f"    for (int p = 0; p < {np_}; p++) pl[p] = 0;",
                            f"    for (int64_t f = g * {m}; f < (g + 1) * {m}; f++) {{",
@@ -446,66 +418,67 @@ class CStyleRenderer:
                            " pl[p] ^= carry; carry = t; }", "    }",
                            "    for (int b = 0; b < LANE_BITS; b++) {", "      int cnt = 0;",
                            f"      for (int p = 0; p < {np_}; p++) cnt |= (int)((pl[p] >> b) & 1) << p;",
-                           f"      y[g * TILE + l * LANE_BITS + b] = ((float)cnt + "
+                           f"      y[g * TILE + l * LANE_BITS + b] = ((real_t)cnt + "
                            f"{self.num(op.attrs['beta'])}) / {self.num(op.attrs['tau'])};",
                            "    }"] + close)
 
     def op_neuron(self, op: Op) -> list[str]:
         consts = {k: self.const(op, k) for k in op.consts}
         states = dict(zip(op.attrs["states"], op.attrs["state"]))
-        lines = [f"const float* xs = {self.buf(op.ins[0])};", f"float* ys = {self.buf(op.out)};"]
-        lines += [f"float* S_{s} = {self.buf(b)};" for s, b in states.items()]
-        body = [f"const float {k} = {sym}[i];" for k, sym in consts.items()]
-        body += ["const float x = xs[e];", "float y;"]
-        body += [f"float s_{s} = S_{s}[e];" for s in states]
+        lines = [f"const real_t* xs = {self.buf(op.ins[0])};", f"real_t* ys = {self.buf(op.out)};"]
+        lines += [f"real_t* S_{s} = {self.buf(b)};" for s, b in states.items()]
+        body = [f"const real_t {k} = {sym}[i];" for k, sym in consts.items()]
+        body += ["const real_t x = xs[e];", "real_t y;"]
+        body += [f"real_t s_{s} = S_{s}[e];" for s in states]
         body += list(op.attrs["body"])
         body += [f"S_{s}[e] = s_{s};" for s in states] + ["ys[e] = y;"]
         return lines + self.elementwise(op.attrs["n"], body)
 
     # --- ops of the everyday CNN / MLP kinds ------------------------------------------------------
-    def math(self, c99: str) -> str:
-        """A C99 float function's spelling on this target."""
-        return self.math_names.get(c99, c99)
+    def math(self, name: str) -> str:
+        """The <math.h> function `name` (exp, log, sqrt ...) for the program's real type on this
+        target."""
+        return self.scalar.fn(name)
 
     def op_spmax(self, op: Op) -> list[str]:
         ptr, col = self.const(op, "ptr"), self.const(op, "col")
         open_, close = self.loop2("o", op.attrs["n_out"], "s", "TILE")
-        return ([f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"]
-                + open_ + ["    float acc = -INFINITY;",
+        return ([f"const real_t* x = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};"]
+                + open_ + ["    real_t acc = -INFINITY;",
                            f"    for (int64_t k = {ptr}[o]; k < {ptr}[o + 1]; k++) {{",
-                           f"      const float v = x[(int64_t){col}[k] * TILE + s];",
+                           f"      const real_t v = x[(int64_t){col}[k] * TILE + s];",
                            "      acc = (v > acc || v != v) ? v : acc;  /* NaN wins (torch) */",
                            "    }", "    y[o * TILE + s] = acc;"] + close)
 
     def op_place(self, op: Op) -> list[str]:
         dst = self.const(op, "dst")
-        return [f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"
+        return [f"const real_t* x = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};"
                 ] + self.elementwise(op.attrs["n"], [f"y[(int64_t){dst}[i] * TILE + s] = x[e];"])
 
     def op_binary(self, op: Op) -> list[str]:
         a, b = op.ins
-        return [f"const float* A = {self.buf(a)};", f"const float* B = {self.buf(b)};",
-                f"float* y = {self.buf(op.out)};"] + self.elementwise(
-                    op.attrs["n"], ["const float a = A[e], b = B[e];",
+        return [f"const real_t* A = {self.buf(a)};", f"const real_t* B = {self.buf(b)};",
+                f"real_t* y = {self.buf(op.out)};"] + self.elementwise(
+                    op.attrs["n"], ["const real_t a = A[e], b = B[e];",
                                     f"y[e] = {BINARY_EXPR[op.attrs['fn']]};"])
 
     def op_clamp(self, op: Op) -> list[str]:
         lo, hi = self.num(op.attrs["lo"]), self.num(op.attrs["hi"])
-        return [f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};"
+        return [f"const real_t* x = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};"
                 ] + self.elementwise(op.attrs["n"], [
-                    "const float v = x[e];", f"y[e] = v < {lo} ? {lo} : (v > {hi} ? {hi} : v);"])
+                    "const real_t v = x[e];", f"y[e] = v < {lo} ? {lo} : (v > {hi} ? {hi} : v);"])
 
     def op_softmax(self, op: Op) -> list[str]:
         n, stride = op.attrs["n"], op.attrs["stride"]
-        exp, log = self.math("expf"), self.math("logf")
+        exp, log = self.math("exp"), self.math("log")
         last = (f"y[PIDX(k)] = x[PIDX(k)] - mx - {log}(sum);" if op.attrs["log"]
                 else f"y[PIDX(k)] = {exp}(x[PIDX(k)] - mx) / sum;")
         open_, close = self.loop2("g", op.attrs["groups"], "s", "TILE")
-        return ([f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};",
+        return ([f"const real_t* x = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};",
                  "#define PIDX(k) (((g / STRIDE) * N * STRIDE + g % STRIDE + (k) * STRIDE) "
                  "* TILE + s)",
                  f"#define N {n}", f"#define STRIDE {stride}"]
-                + open_ + ["    float mx = -INFINITY, sum = 0.0f;",
+                + open_ + ["    real_t mx = -INFINITY, sum = 0;",
                            "    for (int64_t k = 0; k < N; k++) "
                            "mx = x[PIDX(k)] > mx ? x[PIDX(k)] : mx;",
                            f"    for (int64_t k = 0; k < N; k++) sum += {exp}(x[PIDX(k)] - mx);",
@@ -520,15 +493,15 @@ class CStyleRenderer:
         z = f"{z} * {w}[k]" if w else z
         z = f"{z} + {b}[k]" if b else z
         open_, close = self.loop2("g", op.attrs["groups"], "s", "TILE")
-        return ([f"const float* x = {self.buf(op.ins[0])};", f"float* y = {self.buf(op.out)};",
+        return ([f"const real_t* x = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};",
                  f"#define M {m}"]
-                + open_ + ["    float mean = 0.0f, var = 0.0f;",
+                + open_ + ["    real_t mean = 0, var = 0;",
                            "    for (int64_t k = 0; k < M; k++) mean += x[(g * M + k) * TILE + s];",
-                           "    mean /= (float)M;",
+                           "    mean /= (real_t)M;",
                            "    for (int64_t k = 0; k < M; k++) {",
-                           "      const float d = x[(g * M + k) * TILE + s] - mean;",
+                           "      const real_t d = x[(g * M + k) * TILE + s] - mean;",
                            "      var += d * d;", "    }",
-                           f"    const float inv = 1.0f / {self.math('sqrtf')}(var / (float)M + "
+                           f"    const real_t inv = 1 / {self.math('sqrt')}(var / (real_t)M + "
                            f"{self.num(op.attrs['eps'])});",
                            f"    for (int64_t k = 0; k < M; k++) y[(g * M + k) * TILE + s] = {z};"]
                 + close + ["#undef M"])
