@@ -22,7 +22,8 @@ from families import family_graphs
 from polyir import ir
 from polyir.backends import CompileError, cuda
 
-from test_backend_c import NEURONS, Ref, chain, random_inputs, random_logic_net
+from test_backend_c import (NEURONS, Ref, chain, random_inputs, random_logic_net, spike_net,
+                            spike_paths)
 
 F32 = np.float32
 NVCC = shutil.which("nvcc")
@@ -72,9 +73,13 @@ GRAPHS = graphs()
 @pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
 @pytest.mark.parametrize("name,options", [("logic", {}), ("logic_conv", {"word_bits": 32}),
                                           ("cnn", {}), ("leaky_integrators", {}),
-                                          ("float64_mlp", {}), ("activations", {})])
+                                          ("float64_mlp", {}), ("activations", {}),
+                                          ("spike_net", {}), ("logic_tree_large", {})])
 def test_nvcc_compiles_generated_source(tmp_path, name, options):
-    src = cuda.codegen(GRAPHS[name], **options)
+    graph = {"spike_net": lambda: spike_net(30, 70, 5, np.random.default_rng(1)),
+             "logic_tree_large": lambda: _logic_tree_net(np.random.default_rng(2))}.get(
+                 name, lambda: GRAPHS[name])()
+    src = cuda.codegen(graph, **options)
     assert 'extern "C" __global__ void polyir_kernel' in src
     f = tmp_path / "model.cu"
     f.write_text(src)
@@ -105,7 +110,11 @@ class Emulated:
         self.lib = ctypes.CDLL(str(so))
         self.fn = self.lib.polyir_emulate
         self.fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong,
-                            ctypes.c_longlong, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+                            ctypes.c_longlong, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
+                            ctypes.c_int]
+        self.source, self.tables = src, list(renderer.tables)  # the kernel reads them in place
+        self.tab = (ctypes.c_void_p * max(1, len(self.tables)))(
+            *[a.ctypes.data for a in self.tables])
 
     def __call__(self, *xs, steps=1):
         batch = xs[0].shape[1] if steps > 1 or self.program.stateful else xs[0].shape[0]
@@ -118,7 +127,7 @@ class Emulated:
         ws = np.zeros(max(1, self.grid * self.renderer.ws_bytes), np.uint8)
         ins = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
         outp = (ctypes.c_void_p * len(outs))(*[o.ctypes.data for o in outs])
-        self.fn(ins, outp, steps, batch, ws.ctypes.data, self.grid, self.block)
+        self.fn(ins, outp, steps, batch, ws.ctypes.data, self.tab, self.grid, self.block)
         return outs
 
 
@@ -178,6 +187,80 @@ def test_emulated_global_workspace_and_block_sizes(tmp_path):
         np.testing.assert_array_equal(emu(*x)[0], want)
 
 
+@pytest.mark.skipif(GXX is None, reason="g++ not on PATH")
+def test_emulated_spike_fed_affines_add_active_rows(tmp_path):
+    """As in C: Affines fed by spikes (or by a spike-train Input) add only the weight rows of
+    non-zero inputs. Values equal numpy's mat-vec (float32 sums in another order: 1e-5 of the
+    absolute sum), spikes the torch import's; 300 samples on a grid of 2 blocks of 32 threads
+    leave padding in the last tile. An Affine holding an inf weight keeps the dense sum, so that
+    a zero input still gives 0 * inf = NaN."""
+    rng = np.random.default_rng(17)
+    g = spike_net(30, 70, 5, rng)
+    emu = Emulated(g, tmp_path, grid=2, block=32)
+    assert spike_paths(emu) == [True, True], "both Affines should take the spike path"
+    seq = (rng.random((25, 300, 30)) < 0.1) * rng.integers(1, 3, (25, 300, 30))
+    seq = seq.astype(F32)
+    fc1, spikes1, fc2, spikes2 = emu(seq, steps=25)
+    w1, b1 = g.nodes["fc1"].weight.astype(np.float64), g.nodes["fc1"].bias.astype(np.float64)
+    w2 = g.nodes["fc2"].weight.astype(np.float64)
+    for got, x, w, b in ((fc1, seq, w1, b1), (fc2, spikes1, w2, 0.0)):
+        want = x.astype(np.float64) @ w.T + b
+        scale = np.abs(x.astype(np.float64)) @ np.abs(w).T + np.abs(b)
+        assert np.all(np.abs(got - want) <= 1e-5 * scale + 1e-6)
+    assert spikes1.sum() > 0 and spikes2.sum() > 0, "the test should make spikes"
+    t_spikes1, t_spikes2 = polyir.compile(g, "torch").run(seq)[1::2]
+    np.testing.assert_array_equal(spikes1, t_spikes1)
+    np.testing.assert_array_equal(spikes2, t_spikes2)
+
+    w1 = rng.normal(size=(6, 4)).astype(F32)
+    w1[2, 1] = np.inf
+    g = spike_net(4, 6, 3, rng, w1=w1)
+    (tmp_path / "inf").mkdir()
+    emu = Emulated(g, tmp_path / "inf", grid=1, block=8)
+    assert spike_paths(emu) == [False, True], "only the finite Linear takes the spike path"
+    seq = np.zeros((2, 5, 4), F32)
+    seq[:, :, 0] = 1.0
+    fc1 = emu(seq, steps=2)[0]
+    assert np.isnan(fc1[:, :, 2]).all()
+    np.testing.assert_allclose(fc1[:, :, 0], np.broadcast_to(w1[0, 0] + g.nodes["fc1"].bias[0],
+                                                             (2, 5)), rtol=1e-6)
+
+
+def _logic_tree_net(rng):
+    """A conv logic net whose tables exceed the 4,096 values written into source: 16 kernels
+    of 4 leaves at 16 x 16 positions (16,384 leaves), then 2,000 gates (6,000 indices)."""
+    k = 16
+    leaves = np.stack([rng.integers(0, 2, (k, 4)), rng.integers(0, 3, (k, 4)),
+                       rng.integers(0, 3, (k, 4))], -1)
+    return chain(ir.LogicTree2d(leaves, rng.integers(0, 16, (k, 3)), (3, 3)),
+                 ir.Flatten(start_dim=0),
+                 ir.LogicLayer(rng.integers(0, k * 256, 2000), rng.integers(0, k * 256, 2000),
+                               rng.integers(0, 16, 2000)),
+                 ir.LogicLayer(rng.integers(0, 2000, 300), rng.integers(0, 2000, 300),
+                               rng.integers(0, 16, 300)),
+                 ir.GroupSum(3), input_shape=(2, 18, 18), elem="bit")
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ not on PATH")
+def test_emulated_large_tables_are_data_and_copies_are_bypassed(tmp_path):
+    """Tables over 4,096 values reach the kernel as data (`tab`), not source literals, so the
+    source stays small whatever the model; pass-through gates are bypassed as in C (a logic op
+    then reads several buffers). The bits equal the numpy reference and the C backend's."""
+    rng = np.random.default_rng(23)
+    g = _logic_tree_net(rng)
+    emu = Emulated(g, tmp_path, grid=2, block=16)
+    sizes = sorted(a.size for a in emu.tables)
+    assert sizes and sizes[-1] >= 16384, "the tree's leaves should travel as data"
+    assert len(emu.source) < 60_000, "no large literal tables in the source"
+    logic = [op for op in emu.program.ops if op.op == "logic"]
+    assert any(len(op.ins) > 1 for op in logic), "a copy gate should have been read around"
+    assert sum(op.consts["gate"].size for op in logic) < 2300
+    x = random_inputs(g, 300, np.random.default_rng(24))
+    got = emu(*x)[0]
+    np.testing.assert_array_equal(got, Ref(g)(*x)[0].astype(F32))
+    np.testing.assert_array_equal(got, polyir.compile(g, "c")(*x))
+
+
 # ---------------------------------------------------------------------------------------------
 # errors without a GPU, and the real thing with one
 # ---------------------------------------------------------------------------------------------
@@ -213,6 +296,30 @@ def test_gpu_matches_torch(name):
     got = list(got) if isinstance(got, tuple) else [got]
     want = list(want) if isinstance(want, tuple) else [want]
     _compare(got, want, name in LOGIC, rtol=1e-4, atol=1e-5)
+
+
+@gpu
+@pytest.mark.skipif(not HAVE_GPU, reason="needs CuPy and a CUDA GPU")
+def test_gpu_spike_fed_affines_and_data_tables():
+    """On the GPU: the spike-fed mat-vec against numpy (1e-5 of the absolute sum) and the torch
+    import's spikes; a conv logic net whose tables travel as device buffers, with copy gates
+    bypassed, bit for bit as the C backend."""
+    rng = np.random.default_rng(19)
+    g = spike_net(30, 70, 5, rng)
+    m = polyir.compile(g, "cuda")
+    assert spike_paths(m) == [True, True]
+    seq = ((rng.random((25, 300, 30)) < 0.1) * rng.integers(1, 3, (25, 300, 30))).astype(F32)
+    fc1, spikes1, _, spikes2 = m.run(seq)
+    w1, b1 = g.nodes["fc1"].weight.astype(np.float64), g.nodes["fc1"].bias.astype(np.float64)
+    want = seq.astype(np.float64) @ w1.T + b1
+    assert np.all(np.abs(fc1 - want) <= 1e-5 * (np.abs(seq) @ np.abs(w1).T + np.abs(b1)) + 1e-6)
+    t_spikes1, _, t_spikes2 = polyir.compile(g, "torch").run(seq)[1:]
+    assert np.mean(spikes1 != t_spikes1) < 1e-3 and np.mean(spikes2 != t_spikes2) < 1e-3
+    g = _logic_tree_net(np.random.default_rng(23))
+    m = polyir.compile(g, "cuda")
+    assert m.tables and max(a.size for a in m.tables) >= 16384
+    x = random_inputs(g, 1000, np.random.default_rng(24))
+    np.testing.assert_array_equal(m(*x), polyir.compile(g, "c")(*x))
 
 
 @gpu

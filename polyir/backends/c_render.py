@@ -13,13 +13,10 @@ import numpy as np
 
 from ..ir.errors import GraphError
 from .c_source import CSourceParts
-from .program import Op, operands
+from .program import Op
 from .render import CStyleRenderer, sort_gates
 
 WORD_BITS = (64, 128, 256, 512)
-#: C element type of a data table -> its numpy dtype
-C_TYPES = {"float": np.float32, "double": np.float64, "uint16_t": np.uint16, "int32_t": np.int32,
-           "int64_t": np.int64}
 LOGIC_MODES = ("table", "unrolled")
 
 
@@ -32,15 +29,7 @@ class CRenderer(CSourceParts, CStyleRenderer):
     zero_word = "((word_t){0})"
     math_names = {"expf": "polyir_expf", "tanhf": "polyir_tanhf"}
     ones_word = "(~(word_t){0})"
-    data_tables = True
     prefix = "polyir_"  # of every exported symbol: several programs link into one binary
-
-    def data_table(self, arr: np.ndarray, ctype: str) -> str:
-        """A table the caller passes in (`tables[k]` of PREFIX_run_tables): its values never
-        enter the source."""
-        k = len(self.tables)
-        self.tables.append(np.ascontiguousarray(arr, dtype=C_TYPES[ctype]))
-        return f"((const {ctype}*)c->tab[{k}])"
 
     def __init__(self, **options):
         if "word_bits" in options:
@@ -212,13 +201,7 @@ class CRenderer(CSourceParts, CStyleRenderer):
                 "    LANE(y, j, l) = m;", "  }", "}"]
 
     def op_logic(self, op: Op) -> list[str]:
-        # operands are addressed as words from the workspace's start: an op may read several
-        # buffers (passes.bypass_copies)
-        word = self.tile // 8
-        ba, a, bb, b = operands(op)
-        base = {bid: self.program.buffers[bid].offset // word for bid in set(op.ins)}
-        a = np.array([base[x] for x in ba.tolist()], np.int64) + a
-        b = np.array([base[x] for x in bb.tolist()], np.int64) + b
+        a, b = self.logic_operands(op)
         lines = ["const word_t* restrict x = (const word_t*)c->ws;",
                  f"word_t* restrict y = {self.wbuf(op.out)};"]
         if self.logic_mode == "unrolled":

@@ -11,6 +11,11 @@ neurons keep their state in the block's workspace across the fused time loop.
 The workspace of a block lives in shared memory when it fits (`smem_bytes`, default 48 KiB),
 else in global memory (one slice per block).
 
+As in C, the lowering's copy bypass runs first (a logic op may then read several buffers: it
+addresses its operands from the workspace's start), constant tables over 4,096 values are data
+(device buffers passed to the kernel as `tab`, uploaded once), and spike-fed Affine / Linear
+layers add only the weight rows of non-zero inputs.
+
 The kernel uses only what a plain C++ host shim can honestly emulate (threadIdx / blockIdx /
 blockDim / gridDim, __syncthreads, one `extern __shared__` array, float math); tests compile the
 same source with nvcc and, as C++, run it with such a shim (`EMULATOR_PRELUDE`, `emulate`): real
@@ -24,7 +29,7 @@ from .. import ir
 from ..ir.errors import GraphError
 from . import CompileError, Compiled
 from .lower import prepare
-from .program import Program
+from .program import Op, Program
 from .render import CStyleRenderer, c_comment
 
 WORD_BITS = (32, 64)
@@ -47,8 +52,9 @@ class CudaRenderer(CStyleRenderer):
             raise ValueError(f"word_bits must be one of {WORD_BITS} for CUDA, got {self.lane_bits}")
         if self.lane_bits == 32:
             self.lane_t = "unsigned int"
-        if self.tile % self.lane_bits:
-            raise ValueError(f"tile {self.tile} is not a multiple of the word ({self.lane_bits})")
+        if self.tile % self.lane_bits or self.tile & (self.tile - 1):
+            raise ValueError(f"tile must be a power of two and a multiple of the word "
+                             f"({self.lane_bits}), got {self.tile}")
 
     @property
     def use_smem(self) -> bool:
@@ -71,14 +77,39 @@ class CudaRenderer(CStyleRenderer):
  *
  * Kernel:
  *   extern "C" __global__ void polyir_kernel(const void* const* in, void* const* out,
- *       long long steps, long long batch, unsigned char* gws);
+ *       long long steps, long long batch, unsigned char* gws, const void* const* tab);
  *   in / out: device arrays of device pointers, one per graph input / output, each
  *   (steps, batch, *shape) C-contiguous; real values {program.dtype}, bit inputs uint8 (x != 0),
- *   outputs {program.dtype} (bits as 0/1). Launch with any grid and block size; each block walks
- *   tiles of {self.tile} samples. Workspace: {self.ws_bytes} bytes per block, in
- *   {where}.
+ *   outputs {program.dtype} (bits as 0/1). tab: a device array of device pointers to the
+ *   program's {len(self.tables)} data tables (large constants, not in the source; may be NULL
+ *   when there are none):
+{self.tables_doc()}
+ *   Launch with any grid and block size; each block walks tiles of {self.tile} samples.
+ *   Workspace: {self.ws_bytes} bytes per block, in {where}.
  * Nodes: {c_comment(kinds)}
  */"""
+
+    def tables_doc(self) -> str:
+        return "\n".join(f" *     tab[{k}]: {a.dtype.name} x {a.size}"
+                         for k, a in enumerate(self.tables)) or " *     (none)"
+
+    def op_matvec(self, op: Op) -> list[str]:
+        """Spike-fed: consecutive threads take consecutive outputs of one sample, so the input
+        they test is one value for the whole warp (no divergence) and a zero input costs the
+        warp one load; the weight rows of non-zero inputs (`weight_t`, contiguous over outputs)
+        are read coalesced. The sum runs in input order from the bias, as the dense form's."""
+        if not op.attrs.get("sparse_input"):
+            return super().op_matvec(op)
+        n_in, n_out = op.attrs["n_in"], op.attrs["n_out"]
+        wt = self.const(op, "weight_t")
+        init = f"{self.const(op, 'bias')}[o]" if "bias" in op.consts else "0"
+        open_, close = self.loop2("s", "TILE", "o", n_out)
+        return ([f"const real_t* x = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};"]
+                + open_ + [f"    real_t acc = {init};",
+                           f"    for (int64_t i = 0; i < {n_in}; i++) {{",
+                           "      const real_t v = x[i * TILE + s];",
+                           f"      if (v != 0) acc = MAD(v, {wt}[i * {n_out} + o], acc);",
+                           "    }", "    y[o * TILE + s] = acc;"] + close)
 
     def prelude(self, program: Program) -> str:
         return f"""#if defined(__CUDACC_RTC__)  /* NVRTC: no standard headers */
@@ -112,6 +143,7 @@ typedef struct {{
   unsigned char* ws;
   const void* const* in;
   void* const* out;
+  const void* const* tab;  /* the data tables */
   int64_t batch, t, s0, nvalid, packed;
 }} pctx;"""
 
@@ -130,7 +162,8 @@ typedef struct {{
 }}
 
 extern "C" __global__ void polyir_kernel(const void* const* in, void* const* out, long long steps,
-                                         long long batch, unsigned char* gws) {{
+                                         long long batch, unsigned char* gws,
+                                         const void* const* tab) {{
   pctx cc;
   pctx* c = &cc;
 #if POLYIR_USE_SMEM
@@ -140,6 +173,7 @@ extern "C" __global__ void polyir_kernel(const void* const* in, void* const* out
 #endif
   c->in = in;
   c->out = out;
+  c->tab = tab;
   c->batch = batch;
   c->packed = 0;
   const int64_t tiles = (batch + TILE - 1) / TILE;
@@ -162,7 +196,7 @@ def render(graph: ir.Graph, dt: float | None = None, word_bits: int = 64, tile: 
            discretization: str | None = None) -> tuple[Program, CudaRenderer, str]:
     renderer = CudaRenderer(word_bits=word_bits, tile=tile, smem_bytes=smem_bytes)
     program = prepare(graph, "CUDA", renderer.tile, dt=dt, optimize=optimize,
-                      discretization=discretization)
+                      discretization=discretization, multi_source=True)
     return program, renderer, renderer.render(program)
 
 
@@ -219,6 +253,9 @@ class CudaCompiled(Compiled):
         if renderer.use_smem and renderer.ws_bytes > 48 * 1024:
             self.kernel.max_dynamic_shared_size_bytes = renderer.ws_bytes
         self._ws = None
+        # the data tables, on the device once; the kernel reads them through `tab`
+        self.tables = [cp.asarray(a) for a in renderer.tables]
+        self._tab = cp.asarray(np.array([a.data.ptr for a in self.tables] or [0], np.uint64))
 
     def _on_gpu(self, x):
         cp = self._cp
@@ -279,7 +316,8 @@ class CudaCompiled(Compiled):
                 self._ws = cp.empty(need, cp.uint8)
             ws, smem = self._ws, 0
         self.kernel((grid,), (self.threads_per_block,),
-                    (in_p, out_p, np.int64(steps), np.int64(batch), ws), shared_mem=smem)
+                    (in_p, out_p, np.int64(steps), np.int64(batch), ws, self._tab),
+                    shared_mem=smem)
 
 
 def compile(graph: ir.Graph, dt: float | None = None, word_bits: int = 64, tile: int = 256,
@@ -334,7 +372,8 @@ using std::erf; using std::fabs; using std::floor; using std::copysign;
 EMULATOR_LAUNCH = r"""
 alignas(64) unsigned long long polyir_smem[POLYIR_EMU_SMEM_WORDS];
 extern "C" int polyir_emulate(const void* const* in, void* const* out, long long steps,
-                              long long batch, unsigned char* gws, int grid, int block) {
+                              long long batch, unsigned char* gws, const void* const* tab,
+                              int grid, int block) {
   gridDim.x = grid;
   blockDim.x = block;
   std::barrier<> bar(block);
@@ -345,7 +384,7 @@ extern "C" int polyir_emulate(const void* const* in, void* const* out, long long
       threads.emplace_back([=] {
         blockIdx.x = b;
         threadIdx.x = t;
-        polyir_kernel(in, out, steps, batch, gws);
+        polyir_kernel(in, out, steps, batch, gws, tab);
       });
     for (auto& th : threads) th.join();
   }

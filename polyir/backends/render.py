@@ -22,8 +22,7 @@ import re
 
 import numpy as np
 
-from ..ir.errors import GraphError
-from .program import ACT_EXPR, BINARY_EXPR, GATE_EXPR, Op, Program, RealSpelling
+from .program import ACT_EXPR, BINARY_EXPR, GATE_EXPR, Op, Program, RealSpelling, operands
 
 
 def c_comment(text: str) -> str:
@@ -40,6 +39,11 @@ def c_comment(text: str) -> str:
         else:
             out.append(f"\\U{ord(ch):08x}")
     return "".join(out).replace("*/", "*\\/").replace("/*", "/\\*").replace("??", "?\\?")
+
+
+#: C element type of a constant table -> its numpy dtype
+C_TYPES = {"float": np.float32, "double": np.float64, "uint16_t": np.uint16, "int32_t": np.int32,
+           "int64_t": np.int64}
 
 
 def sort_gates(op: Op, a: np.ndarray | None = None, b: np.ndarray | None = None):
@@ -80,12 +84,9 @@ class CStyleRenderer:
     ones_word = "(~(lane_t)0)"
     math_names: dict[str, str] = {}  # C99 function (float spelling) -> target spelling
     logic_mode = "table"             # 'table' (one tight loop per gate id) or 'unrolled'
-    # Constant tables with more than `inline_limit` values travel as data (`data_table`) where a
-    # target can take them: the source stays small and compiles in bounded time whatever the
-    # model's size. Elsewhere a table over `max_literal` values is refused.
-    data_tables = False
+    # Constant tables with more than `inline_limit` values travel as data (`data_table`): the
+    # source stays small and compiles in bounded time whatever the model's size.
     inline_limit = 4096
-    max_literal = 1 << 22
 
     # Set per program from its dtype (`render`): how real values are spelled, and the C type
     # that generated code names `real_t`.
@@ -116,8 +117,12 @@ class CStyleRenderer:
     def header(self, program: Program) -> str:
         return ""
 
-    def data_table(self, arr: np.ndarray, ctype: str) -> str:  # pragma: no cover - per target
-        raise NotImplementedError
+    def data_table(self, arr: np.ndarray, ctype: str) -> str:
+        """A table the caller passes in (`c->tab[k]`, k in the order of `self.tables`): its
+        values never enter the source."""
+        k = len(self.tables)
+        self.tables.append(np.ascontiguousarray(arr, dtype=C_TYPES[ctype]))
+        return f"((const {ctype}*)c->tab[{k}])"
 
     # --- the walk -------------------------------------------------------------------------------
     def render(self, program: Program) -> str:
@@ -216,13 +221,8 @@ class CStyleRenderer:
             ctype = self.real if arr.dtype.kind == "f" else self.index_type(arr)
         if arr.size == 0:
             arr = np.zeros(1, arr.dtype)
-        if self.data_tables and arr.size > self.inline_limit:
+        if arr.size > self.inline_limit:
             return self.data_table(arr, ctype)
-        if arr.size > self.max_literal:
-            raise GraphError(f"a constant table of {arr.size:,} values is too large to write into "
-                             f"{self.name} source", node=op.node, field=key,
-                             fix="use the C backend (it passes large tables as data), or "
-                                 "a smaller model")
         if ctype in ("float", "double"):
             items = [self.num(v) for v in arr.tolist()]
         else:
@@ -243,6 +243,22 @@ class CStyleRenderer:
         if lo >= -(1 << 31) and hi < 1 << 31:
             return "int32_t"
         return "int64_t"
+
+    def word_index(self, b: int) -> int:
+        """Where bit buffer `b` starts, counted in features (TILE / 8 bytes each) from the
+        workspace's start: ops that read several buffers address them all from there."""
+        word = self.tile // 8
+        offset = self.program.buffers[b].offset
+        assert offset % word == 0, "plan_memory aligns buffers to whole features of a tile"
+        return offset // word
+
+    def logic_operands(self, op: Op) -> tuple[np.ndarray, np.ndarray]:
+        """A logic op's operands (a, b) as features from the workspace's start: after
+        passes.bypass_copies one op may read several buffers."""
+        ba, a, bb, b = operands(op)
+        base = {bid: self.word_index(bid) for bid in set(op.ins)}
+        return (np.array([base[x] for x in ba.tolist()], np.int64) + a,
+                np.array([base[x] for x in bb.tolist()], np.int64) + b)
 
     def gate(self, g: int, a: str = "a", b: str = "b") -> str:
         expr = GATE_EXPR[g]
@@ -352,10 +368,10 @@ class CStyleRenderer:
                            "    LANE(y, j, l) = m;"] + close)
 
     def op_logic(self, op: Op) -> list[str]:
-        table, runs, positional = sort_gates(op)
+        table, runs, positional = sort_gates(op, *self.logic_operands(op))
         idx = self.const(op, "idx", table)
         w = 2 if positional else 3
-        lines = [f"const lane_t* x = {self.buf(op.ins[0])};", f"lane_t* y = {self.buf(op.out)};"]
+        lines = ["const lane_t* x = (const lane_t*)c->ws;", f"lane_t* y = {self.buf(op.out)};"]
         for g, lo, hi in runs:
             open_, close = self.loop2("k", hi - lo, "l", "LANES")
             out = f"{lo} + k" if positional else f"{idx}[q - 1]"
@@ -371,11 +387,8 @@ class CStyleRenderer:
     def tree_leaves(self, op: Op) -> np.ndarray:
         """The tree's leaves as word indices from the workspace's start (padding: the zero
         word of ins[1])."""
-        word = self.tile // 8
         leaves = op.consts["leaves"].astype(np.int64)
-        base = self.program.buffers[op.ins[0]].offset // word
-        zero = self.program.buffers[op.ins[-1]].offset // word
-        return np.where(leaves < 0, zero, leaves + base)
+        return np.where(leaves < 0, self.word_index(op.ins[-1]), leaves + self.word_index(op.ins[0]))
 
     def tree_body(self, t: str, read: str, write: str, n_leaves: int, mask: str) -> list[str]:
         """Statements evaluating one row's gate tree in registers (`read` gives leaf {i}'s word,

@@ -44,12 +44,14 @@ class EmulatedKernel(Compiled):
     def __init__(self, program, renderer, source, fn):
         super().__init__(program, source)
         self.renderer, self._fn = renderer, fn
+        tables = renderer.tables  # the kernel reads them in place: kept alive with it
+        self._tab = (ctypes.c_void_p * max(1, len(tables)))(*[a.ctypes.data for a in tables])
 
     def _execute(self, arrays, outs, steps, batch, threads):
         ins = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
         outp = (ctypes.c_void_p * max(1, len(outs)))(*[o.ctypes.data for o in outs])
         ws = np.zeros(max(1, GRID * self.renderer.ws_bytes), np.uint8)
-        self._fn(ins, outp, steps, batch, ws.ctypes.data, GRID, BLOCK)
+        self._fn(ins, outp, steps, batch, ws.ctypes.data, self._tab, GRID, BLOCK)
 
 
 def _unit(k: int, source: str, smem_bytes: int) -> str:
@@ -86,7 +88,7 @@ def build_emulated(graphs) -> list:
     for k, (program, renderer, src) in enumerate(rendered):
         fn = getattr(lib, f"polyir_emulate_{k}")
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong, ctypes.c_longlong,
-                       ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+                       ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         progs.append(EmulatedKernel(program, renderer, src, fn))
     return progs
 
