@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps torchlogix==0.2.2  # test dep; its deps would replace torch
 	# spiking libraries the neuron and NIR-convention tests compare with: their own deps pull
 	# torchvision / samna (a second torch), so they go --no-deps and their torch-free deps plainly
-	$(BIN)/python -m pip install -q pbr matplotlib
-	$(BIN)/python -m pip install -q --no-deps snntorch==1.0.0 norse==1.1.0 sinabs==3.1.3
+	$(BIN)/python -m pip install -q pbr matplotlib scipy
+	$(BIN)/python -m pip install -q --no-deps snntorch==1.0.0 norse==1.1.0 sinabs==3.1.3 rockpool==3.1.0
 	# optional: PyNeuraLogic (needs Java 17) for the rules comparison tests, which skip without it
 	$(BIN)/python -m pip install -q --no-deps neuralogic==0.9.2 jpype1==1.7.1 tqdm || echo 'PyNeuraLogic not installed: its comparison tests will skip'
 	@command -v dot >/dev/null 2>&1 || $(MAKE) --no-print-directory graphviz

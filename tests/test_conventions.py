@@ -1,4 +1,4 @@
-"""NIR files written by snnTorch, Norse and sinabs, read with `convention=`: polyir's torch and C
+"""NIR files written by snnTorch, Norse, sinabs and rockpool, read with `convention=`: polyir's torch and C
 runs give the library's own spikes, step for step; without the convention the file reads as NIR
 defines it."""
 import numpy as np
@@ -120,6 +120,20 @@ def test_sinabs_file(layer):
         want = model(torch.from_numpy(x.transpose(1, 0, 2))).numpy().transpose(1, 0, 2)
     assert want.max() >= 2  # several spikes in one step happen
     _check(nir_graph, "sinabs", x, want, ("torch", "c") if layer == "IAF" else ("torch",))
+
+
+def test_rockpool_file():
+    pytest.importorskip("rockpool")
+    from rockpool.nn.combinators import Sequential
+    from rockpool.nn.modules import LIFTorch, LinearTorch, to_nir
+    torch.manual_seed(0)
+    model = Sequential(LinearTorch((N_IN, N)), LIFTorch(N, tau_mem=[0.01, 0.02, 0.005, 0.05],
+                                                          tau_syn=0.005))
+    x = _inputs(50, 2).astype(np.float32)
+    with torch.no_grad():  # rockpool evolves (batch, time, features) in one call
+        want = model(torch.from_numpy(x.transpose(1, 0, 2)))[0].numpy().transpose(1, 0, 2)
+    assert want.max() >= 2  # several spikes in one step happen
+    _check(to_nir(model), "rockpool", x, want, ("torch", "c"))
 
 
 def test_unknown_convention_names_the_known_ones(tmp_path):

@@ -43,7 +43,8 @@ class Converter(StateProtocol):
         self.edges: list[tuple] = []  # (term_ref, delay, dst, port)
         self.metadata: dict[str, Any] = {}
         self.metadata_from: dict[str, str] = {}
-        self.token_inputs: dict[str, Any] = {}  # call node -> state arg value
+        self.token_inputs: dict[str, Any] = {}  # call node -> state arg values
+        self.fragment_recurrent: set[tuple] = set()  # cycles inside a handler's fragment
         self.float_dtype = np.float32
         for x in inputs:
             if x.is_floating_point():
@@ -149,6 +150,8 @@ class Converter(StateProtocol):
                 continue
             names[inner] = self.unique(f"{name}_{inner}")
             self.graph.add(names[inner], node)
+        _, recurrent = frag.order()
+        self.fragment_recurrent |= {(names[e[0]], names[e[1]], *e[2:]) for e in recurrent}
         pending = {}
         for e in frag.edges:
             pending.setdefault(e[1], []).append(e)
@@ -299,18 +302,22 @@ class Converter(StateProtocol):
         value = self.value_of(n.args[0], n)
         extra = list(n.args[1:]) + list(n.kwargs.values())
         is_pair = n.name in self.pair_nodes
+        out = example.get(n.name)
+        size = len(out) if is_pair and isinstance(out, (tuple, list)) else 2
         if is_pair:
-            if len(extra) > 1:
+            if len(extra) > size - 1:
+                form = ", ".join(["out"] + [f"state_{i}" for i in range(1, size)])
                 raise GraphError(f"fx node {n.name!r} passes {len(extra) + 1} arguments to "
-                                 f"{n.target!r}; a stateful module takes (x, state)", node=n.name,
-                                 field="input", fix="call it as module(x, state)")
-            self.token_inputs[n.name] = extra[0] if extra else None
+                                 f"{n.target!r}, which returns {size} values; a stateful module "
+                                 "takes (x, *its own state)", node=n.name, field="input",
+                                 fix=f"call it as {form} = module(x, "
+                                     f"{form.partition(', ')[2]}), or as module(x)")
+            self.token_inputs[n.name] = extra
         elif extra:
             raise GraphError(f"fx node {n.name!r} passes {len(extra) + 1} arguments to "
                              f"{n.target!r} ({cls}); polyir nodes take one input", node=n.name,
                              field="input", fix="call the module with one tensor")
         inp = example.get(n.args[0].name)
-        out = example.get(n.name)
         if is_pair and isinstance(out, (tuple, list)):
             out = out[0]
         ctx = ExportContext(self, n, name, module, inp, out)
@@ -320,8 +327,8 @@ class Converter(StateProtocol):
         else:
             new = self.add_node(name, result, value, n)
         if is_pair:
-            return Pair(new, Token(n.name))
-        if result is not None and stateful_result(result):
+            return Pair(new, Token(n.name), size)
+        if result is not None and h.returns_state is None and stateful_result(result):
             raise GraphError(f"fx node {n.name!r}: {cls} is stateful but its result is used "
                              "directly", node=n.name, field="state",
                              fix="unpack it: out, state = module(x, state)")
@@ -358,7 +365,7 @@ class Converter(StateProtocol):
 
     def _finish(self) -> ir.Graph:
         g = self.graph
-        required = self.resolve_recurrent()
+        required = self.resolve_recurrent() | self.fragment_recurrent
         self._declare_bits()
         g.metadata = self._graph_metadata()
         g.check()

@@ -116,11 +116,8 @@ def _feature_axis(n, dim, ndim: int, what: str = "dim") -> int:
 def _getitem(exp, name, n, values):
     base = exp.env.get(n.args[0].name) if isinstance(n.args[0], fx.Node) else None
     key = n.args[1]
-    if isinstance(base, Pair):
-        if key in (0, -2):
-            return base.value
-        if key in (1, -1):
-            return base.token
+    if isinstance(base, Pair) and isinstance(key, int) and -base.size <= key < base.size:
+        return base.value if key in (0, -base.size) else base.token
     if isinstance(base, StateRef):
         return StateRef(base.path + (key,))
     if base is META:

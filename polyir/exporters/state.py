@@ -63,8 +63,11 @@ class Token:
 
 @dataclasses.dataclass(frozen=True)
 class Pair:
+    """What a stateful module call returns: its output, then `size - 1` entries of its own state
+    (`out, state = lif(x, state)`, or `spk, syn, mem = synaptic(x)`)."""
     value: Value
     token: Token
+    size: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +192,8 @@ class StateProtocol:
         for path, leaf in leaves(s_struct, ()):
             if isinstance(leaf, fx.Node):
                 src = leaf.args[0] if (leaf.op == "call_function" and leaf.target is
-                                       operator.getitem and leaf.args[1] in (1, -1)) else None
+                                       operator.getitem and isinstance(leaf.args[1], int)
+                                       and leaf.args[1] != 0) else None
                 if isinstance(src, fx.Node) and src.name in self.pair_nodes:
                     self.state_leaves[path] = ("token", src.name)
                 else:
@@ -212,27 +216,31 @@ class StateProtocol:
 
 
     def _check_state_tokens(self, state_name):
-        for call, arg in self.token_inputs.items():
-            if not isinstance(arg, fx.Node):
-                if state_name is not None:
-                    warnings.warn(f"fx node {call!r}: the model does not pass this module its "
-                                  "state from the previous step (it restarts every call); the "
-                                  "exported graph carries the state from step to step",
-                                  PolyirWarning, stacklevel=4)
-                continue
-            src = self.env.get(arg.name)
-            if isinstance(src, StateRef):
-                leaf = self.state_leaves.get(src.path)
-                if leaf == ("token", call):
-                    continue
-                raise GraphError(f"fx node {call!r} receives state{list(src.path)}, but the model "
-                                 f"returns {'nothing' if leaf is None else repr(leaf[1])} there",
-                                 node=call, field="state",
-                                 fix="return each module's own new state at the place it reads it")
-            raise GraphError(f"fx node {call!r} receives a state that is not its own",
-                             node=call, field="state",
-                             fix="pass a module only the state it returned")
+        for call, args in self.token_inputs.items():
+            for arg in args or [None]:
+                self._check_state_token(call, arg, state_name)
 
+    def _check_state_token(self, call, arg, state_name):
+        """A state argument of a stateful call must be that call's own state read back."""
+        if not isinstance(arg, fx.Node):
+            if state_name is not None:
+                warnings.warn(f"fx node {call!r}: the model does not pass this module its "
+                              "state from the previous step (it restarts every call); the "
+                              "exported graph carries the state from step to step",
+                              PolyirWarning, stacklevel=5)
+            return
+        src = self.env.get(arg.name)
+        if isinstance(src, StateRef):
+            leaf = self.state_leaves.get(src.path)
+            if leaf == ("token", call):
+                return
+            raise GraphError(f"fx node {call!r} receives state{list(src.path)}, but the model "
+                             f"returns {'nothing' if leaf is None else repr(leaf[1])} there",
+                             node=call, field="state",
+                             fix="return each module's own new state at the place it reads it")
+        raise GraphError(f"fx node {call!r} receives a state that is not its own",
+                         node=call, field="state",
+                         fix="pass a module only the state it returned")
 
     def resolve_recurrent(self) -> set:
         """Connect the state read back to its producers; returns the edges the model reads one

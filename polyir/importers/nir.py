@@ -134,11 +134,11 @@ def _nir_neuron(node, name):
     that NIR cannot express."""
     extra = node.non_default_options()
     if extra:
-        field, value = next(iter(extra.items()))
-        raise GraphError(f"{node.kind_name} {name!r} has {field}={value!r}, which NIR's "
-                         f"{node.kind_name} cannot express", node=name, field=field,
+        fields = ", ".join(f"{f}={v!r}" for f, v in extra.items())
+        raise GraphError(f"{node.kind_name} {name!r} has {fields}, which NIR's "
+                         f"{node.kind_name} cannot express", node=name, field=next(iter(extra)),
                          fix="keep this neuron in a polyir file (.h5), or use NIR's default "
-                             f"{field}")
+                             f"{' and '.join(extra)}")
     cls = getattr(_nir(), node.kind_name)
     return cls(**{f: _np(a) for f, a in node.parameters().items()})
 

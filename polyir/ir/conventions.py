@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from .errors import GraphError
 from .graph import Graph
 from .kinds.neurons import CubaLIF, Neuron, SpikingNeuron
@@ -30,7 +32,9 @@ class Convention:
     discretization: str
     spike_options: dict
     rewrite: object = None
-    time_in_io_shapes: bool = False  # Input/Output types carry a leading time dimension
+    #: the feature shape of an Input/Output type the exporter wrote with other dims in it
+    #: (sinabs: a leading time dim; rockpool: its sample's batch and time dims), or None
+    io_shape: object = None
 
 
 def _norse(dt, node):
@@ -42,6 +46,22 @@ def _norse(dt, node):
     if isinstance(node, CubaLIF):
         return node.replace(w_in=node.tau_syn / dt)
     return node
+
+
+def _rockpool(dt, node):
+    # Euler's s <- (1 - dt/tau) s + (dt gain/tau) drive equals a decay d = exp(-dt/tau) with
+    # tau' = dt / (1 - d); the current takes its input decayed too (w_in = b tau_syn' / dt), the
+    # membrane the whole new current (r = tau_mem' / dt).
+    if not isinstance(node, CubaLIF):
+        raise GraphError(f"rockpool's NIR {type(node).__name__} has no tested reading",
+                         field="convention", fix="export rockpool's LIFTorch (a CubaLIF), or "
+                                                  "read the file without a convention")
+    decay = {f: np.exp(-dt / getattr(node, f).astype(np.float64)) for f in ("tau_syn", "tau_mem")}
+    tau = {f: dt / (1 - d) for f, d in decay.items()}
+    dtype = node.tau_mem.dtype
+    return node.replace(tau_syn=tau["tau_syn"].astype(dtype), tau_mem=tau["tau_mem"].astype(dtype),
+                        r=(tau["tau_mem"] / dt).astype(dtype),
+                        w_in=(decay["tau_syn"] * tau["tau_syn"] / dt).astype(dtype))
 
 
 CONVENTIONS = {
@@ -58,19 +78,23 @@ CONVENTIONS = {
     # scaled by 1 - alpha (norm_input), several spikes per step (floor(v / thr), v >= thr),
     # subtracting the threshold once per spike in the same step.
     "sinabs": Convention(1.0, "exact", {"reset_mode": "subtract", "spike_rule": "multi",
-                                        "threshold_compare": ">="}, time_in_io_shapes=True),
-    # rockpool to_nir (read from its source, not run here): multi-spike, subtract reset; see
-    # docs/spiking.md for what stays approximate.
+                                        "threshold_compare": ">="},
+                         io_shape=lambda shape: shape[1:] if len(shape) > 1 else shape),
+    # rockpool 3.1 to_nir (LIFTorch -> CubaLIF): its step at dt = 1e-3 is i <- b (i + x),
+    # v <- a v + i, a = exp(-dt/tau_mem), b = exp(-dt/tau_syn); spikes floor(v / thr) once
+    # v >= thr, subtracted once each. Its r = tau_mem exp(-dt/tau_mem) / dt is an approximation
+    # of that, replaced by the Euler parameters that give the step exactly (`_rockpool`).
     "rockpool": Convention(1e-3, "euler", {"reset_mode": "subtract", "spike_rule": "multi",
-                                           "threshold_compare": ">="}),
+                                           "threshold_compare": ">="}, _rockpool,
+                           io_shape=lambda shape: shape[-1:]),
 }
 
 
 def _node(conv: Convention, node, top: bool):
     if isinstance(node, Graph):
         return _rewrite(conv, node, False)
-    if top and conv.time_in_io_shapes and isinstance(node, (Input, Output)) and len(node.shape) > 1:
-        return node.replace(shape=tuple(node.shape[1:]))
+    if top and conv.io_shape and isinstance(node, (Input, Output)):
+        return node.replace(shape=tuple(conv.io_shape(tuple(node.shape))))
     if isinstance(node, SpikingNeuron):
         node = node.replace(**conv.spike_options)
     if isinstance(node, Neuron) and conv.rewrite:

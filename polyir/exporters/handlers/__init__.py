@@ -41,7 +41,8 @@ def SKIP(ctx, name, module, values):  # noqa: N802 - a named constant that is a 
 class Handler:
     """fn(ctx, name, module, values) -> node | Graph | list | None; `returns_state` says whether
     the module returns (out, state) (None: decided by the kind fn returns, or by how the model
-    uses the result); `source` names where it came from (for messages)."""
+    uses the result; False: it returns its output only and keeps any state inside, as sinabs'
+    layers do); `source` names where it came from (for messages)."""
 
     fn: Callable
     returns_state: bool | None = None
