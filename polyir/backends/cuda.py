@@ -1,5 +1,5 @@
-"""CUDA backend: the lowered program (program.py, from lower.prepare) rendered as one CUDA C++ kernel, compiled by CuPy
-(`RawModule`, NVRTC) on first use and cached by CuPy.
+"""CUDA backend: the lowered program (program.py, from lower.prepare) rendered as one CUDA C++
+kernel, compiled by CuPy (`RawModule`, NVRTC) on first use and cached by CuPy.
 
 One CUDA block runs one tile of TILE samples at a time (a grid-stride loop over tiles) through
 the whole graph and, for stateful graphs, the whole time loop: every op is a thread-strided loop
