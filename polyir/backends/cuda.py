@@ -240,7 +240,7 @@ class CudaCompiled(Compiled):
         cp = self._cp = _cupy()
         self.renderer = renderer
         self.threads_per_block = int(threads_per_block)
-        opts = ("--std=c++17",)
+        opts = ("--std=c++17", "--fmad=false")  # no fused a*b+c but MAD: as C's -ffp-contract=off
         try:
             self.module = cp.RawModule(code=source, options=opts)
             self.kernel = self.module.get_function("polyir_kernel")
