@@ -205,7 +205,7 @@ def test_emulated_spike_fed_affines_add_active_rows(tmp_path):
     w1[2, 1] = np.inf
     g = spike_net(4, 6, 3, rng, w1=w1)
     (tmp_path / "inf").mkdir()
-    emu = Emulated(g, tmp_path / "inf", grid=1, block=8)
+    emu = Emulated(g, tmp_path / "inf", grid=1, block=8, tile=64)  # a small batch's tile
     assert spike_paths(emu) == [False, True], "only the finite Linear takes the spike path"
     seq = np.zeros((2, 5, 4), F32)
     seq[:, :, 0] = 1.0
@@ -213,6 +213,16 @@ def test_emulated_spike_fed_affines_add_active_rows(tmp_path):
     assert np.isnan(fc1[:, :, 2]).all()
     np.testing.assert_allclose(fc1[:, :, 0], np.broadcast_to(w1[0, 0] + g.nodes["fc1"].bias[0],
                                                              (2, 5)), rtol=1e-6)
+
+
+def test_the_tile_follows_the_batch():
+    """Every SM gets two blocks where the batch allows: small batches run in narrow tiles (one
+    word at the least), large ones in the widest."""
+    assert cuda.tile_for(64, 132, 64, 256) == 64
+    assert cuda.tile_for(40_000, 132, 64, 256) == 128      # 313 blocks for 132 SMs
+    assert cuda.tile_for(1_000_000, 132, 64, 256) == 256
+    assert cuda.tile_for(1_000_000, 132, 32, 64) == 64     # never past the widest asked for
+    assert cuda.tile_for(100, 1, 32, 256) == 32
 
 
 def _logic_tree_net(rng):
