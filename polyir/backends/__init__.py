@@ -46,6 +46,9 @@ class Compiled:
 
     backend = "?"
     relaxed_bits = False  # True: bit inputs are relaxed values in [0, 1] (train mode)
+    # True: the program itself refuses bytes other than 0 / 1 in uint8 / bool bit inputs (one pass
+    # over the data instead of two); `_non_bit_error` then names the input
+    checks_bit_bytes = False
 
     def __init__(self, program, source: str):
         self.program = program
@@ -81,7 +84,8 @@ class Compiled:
                              fix="add the batch dim (x[None]) for one sample" if
                              tuple(arr.shape) == shape else f"reshape it to {want}")
         if elem == "bit" and not self.relaxed_bits:
-            if arr.dtype == np.bool_:  # bytes 0 / 1 already: read in place
+            if arr.dtype == np.bool_ or (arr.dtype == np.uint8 and self.checks_bit_bytes):
+                # bytes read in place; the program's packing loop refuses values other than 0 / 1
                 return np.ascontiguousarray(arr).view(np.uint8)
             bad = (arr > 1) if arr.dtype.kind in "bu" else ~((arr == 0) | (arr == 1))
             if bad.any():
@@ -89,6 +93,18 @@ class Compiled:
                 raise Input.non_bit_error(name, arr[bad].flat[0].item())
             return np.ascontiguousarray(arr, dtype=np.uint8)
         return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    def _non_bit_error(self, arrays, packed_mask: int = 0):
+        """The GraphError for the first bit input (not given packed) holding a byte other than
+        0 / 1, after the program reported one."""
+        from ..ir import Input
+        for k, (arr, (name, _, elem)) in enumerate(zip(arrays, self.inputs)):
+            if elem == "bit" and not (packed_mask >> k) & 1:
+                bad = arr > 1
+                if bad.any():
+                    return Input.non_bit_error(name, arr[bad].flat[0].item())
+        return GraphError("a bit input holds a value other than 0 or 1", field="input",
+                          fix="give bit inputs as 0 / 1 (x > 0.5)")
 
     def _prepare(self, xs, lead: int):
         if len(xs) != len(self.inputs):

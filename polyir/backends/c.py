@@ -20,6 +20,7 @@ from .. import ir
 from ..ir.errors import GraphError
 from . import Compiled
 from .c_render import WORD_BITS, CRenderer
+from .c_source import RUN_ERRORS
 from .lower import prepare
 from .program import Program
 from .toolchain import build, flags_for, native_word_bits
@@ -55,6 +56,7 @@ class CCompiled(Compiled):
     """
 
     backend = "c"
+    checks_bit_bytes = True  # the packing loop refuses bytes other than 0 / 1 (POLYIR_ERR_NOT_BITS)
 
     def __init__(self, graph: ir.Graph, options: dict, variant: _Variant, threads: int):
         super().__init__(variant.program, variant.source)
@@ -141,8 +143,10 @@ class CCompiled(Compiled):
         n_in, n_out = len(arrays), len(outs)
         ins = (ctypes.c_void_p * max(1, n_in))(*[a.ctypes.data for a in arrays])
         out_ptrs = (ctypes.c_void_p * max(1, n_out))(*[o.ctypes.data for o in outs])
-        rc = v.fn(v.table_ptrs, ins, out_ptrs, int(steps), int(batch), threads,
-                  getattr(self._local, "packed", 0))
+        packed = getattr(self._local, "packed", 0)
+        rc = v.fn(v.table_ptrs, ins, out_ptrs, int(steps), int(batch), threads, packed)
+        if rc & RUN_ERRORS["NOT_BITS"][0]:
+            raise self._non_bit_error(arrays, packed)
         if rc != 0:
             raise MemoryError(f"polyir C backend: could not allocate a "
                               f"{v.program.workspace_bytes}-byte workspace per thread")
@@ -161,16 +165,16 @@ def pack_bits(x) -> np.ndarray:
 
 def render(graph: ir.Graph, dt: float | None = None, word_bits: int = 256,
            logic: str = "table", optimize: bool = True, discretization: str | None = None,
-           prefix: str = "polyir_") -> tuple[Program, CRenderer, str]:
+           prefix: str = "polyir_", relayout: str = "runs") -> tuple[Program, CRenderer, str]:
     renderer = CRenderer(word_bits=word_bits, logic_mode=logic, prefix=prefix)
     program = prepare(graph, "C", renderer.tile, dt=dt, optimize=optimize,
-                      discretization=discretization, multi_source=True)
+                      discretization=discretization, multi_source=True, relayout=relayout)
     return program, renderer, renderer.render(program)
 
 
 def codegen(graph: ir.Graph, **options) -> str:
     """The standalone C source for `graph`: what compile() builds for large batches. Options as
-    compile's: dt, word_bits (default: the host's widest), logic, optimize, prefix."""
+    compile's: dt, word_bits (default: the host's widest), logic, optimize, prefix, relayout."""
     return codegen_files(graph, **options)[0]
 
 
@@ -181,7 +185,7 @@ def codegen_files(graph: ir.Graph, **options) -> tuple[str, str, list[np.ndarray
                                                         options.get("portable", False))
     _, renderer, source = render(graph, options.get("dt"), bits, options.get("logic", "table"),
                                  options.get("optimize", True), options.get("discretization"),
-                                 options.get("prefix", "polyir_"))
+                                 options.get("prefix", "polyir_"), options.get("relayout", "runs"))
     return source, renderer.header_file(renderer.program), list(renderer.tables)
 
 
@@ -189,7 +193,7 @@ def _build_variant(graph: ir.Graph, options: dict) -> _Variant:
     o = options
     program, renderer, source = render(graph, o.get("dt"), o["word_bits"], o.get("logic", "table"),
                                        o.get("optimize", True), o.get("discretization"),
-                                       o.get("prefix", "polyir_"))
+                                       o.get("prefix", "polyir_"), o.get("relayout", "runs"))
     what = f"{program.gate_count():,} gates, {len(program.ops)} ops"
     with _build_lock:
         so, seconds, hit = build(source, o.get("cc"), o.get("portable", False),
@@ -202,20 +206,22 @@ def compile(graph: ir.Graph, threads: int | None = 1, word_bits: int | None = No
             portable: bool = False, logic: str = "table", dt: float | None = None,
             discretization: str | None = None, cc: str | None = None,
             cache_dir: str | os.PathLike | None = None, extra_flags=(),
-            optimize: bool = True, opt_level: int = 3, prefix: str = "polyir_") -> CCompiled:
+            optimize: bool = True, opt_level: int = 3, prefix: str = "polyir_",
+            relayout: str = "runs") -> CCompiled:
     """Compile `graph` to C. Options: threads (0/None = all cores), word_bits (64..512 samples
     per word; None = the host's widest for big batches, narrower for small ones), portable (drop
     -march=native), logic ('table' or 'unrolled'), dt and discretization ('euler' or 'exact'; else
     the graph's metadata, as polyir.to_torch), cc (compiler;
     default $CC or cc), cache_dir (default $POLYIR_CACHE or ~/.cache/polyir), extra_flags,
     optimize (run polyir.optimize first), opt_level (-O level, default 3), prefix (of the
-    exported C symbols)."""
+    exported C symbols), relayout (the order of each logic layer's gates: 'runs', by gate id and
+    first input, or 'blocked', cache-blocked; see passes.relayout_logic)."""
     if not threads:
         threads = os.cpu_count() or 1
     options = dict(word_bits=word_bits, portable=portable, logic=logic, dt=dt,
                    discretization=discretization, cc=cc,
                    cache_dir=cache_dir, extra_flags=tuple(extra_flags), optimize=optimize,
-                   opt_level=opt_level, prefix=prefix)
+                   opt_level=opt_level, prefix=prefix, relayout=relayout)
     wide = word_bits if word_bits is not None else native_word_bits(cc, portable)
     variant = _build_variant(graph, dict(options, word_bits=wide))
     return CCompiled(graph, options, variant, threads)

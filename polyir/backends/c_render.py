@@ -18,6 +18,9 @@ from .render import CStyleRenderer, sort_gates
 
 WORD_BITS = (64, 128, 256, 512)
 LOGIC_MODES = ("table", "unrolled")
+#: how many gates ahead a logic loop prefetches its second operand (benchmarks/logic_cpu.py: 32
+#: was 5-7% faster than none and than 8 or 16 on the 784 -> 8000 x 6 net)
+PREFETCH = 32
 
 
 class CRenderer(CSourceParts, CStyleRenderer):
@@ -80,37 +83,78 @@ class CRenderer(CSourceParts, CStyleRenderer):
                     f"        y[i * TILE + s] = s < c->nvalid ? src[s * {n} + i] : 0;",
                     "  }",
                     "}"]
-        chunks = -(-n // 64)
-        group = max(1, min(chunks, 16384 // (8 * self.tile)))  # the staging block: 16 KiB
-        nbytes = -(-n // 8)
-        return [f"const int packed = (c->packed >> {k}) & 1;  /* np.packbits(x, -1, bitorder='little') rows */",
-                f"const int64_t stride = packed ? {nbytes} : {n};",
-                f"const unsigned char* src = (const unsigned char*)c->in[{k}] + "
-                "(c->t * c->batch + c->s0) * stride;",
-                f"word_t* yw = {self.wbuf(op.out)};",
-                f"word_t blk[{group}][64];  /* [chunk][sample b]: lane l = the 64 features of sample l*64+b */",
-                f"for (int64_t q0 = 0; q0 < {chunks}; q0 += {group}) {{",
-                f"  const int64_t nq = {chunks} - q0 < {group} ? {chunks} - q0 : {group};",
-                "  for (int64_t l = 0; l < LANES; l++) {",
-                "    for (int b = 0; b < 64; b++) {",
-                "      const int64_t s = l * 64 + b;",
-                "      const unsigned char* row = src + s * stride;",
-                "      for (int64_t q = 0; q < nq; q++) {",
-                "        const int64_t f0 = 64 * (q0 + q);",
-                f"        const int nf = {n} - f0 < 64 ? (int)({n} - f0) : 64;",
-                "        uint64_t m = 0;",
-                "        if (s < c->nvalid) {",
-                "          if (packed) memcpy(&m, row + f0 / 8, (nf + 7) / 8);  /* little-endian hosts */",
-                "          else m = polyir_mask64(row + f0, nf);",
-                "        }",
-                "        blk[q][b][l] = m;",
-                "      }", "    }", "  }",
-                "  for (int64_t q = 0; q < nq; q++) {",
-                "    polyir_transpose64w(blk[q]);  /* now blk[q][f] = the word of feature 64(q0+q)+f */",
-                "    const int64_t f0 = 64 * (q0 + q);",
-                f"    const int nf = {n} - f0 < 64 ? (int)({n} - f0) : 64;",
-                "    for (int f = 0; f < nf; f++) yw[f0 + f] = blk[q][f];",
-                "  }", "}"]
+        return [f"word_t* yw = {self.wbuf(op.out)};",
+                f"const unsigned char* src = (const unsigned char*)c->in[{k}];",
+                f"if ((c->packed >> {k}) & 1) {{"] + self.packed_rows(n, "  ") + [
+                "} else {"] + self.byte_rows(n, "  ") + ["}"]
+
+    def packed_rows(self, n: int, ind: str) -> list[str]:
+        """np.packbits(x, -1, bitorder='little') rows: 64 features of a sample are 8 bytes; 64
+        samples x 64 features are staged and bit-transposed (16 KiB of staging)."""
+        chunks, nbytes = -(-n // 64), -(-n // 8)
+        group = max(1, min(chunks, 16384 // (8 * self.tile)))
+        lines = [f"src += (c->t * c->batch + c->s0) * {nbytes};",
+                 f"word_t blk[{group}][64];  /* [chunk][sample b]: lane l = the 64 features of sample l*64+b */",
+                 f"for (int64_t q0 = 0; q0 < {chunks}; q0 += {group}) {{",
+                 f"  const int64_t nq = {chunks} - q0 < {group} ? {chunks} - q0 : {group};",
+                 "  for (int64_t l = 0; l < LANES; l++) {",
+                 "    for (int b = 0; b < 64; b++) {",
+                 "      const int64_t s = l * 64 + b;",
+                 f"      const unsigned char* row = src + s * {nbytes};",
+                 "      for (int64_t q = 0; q < nq; q++) {",
+                 "        const int64_t f0 = 64 * (q0 + q);",
+                 "        uint64_t m = 0;",
+                 "        if (s < c->nvalid) {  /* little-endian hosts; fixed sizes: no memcpy call */",
+                 f"          if (f0 + 64 <= {n}) memcpy(&m, row + f0 / 8, 8);",
+                 f"          else memcpy(&m, row + f0 / 8, {(n % 64 + 7) // 8 or 8});",
+                 "        }",
+                 "        blk[q][b][l] = m;",
+                 "      }", "    }", "  }",
+                 "  for (int64_t q = 0; q < nq; q++) {",
+                 "    polyir_transpose64w(blk[q]);  /* now blk[q][f] = the word of feature 64(q0+q)+f */",
+                 "    const int64_t f0 = 64 * (q0 + q);",
+                 f"    const int nf = {n} - f0 < 64 ? (int)({n} - f0) : 64;",
+                 "    for (int f = 0; f < nf; f++) yw[f0 + f] = blk[q][f];",
+                 "  }", "}"]
+        return [ind + x for x in lines]
+
+    def byte_rows(self, n: int, ind: str) -> list[str]:
+        """One byte (0 / 1) per bit, read once in place: 8 rows at a time in order, combined
+        into one byte per feature (polyir_bytes8), staged for all lanes (32 KiB), then byte-
+        transposed into the feature words; a byte other than 0 / 1 sets POLYIR_ERR_NOT_BITS."""
+        lines = [f"enum {{ CHUNKS = ({n} + POLYIR_VB - 1) / POLYIR_VB, TAIL = {n} % POLYIR_VB,",
+                 "       STAGE = 32768 / (8 * LANES * POLYIR_VB),",
+                 "       GROUP = STAGE < 1 ? 1 : STAGE < CHUNKS ? STAGE : CHUNKS };",
+                 f"src += (c->t * c->batch + c->s0) * {n};",
+                 "uint64_t* yl = (uint64_t*)yw;",
+                 "polyir_u8v seen = {0};",
+                 "unsigned char seen_tail = 0;",
+                 "polyir_u64v stage[GROUP][LANES][8];  /* [chunk][lane][8-sample group] */",
+                 "for (int64_t q0 = 0; q0 < CHUNKS; q0 += GROUP) {",
+                 "  const int64_t nq = CHUNKS - q0 < GROUP ? CHUNKS - q0 : GROUP;",
+                 "  for (int64_t l = 0; l < LANES; l++)",
+                 "    for (int j = 0; j < 8; j++) {",
+                 "      const unsigned char* rows[8];  /* samples past the batch repeat its last one */",
+                 "      for (int r = 0; r < 8; r++) {",
+                 "        const int64_t s = l * 64 + 8 * j + r;",
+                 f"        rows[r] = src + (s < c->nvalid ? s : c->nvalid - 1) * {n};",
+                 "      }",
+                 "      for (int64_t q = 0; q < nq; q++) {  /* whole vectors (a separate loop: faster) */",
+                 "        const int64_t f0 = POLYIR_VB * (q0 + q);",
+                 f"        if (f0 + POLYIR_VB > {n}) break;",
+                 "        stage[q][l][j] = polyir_bytes8(rows, f0, &seen);",
+                 "      }",
+                 "      if (TAIL && q0 + nq == CHUNKS)",
+                 f"        stage[nq - 1][l][j] = polyir_bytes8_tail(rows, {n} - TAIL, TAIL, &seen_tail);",
+                 "    }",
+                 "  for (int64_t q = 0; q < nq; q++) {",
+                 "    const int64_t f0 = POLYIR_VB * (q0 + q);",
+                 f"    const int nf = {n} - f0 < POLYIR_VB ? (int)({n} - f0) : POLYIR_VB;",
+                 "    for (int64_t l = 0; l < LANES; l++)",
+                 "      polyir_bytes_to_lanes(stage[q][l], nf, yl + f0 * LANES + l);",
+                 "  }", "}",
+                 "if (polyir_not_bits(seen, seen_tail)) *c->err |= POLYIR_ERR_NOT_BITS;"]
+        return [ind + x for x in lines]
 
     def op_matvec(self, op: Op) -> list[str]:
         """Spike-fed: per valid sample, the weight rows of its non-zero inputs (`weight_t` rows
@@ -210,6 +254,10 @@ class CRenderer(CSourceParts, CStyleRenderer):
                 lines.append(f"y[{j}] = {self.gate(int(gate[j]), f'x[{a[j]}]', f'x[{b[j]}]')};")
             return lines
         table, runs, positional = sort_gates(op, a, b)
+        # the loops ask for the second operand PREFETCH gates ahead (the gathers are random: an
+        # L2 miss per operand would stall); the padding keeps those reads inside the table
+        width = 2 if positional else 3
+        table = np.concatenate([table, np.zeros(width * (PREFETCH + 1), table.dtype)])
         sym = self.const(op, "idx", table)
         itype = self.index_type(table)
         # Run bounds come from a table behind an opaque pointer, like the indices: with literal
@@ -230,10 +278,12 @@ class CRenderer(CSourceParts, CStyleRenderer):
             lines.append(f"for (int r = {r0}; r < {r1}; r++) {{  /* {n} x gate {g} */")
             if positional:
                 lines += ["  for (int64_t j = runs[2 * r]; j < runs[2 * r + 1]; j++) {",
+                          f"    __builtin_prefetch(&x[idx[2 * j + {2 * PREFETCH + 1}]]);",
                           "    const word_t a = x[idx[2 * j]], b = x[idx[2 * j + 1]];",
                           f"    y[j] = {self.gate(g)};", "  }", "}"]
             else:
                 lines += ["  for (int64_t q = 3 * (int64_t)runs[2 * r]; q < 3 * (int64_t)runs[2 * r + 1]; q += 3) {",
+                          f"    __builtin_prefetch(&x[idx[q + {3 * PREFETCH + 2}]]);",
                           "    const word_t a = x[idx[q + 1]], b = x[idx[q + 2]];",
                           f"    y[idx[q]] = {self.gate(g)};", "  }", "}"]
             r0 = r1

@@ -8,6 +8,13 @@ from __future__ import annotations
 from .program import Program
 from .render import c_comment
 
+#: the bits a run entry point returns (OR-ed over threads), as POLYIR_ERR_<name> in the source
+RUN_ERRORS = {
+    "WORKSPACE": (1, "a workspace could not be allocated"),
+    "TABLES": (2, "the program reads data tables and none were given"),
+    "NOT_BITS": (4, "an unpacked bit input holds a byte other than 0 / 1"),
+}
+
 
 class CSourceParts:
     """What a C file holds besides the per-node functions (reads the renderer's `tile`, `real`,
@@ -91,6 +98,8 @@ extern "C" {{
 """
 
     def prelude(self, program: Program) -> str:
+        run_errors = "\n".join(f"#define POLYIR_ERR_{name} {bit}  /* {what} */"
+                               for name, (bit, what) in RUN_ERRORS.items())
         return f"""#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +155,8 @@ static inline float polyir_tanhf(float x) {{
 
 static inline const void* polyir_opaque(const void* p) {{ __asm__("" : "+r"(p)); return p; }}
 
+{run_errors}
+
 typedef struct {{
   unsigned char* ws;
   const void* const* in;
@@ -153,6 +164,7 @@ typedef struct {{
   const void* const* tab;  /* the data tables */
   int64_t batch, t, s0, nvalid;
   int64_t packed;  /* bit k set: input k is given as packed bits */
+  int* err;  /* the thread's error bits (POLYIR_ERR_*) */
 }} pctx;
 
 /* carry-save adder: h:l = a + b + c (bitwise, per sample) */
@@ -208,21 +220,77 @@ static void polyir_transpose64w(word_t* a) {{
   }}
 }}
 
-/* bit f of the result = (row[f] != 0), f < nf <= 64 */
-static inline uint64_t polyir_mask64(const unsigned char* row, int nf) {{
-#if defined(POLYIR_AVX2)
-  if (nf == 64) {{
-    polyir_v32qi lo, hi;
-    memcpy(&lo, row, 32);
-    memcpy(&hi, row + 32, 32);
-    const uint32_t mlo = (uint32_t)__builtin_ia32_pmovmskb256((polyir_v32qi)(lo != 0));
-    const uint32_t mhi = (uint32_t)__builtin_ia32_pmovmskb256((polyir_v32qi)(hi != 0));
-    return (uint64_t)mlo | ((uint64_t)mhi << 32);
-  }}
+/* bit inputs given as bytes (0 / 1): 8 samples x POLYIR_VB features at a time, in the widest
+   vectors the host has */
+#if defined(__AVX512BW__)
+#define POLYIR_VB 64
+#elif defined(__AVX2__)
+#define POLYIR_VB 32
+#else
+#define POLYIR_VB 16
 #endif
-  uint64_t m = 0;
-  for (int f = 0; f < nf; f++) m |= (uint64_t)(row[f] != 0) << f;
-  return m;
+typedef unsigned char polyir_u8v __attribute__((vector_size(POLYIR_VB)));
+typedef uint64_t polyir_u64v __attribute__((vector_size(POLYIR_VB)));
+
+/* rows[k] = sample k of 8: byte i of the result holds their bits of feature f0 + i (bit k =
+   rows[k]); `seen` collects every byte read (a value other than 0 / 1 sets a bit above bit 0) */
+static inline __attribute__((always_inline)) polyir_u64v polyir_bytes8(
+    const unsigned char* const* rows, int64_t f0, polyir_u8v* seen) {{
+  polyir_u8v r = {{0}}, v;
+  for (int k = 7; k >= 0; k--) {{
+    memcpy(&v, rows[k] + f0, POLYIR_VB);
+    *seen |= v;
+    r = r + r + v;
+  }}
+  return (polyir_u64v)r;
+}}
+
+/* the same for the last nb < POLYIR_VB features, a byte at a time (a partial vector load would
+   go through memory on some hosts) */
+static inline polyir_u64v polyir_bytes8_tail(const unsigned char* const* rows, int64_t f0, int nb,
+                                            unsigned char* seen) {{
+  unsigned char b[POLYIR_VB] = {{0}}, any = 0;
+  for (int i = 0; i < nb; i++) {{
+    unsigned char r = 0;
+    for (int k = 7; k >= 0; k--) {{
+      const unsigned char v = rows[k][f0 + i];
+      any |= v;
+      r = (unsigned char)(r + r + v);
+    }}
+    b[i] = r;
+  }}
+  *seen |= any;
+  polyir_u64v g;
+  memcpy(&g, b, POLYIR_VB);
+  return g;
+}}
+
+/* g[j] byte i = samples 8j..8j+7 of feature i  ->  out[i * LANES] = the 64 samples of feature i
+   (i < nf): an 8 x 8 byte transpose inside every 64-bit element */
+static inline __attribute__((always_inline)) void polyir_bytes_to_lanes(polyir_u64v* g, int nf,
+                                                                       uint64_t* out) {{
+  for (int j = 0; j < 4; j++) {{
+    const polyir_u64v t = ((g[j] >> 32) ^ g[j + 4]) & 0x00000000FFFFFFFFull;
+    g[j + 4] ^= t; g[j] ^= t << 32;
+  }}
+  for (int j = 0; j < 8; j += (j & 1) ? 3 : 1) {{
+    const polyir_u64v t = ((g[j] >> 16) ^ g[j + 2]) & 0x0000FFFF0000FFFFull;
+    g[j + 2] ^= t; g[j] ^= t << 16;
+  }}
+  for (int j = 0; j < 8; j += 2) {{
+    const polyir_u64v t = ((g[j] >> 8) ^ g[j + 1]) & 0x00FF00FF00FF00FFull;
+    g[j + 1] ^= t; g[j] ^= t << 8;
+  }}
+  for (int e = 0; e < POLYIR_VB / 8; e++)
+    for (int i = 0; i < 8; i++)
+      if (8 * e + i < nf) out[(int64_t)(8 * e + i) * LANES] = g[i][e];
+}}
+
+static inline int polyir_not_bits(polyir_u8v seen, unsigned char seen_tail) {{
+  const polyir_u64v high = (polyir_u64v)seen & 0xFEFEFEFEFEFEFEFEull;
+  uint64_t any = seen_tail & 0xFE;
+  for (int e = 0; e < POLYIR_VB / 8; e++) any |= high[e];
+  return any != 0;
 }}"""
 
     def epilogue(self, program: Program) -> str:
@@ -263,12 +331,13 @@ static void* polyir_tiles(void* arg) {{
   pctx cc;
   pctx* c = &cc;
   c->ws = (unsigned char*)aligned_alloc(64, WS_BYTES);
-  if (!c->ws) {{ job->err = 1; return NULL; }}
+  if (!c->ws) {{ job->err |= POLYIR_ERR_WORKSPACE; return NULL; }}
   c->in = job->in;
   c->out = job->out;
   c->tab = job->tab;
   c->batch = job->batch;
   c->packed = job->packed;
+  c->err = &job->err;
   for (int64_t tile = job->tile0; tile < job->tile1; tile++) {{
     c->s0 = tile * TILE;
     c->nvalid = job->batch - c->s0 < TILE ? job->batch - c->s0 : TILE;
@@ -292,7 +361,7 @@ int64_t {p}table_bytes(int64_t k) {{ return k >= 0 && k < POLYIR_TABLES ? polyir
 int {p}run_tables(const void* const* tables, const void* const* in, void* const* out,
                    int64_t steps, int64_t batch, int threads, int64_t packed) {{
   const int64_t tiles = (batch + TILE - 1) / TILE;
-  if (POLYIR_TABLES > 0 && !tables) return 2;
+  if (POLYIR_TABLES > 0 && !tables) return POLYIR_ERR_TABLES;
   if (tiles <= 0 || steps <= 0) return 0;
   if (threads < 1) threads = 1;
   if (threads > tiles) threads = (int)tiles;

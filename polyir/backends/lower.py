@@ -160,17 +160,19 @@ def lower(graph: ir.Graph, backend: str = "c", dt: float | None = None,
 
 def prepare(graph: ir.Graph, backend: str, tile: int, dt: float | None = None,
             supported: set | None = None, optimize: bool = True,
-            discretization: str | None = None, multi_source: bool = False) -> Program:
+            discretization: str | None = None, multi_source: bool = False,
+            relayout: str = "runs") -> Program:
     """The lowering pipeline every renderer starts from: polyir.optimize (unless told not to),
     lower, skip copy gates (`bypass_copies`, for a target whose logic ops may read several
-    buffers: `multi_source`), relayout the logic ops, plan the workspace for `tile` samples. The
-    Program it returns is complete and immutable."""
+    buffers: `multi_source`), order the logic ops' gates (`relayout_logic`, gate order
+    `relayout`), plan the workspace for `tile` samples. The Program it returns is complete and
+    immutable."""
     if optimize:
         graph = optimize_graph(graph)
     program = lower(graph, backend, dt=dt, supported=supported, discretization=discretization)
     if optimize and multi_source:
         program = bypass_copies(program)
-    return plan_memory(relayout_logic(program), tile)
+    return plan_memory(relayout_logic(program, relayout, tile), tile)
 
 
 def graph_dtype(graph: ir.Graph) -> str:

@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 
 from .. import ir
+from ..ir.errors import GraphError
 from .program import Buffer, Program, operands, with_operands
 
 
@@ -94,12 +95,26 @@ def bypass_copies(program: Program) -> Program:
     return dataclasses.replace(program, ops=tuple(ops), buffers=buffers)
 
 
-def relayout_logic(program: Program) -> Program:
-    """Reorder each logic op's gates by (gate id, first input) when nothing but logic ops (or
-    GroupSums, keeping every gate inside its group) read its output, and renumber the readers'
-    indices. The op is then `positional`: runs of one gate id write consecutive outputs, so a
-    target's tight loop per run streams its stores and reads its `a` inputs in order. Values are
-    unchanged: only the order of bits inside the buffer moves."""
+#: gate orders of `relayout_logic`, the default first. benchmarks/logic_cpu.py (section layers)
+#: measures them per layer; with random wiring 'blocked' was no faster (docs/c-abi.md)
+GATE_ORDERS = ("runs", "blocked")
+
+
+def relayout_logic(program: Program, order: str = "runs", tile: int = 256) -> Program:
+    """Reorder each logic op's gates when nothing but logic ops (or GroupSums, keeping every gate
+    inside its group) read its output, and renumber the readers' indices (the producing buffer
+    is permuted, its readers follow). The op is then `positional`: runs of one gate id write
+    consecutive outputs, so a target's tight loop per run streams its stores. Values are
+    unchanged: only the order of bits inside the buffer moves.
+
+    order 'runs': inside a run by first input, so the first operands are read in order.
+    order 'blocked' (cache-blocked): inside a run by blocks of first inputs that fill 16 KiB of
+    `tile`-sample words (half an L1 data cache), then by second input, so that both operands
+    move forward inside a block."""
+    if order not in GATE_ORDERS:
+        raise GraphError(f"unknown gate order relayout={order!r}", field="relayout",
+                         fix=f"pass one of {', '.join(map(repr, GATE_ORDERS))}")
+    block = max(1, 16384 * 8 // tile)
     readers = _bit_readers(program.ops)
     fixed = {o.buffer for o in program.outputs} | {b.id for b in program.buffers if b.persistent}
     ops = list(program.ops)
@@ -111,7 +126,7 @@ def relayout_logic(program: Program) -> Program:
             continue
         ba, a, bb, b = operands(op)
         gate = op.consts["gate"]
-        keys = [a, ba, gate]
+        keys = [a, ba, gate] if order == "runs" else [b, a // block, ba, gate]
         groups = {ops[r].attrs["m"] for r in rs if ops[r].op == "groupsum"}
         if len(groups) > 1:
             continue
