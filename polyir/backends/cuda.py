@@ -1,5 +1,5 @@
-"""CUDA backend: the lowered program (program.py, from lower.prepare) rendered as one CUDA C++ kernel, compiled by CuPy
-(`RawModule`, NVRTC) on first use and cached by CuPy.
+"""CUDA backend: the lowered program (program.py, from lower.prepare) rendered as one CUDA C++
+kernel, compiled by CuPy (`RawModule`, NVRTC) on first use and cached by CuPy.
 
 One CUDA block runs one tile of TILE samples at a time (a grid-stride loop over tiles) through
 the whole graph and, for stateful graphs, the whole time loop: every op is a thread-strided loop
@@ -227,35 +227,78 @@ def _cupy():
     return cupy
 
 
-class CudaCompiled(Compiled):
-    """A graph compiled to one CUDA kernel. Inputs: numpy arrays (copied to the GPU; outputs
-    come back as numpy), CuPy arrays or anything with __dlpack__ such as torch CUDA tensors
-    (outputs stay on the GPU as CuPy arrays)."""
+#: NVRTC options: no fused a*b+c but where the program writes MAD, as C's -ffp-contract=off
+NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
 
-    backend = "cuda"
 
-    def __init__(self, program, source, renderer: CudaRenderer, threads_per_block: int = 256,
-                 blocks: int | None = None):
-        super().__init__(program, source)
-        cp = self._cp = _cupy()
-        self.renderer = renderer
-        self.threads_per_block = int(threads_per_block)
-        opts = ("--std=c++17",)
+def tile_for(batch: int, sms: int, lane_bits: int, widest: int) -> int:
+    """The tile (samples per block pass) for a call of `batch` samples: the widest power of two
+    from one word up to `widest` that still gives every SM two blocks. A block works on one
+    tile at a time, so a small batch in wide tiles would leave most of the GPU idle."""
+    per_block = batch // (2 * max(1, sms))
+    tile = lane_bits
+    while tile * 2 <= min(widest, per_block):
+        tile *= 2
+    return tile
+
+
+class _Kernel:
+    """One build of a graph for one tile: program, renderer, NVRTC kernel, device tables."""
+
+    def __init__(self, cp, program: Program, renderer: CudaRenderer, source: str):
+        self.program, self.renderer, self.source = program, renderer, source
         try:
-            self.module = cp.RawModule(code=source, options=opts)
+            self.module = cp.RawModule(code=source, options=NVRTC_OPTIONS)
             self.kernel = self.module.get_function("polyir_kernel")
         except Exception as exc:
             raise CompileError(f"NVRTC failed compiling the generated CUDA:\n{exc}",
                                fix="report this with the generated source (.source)") from None
-        dev = cp.cuda.Device()
-        self.sms = dev.attributes["MultiProcessorCount"]
-        self.blocks = blocks
         if renderer.use_smem and renderer.ws_bytes > 48 * 1024:
             self.kernel.max_dynamic_shared_size_bytes = renderer.ws_bytes
-        self._ws = None
+        self.ws = None  # global workspace, grown on demand
         # the data tables, on the device once; the kernel reads them through `tab`
         self.tables = [cp.asarray(a) for a in renderer.tables]
-        self._tab = cp.asarray(np.array([a.data.ptr for a in self.tables] or [0], np.uint64))
+        self.tab = cp.asarray(np.array([a.data.ptr for a in self.tables] or [0], np.uint64))
+
+
+class CudaCompiled(Compiled):
+    """A graph compiled to one CUDA kernel. Inputs: numpy arrays (copied to the GPU; outputs
+    come back as numpy), CuPy arrays or anything with __dlpack__ such as torch CUDA tensors
+    (outputs stay on the GPU as CuPy arrays). With tile=None (compile's default) the tile
+    follows the batch (`tile_for`): builds for narrower tiles are compiled on first use."""
+
+    backend = "cuda"
+
+    def __init__(self, graph: ir.Graph, options: dict, rendered: tuple, auto_tile: bool,
+                 threads_per_block: int = 256, blocks: int | None = None):
+        cp = self._cp = _cupy()
+        self._graph, self._options = graph, dict(options)  # render()'s options but the tile
+        wide = _Kernel(cp, *rendered)
+        self._auto, self._wide = auto_tile, wide.renderer.tile
+        super().__init__(wide.program, wide.source)
+        self._kernels = {self._wide: wide}
+        self.threads_per_block = int(threads_per_block)
+        self.sms = cp.cuda.Device().attributes["MultiProcessorCount"]
+        self.blocks = blocks
+
+    def _build(self, tile: int) -> _Kernel:
+        return _Kernel(self._cp, *render(self._graph, tile=tile, **self._options))
+
+    # the default (widest) build's facts
+    renderer = property(lambda self: self._kernels[self._wide].renderer)
+    tables = property(lambda self: self._kernels[self._wide].tables)
+
+    def tile_for(self, batch: int) -> int:
+        """The tile a call of `batch` samples runs with."""
+        if not self._auto:
+            return self._wide
+        return tile_for(batch, self.sms, self.renderer.lane_bits, self._wide)
+
+    def _kernel(self, tile: int) -> _Kernel:
+        k = self._kernels.get(tile)
+        if k is None:
+            k = self._kernels[tile] = self._build(tile)
+        return k
 
     def _on_gpu(self, x):
         cp = self._cp
@@ -303,7 +346,8 @@ class CudaCompiled(Compiled):
 
     def _launch(self, dev_in, outs, steps, batch):
         cp = self._cp
-        r = self.renderer
+        k = self._kernel(self.tile_for(batch))
+        r = k.renderer
         tiles = -(-batch // r.tile)
         grid = min(tiles, self.blocks or self.sms * 8)
         ptr = lambda arrs: cp.asarray(np.array([a.data.ptr for a in arrs] or [0], np.uint64))
@@ -312,30 +356,31 @@ class CudaCompiled(Compiled):
             ws, smem = cp.empty(1, cp.uint8), r.ws_bytes
         else:
             need = grid * r.ws_bytes
-            if self._ws is None or self._ws.size < need:
-                self._ws = cp.empty(need, cp.uint8)
-            ws, smem = self._ws, 0
-        self.kernel((grid,), (self.threads_per_block,),
-                    (in_p, out_p, np.int64(steps), np.int64(batch), ws, self._tab),
-                    shared_mem=smem)
+            if k.ws is None or k.ws.size < need:
+                k.ws = cp.empty(need, cp.uint8)
+            ws, smem = k.ws, 0
+        k.kernel((grid,), (self.threads_per_block,),
+                 (in_p, out_p, np.int64(steps), np.int64(batch), ws, k.tab), shared_mem=smem)
 
 
-def compile(graph: ir.Graph, dt: float | None = None, word_bits: int = 64, tile: int = 256,
-            threads_per_block: int = 256, blocks: int | None = None,
+def compile(graph: ir.Graph, dt: float | None = None, word_bits: int = 64,
+            tile: int | None = None, threads_per_block: int = 256, blocks: int | None = None,
             smem_bytes: int = 48 * 1024, optimize: bool = True, discretization: str | None = None,
             **unused) -> CudaCompiled:  # noqa: A001
     """Compile `graph` to a CUDA kernel run with CuPy. Options: dt and discretization ('euler' or
     'exact'; else the graph's metadata, as polyir.to_torch), word_bits (32 or 64),
-    tile (samples per block pass), threads_per_block, blocks (default 8 per SM), smem_bytes
-    (the most shared memory a block's workspace may take)."""
+    tile (samples per block pass, a power of two; None: up to 256, narrower for batches too
+    small to give every SM two blocks), threads_per_block, blocks (default 8 per SM),
+    smem_bytes (the most shared memory a block's workspace may take)."""
     if unused:
         bad = sorted(k for k in unused if k not in ("threads", "portable"))
         if bad:
             raise GraphError(f"unknown cuda option(s) {bad}", field="options",
                              fix="see polyir.backends.cuda.compile")
-    program, renderer, source = render(graph, dt, word_bits, tile, smem_bytes, optimize,
-                                       discretization)
-    return CudaCompiled(program, source, renderer, threads_per_block, blocks)
+    options = dict(dt=dt, word_bits=word_bits, smem_bytes=smem_bytes, optimize=optimize,
+                   discretization=discretization)
+    rendered = render(graph, tile=tile or 256, **options)  # a graph it cannot run fails here
+    return CudaCompiled(graph, options, rendered, tile is None, threads_per_block, blocks)
 
 
 # ---------------------------------------------------------------------------------------------

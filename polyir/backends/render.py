@@ -351,7 +351,8 @@ class CStyleRenderer:
     def op_threshold(self, op: Op) -> list[str]:
         t = self.const(op, "threshold")
         return [f"const real_t* x = {self.buf(op.ins[0])};", f"real_t* y = {self.buf(op.out)};"
-                ] + self.elementwise(op.attrs["n"], [f"y[e] = x[e] > {t}[i] ? 1 : 0;"])
+                ] + self.elementwise(op.attrs["n"], [
+                    f"y[e] = x[e] > {t}[i] ? {self.num(1)} : {self.num(0)};"])
 
     def op_act(self, op: Op) -> list[str]:
         expr = self.act(op.attrs["fn"], op.attrs["alpha"])
