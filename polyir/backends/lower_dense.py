@@ -27,8 +27,11 @@ def real_table(a) -> np.ndarray:
 
 
 
-def _in_shape(ctx, name, port="input"):
-    return ctx.types[ctx.inputs[name][port][0]].shape
+def source_shape(ctx, name, port="input"):
+    """The shape of the value reaching `name`'s `port`, whether its edge is read in this step or
+    one step late (a recurrent edge: a layer inside a cycle through a neuron)."""
+    sources = ctx.inputs[name].get(port) or ctx.recurrent[name][port]
+    return ctx.types[sources[0]].shape
 
 
 @lower_rule(ir.Input)
@@ -121,7 +124,7 @@ def _conv(ctx, name, node, values):
     that lands inside the input). Taps on the zero padding add 0 * w: nothing, unless w is NaN or
     inf (then NaN, as torch's padded zeros give), folded into that row's bias."""
     x = one_input(values, name)
-    in_shape = ctx.types[ctx.inputs[name]["input"][0]].shape
+    in_shape = source_shape(ctx, name)
     out_shape = ctx.types[name].shape
     w = real_table(node.weight)
     nd = w.ndim - 2
@@ -185,7 +188,7 @@ def pool_windows(in_shape, kernel, stride, padding):
 @lower_rule(ir.SumPool2d, ir.AvgPool2d)
 def _pool(ctx, name, node, values):
     x = one_input(values, name)
-    in_shape = ctx.types[ctx.inputs[name]["input"][0]].shape
+    in_shape = source_shape(ctx, name)
     taps, out_shape = pool_windows(in_shape, node.kernel_size, node.stride, node.padding)
     weight = 1.0 if isinstance(node, ir.SumPool2d) else 1.0 / (node.kernel_size[0] *
                                                                node.kernel_size[1])
@@ -203,7 +206,7 @@ def _pool(ctx, name, node, values):
 def _channel_affine(ctx, name, node, values):
     """y = w[c] x + b[c] as a diagonal sparse matrix (one entry per element)."""
     x = one_input(values, name)
-    shape = _in_shape(ctx, name)
+    shape = source_shape(ctx, name)
     per = int(np.prod(shape[1:], dtype=np.int64))
     n = shape[0] * per
     idx = np.arange(n)
@@ -225,7 +228,7 @@ def _pool_taps(in_shape, kernel, stride, padding):
 @lower_rule(ir.MaxPool1d, ir.MaxPool2d)
 def _max_pool(ctx, name, node, values):
     x = one_input(values, name)
-    taps, _ = _pool_taps(_in_shape(ctx, name), node.kernel_size, node.stride, node.padding)
+    taps, _ = _pool_taps(source_shape(ctx, name), node.kernel_size, node.stride, node.padding)
     r, c = np.nonzero(taps >= 0)
     n_out = taps.shape[0]
     ptr, col, _ = _csr([r], [taps[r, c]], [np.zeros(r.size, np.float32)], n_out)
@@ -237,7 +240,7 @@ def _max_pool(ctx, name, node, values):
 def _adaptive_avg_pool(ctx, name, node, values):
     """torch's adaptive windows as a sparse matrix of 1 / window size."""
     x = one_input(values, name)
-    c, h, w = _in_shape(ctx, name)
+    c, h, w = source_shape(ctx, name)
     oh, ow = node.output_size
     rows, cols, vals = [], [], []
     o = 0
@@ -266,7 +269,7 @@ def _concat(ctx, name, node, values):
     start = 0
     for port in operand_ports(node.n_inputs):
         x = values[port]
-        shape = _in_shape(ctx, name, port)
+        shape = source_shape(ctx, name, port)
         width = 1 if node.stack else shape[axis]
         dst = np.take(positions, np.arange(start, start + width), axis=axis)
         start += width
@@ -293,7 +296,7 @@ def _clamp(ctx, name, node, values):
 @lower_rule(ir.Softmax)
 def _softmax(ctx, name, node, values):
     x = one_input(values, name)
-    shape = _in_shape(ctx, name)
+    shape = source_shape(ctx, name)
     axis = node.axis + len(shape) if node.axis < 0 else node.axis
     inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
     groups = int(np.prod(shape, dtype=np.int64)) // shape[axis]

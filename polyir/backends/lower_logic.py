@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import ir
 from ..ir.errors import GraphError
-from .lower_dense import real_table, one_input, pool_windows
+from .lower_dense import one_input, pool_windows, real_table, source_shape
 from .program import GATE_OR, lower_rule
 
 
@@ -15,7 +15,7 @@ from .program import GATE_OR, lower_rule
 def _binarize(ctx, name, node, values):
     """Bit (..., i*T + t, ...) of the output = x[..., i, ...] > thresholds[..., t]."""
     x = one_input(values, name)
-    shape = ctx.types[ctx.inputs[name]["input"][0]].shape
+    shape = source_shape(ctx, name)
     ax = node._axis(shape)
     th = real_table(node.thresholds)
     t = th.shape[-1]
@@ -77,7 +77,7 @@ def _tree_levels(ctx, name, x, leaves_idx, gates, final_out):
 @lower_rule(ir.LogicTree2d)
 def _logic_tree(ctx, name, node, values):
     x = one_input(values, name)
-    in_shape = ctx.types[ctx.inputs[name]["input"][0]].shape
+    in_shape = source_shape(ctx, name)
     c, h, w = in_shape
     out_shape = ctx.types[name].shape
     k, oh, ow = out_shape
@@ -97,7 +97,7 @@ def _logic_tree(ctx, name, node, values):
 @lower_rule(ir.OrPool2d)
 def _or_pool(ctx, name, node, values):
     x = one_input(values, name)
-    in_shape = ctx.types[ctx.inputs[name]["input"][0]].shape
+    in_shape = source_shape(ctx, name)
     taps, out_shape = pool_windows(in_shape, node.kernel_size, node.stride, node.padding)
     n_out, kk = taps.shape
     width = 1 << max(1, (kk - 1).bit_length())  # leaves: a power of two >= 2

@@ -31,7 +31,10 @@ def neuron_body(node, real: RealSpelling = RealSpelling()) -> tuple[list[str], l
         def count(value):
             above = f"{value} {node.threshold_compare} {test}"
             if node.spike_rule == "multi":
-                return f"({above} ? {real.fn('floor')}({value} / {test}) : {zero})"
+                spikes = f"{real.fn('floor')}({value} / {test})"
+                if node.max_spikes is not None:  # at most max_spikes in one step
+                    spikes = f"{real.fn('fmin')}({spikes}, {real.num(node.max_spikes)})"
+                return f"({above} ? {spikes} : {zero})"
             return f"({above} ? {one} : {zero})"
 
         if node.reset_delay:  # the carried membrane's spikes reset it in this step

@@ -27,6 +27,7 @@ NO_ODE_OPTION = {
                    "continuous time the reset happens at the spike",
     "spike_rule": "'multi' counts floor(v / v_threshold) spikes per discrete step; in continuous "
                   "time each threshold crossing is one spike event (several per step already)",
+    "max_spikes": "a cap on the spikes of one discrete step has no continuous-time meaning",
 }
 
 

@@ -71,6 +71,8 @@ def fire(v, threshold, node, slope: float = 25.0, surrogate: bool = True) -> tor
     above = u >= 0 if node.threshold_compare == ">=" else u > 0
     if node.spike_rule == "multi":
         z = torch.where(above, torch.floor(v / threshold), torch.zeros_like(v))
+        if node.max_spikes is not None:
+            z = torch.clamp(z, max=float(node.max_spikes))
     else:
         z = above.to(v.dtype)
     if surrogate and torch.is_grad_enabled() and u.requires_grad:

@@ -166,11 +166,11 @@ def _sinabs_spikes(ctx, m) -> dict:
         options = {"spike_rule": "single"}
     elif fn_name == "MultiSpike":
         options = {"spike_rule": "multi"}
-    elif fn_name == "MaxSpike" and spike_fn.max_num_spikes_per_bin is None:  # no cap: Multi
-        options = {"spike_rule": "multi"}
+    elif fn_name == "MaxSpike":  # a cap of None is MultiSpike
+        options = {"spike_rule": "multi", "max_spikes": spike_fn.max_num_spikes_per_bin}
     else:
         raise ctx.error(f"sinabs spike_fn {fn_name} has no polyir equivalent", field="spike_fn",
-                        fix="use SingleSpike or MultiSpike")
+                        fix="use SingleSpike, MultiSpike or MaxSpike")
     options["threshold_compare"] = ">="
     reset = type(reset_fn).__name__
     threshold = ctx.array(m.spike_threshold)

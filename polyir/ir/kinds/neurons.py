@@ -33,7 +33,9 @@ defaults is a NIR node, and the file holds no extra datasets):
   membrane before that step's update, "subtract" removes v_threshold after it);
 - `spike_rule`: "single" emits 0/1; "multi" emits floor(v / v_threshold) spikes per step once the
   threshold test passes (several spikes per step);
-- `threshold_compare`: ">" (NIR: spike when v > v_threshold) or ">=".
+- `threshold_compare`: ">" (NIR: spike when v > v_threshold) or ">=";
+- `max_spikes`: None (no cap) or N >= 1: with spike_rule "multi", at most N spikes per step
+  (min(floor(v / v_threshold), N); a subtracting reset removes as many thresholds as spikes).
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import GraphError
-from ..fields import Array, Scalar, to_numpy, param, specs
+from ..fields import Array, Optional, Scalar, to_numpy, param, specs
 from ..types import port
 from .base import Kind, kind, need_input
 
@@ -279,6 +281,21 @@ class _SpikeOptions(SpikingNeuron):
     reset_delay: bool = _option(Scalar(bool), False)
     spike_rule: str = _option(Scalar(str), "single", SPIKE_RULES)
     threshold_compare: str = _option(Scalar(str), ">", THRESHOLD_COMPARES)
+    max_spikes: int | None = _option(Optional(Scalar(int)), None)
+
+    def validate(self, name):
+        super().validate(name)
+        if self.max_spikes is None:
+            return
+        if self.max_spikes < 1:
+            raise GraphError(f"max_spikes={self.max_spikes} caps spikes per step below one",
+                             node=name, field="max_spikes",
+                             fix="use a cap >= 1, or None for no cap")
+        if self.spike_rule != "multi":
+            raise GraphError("max_spikes caps the spike count of spike_rule='multi'; with "
+                             f"spike_rule={self.spike_rule!r} a step has at most one spike",
+                             node=name, field="max_spikes",
+                             fix="set spike_rule='multi', or leave max_spikes at None")
 
 
 # at NIR's defaults the file holds no extension datasets, so it stays a NIR file

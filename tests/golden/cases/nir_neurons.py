@@ -328,6 +328,26 @@ def neuron_if_multi_spike(rng):
 
 
 @golden
+def neuron_lif_spike_cap(rng):
+    """sinabs' LIF with MaxSpike(3) and MembraneSubtract: min(floor(v / v_threshold), 3) spikes
+    once v >= v_threshold, each removing one threshold (what is left over carries on)."""
+    tau, r, thr = rng.uniform(2e-3, 6e-3, N), rng.uniform(4, 8, N), full(1.0)
+    x = drive(rng)
+    v, out = np.zeros((B, N)), []
+    for t in range(T):
+        v = v + DT / tau * (-v + r * x[t])
+        n = np.where(v >= thr, np.minimum(np.floor(v / thr), 3.0), 0.0)
+        v = v - n * thr
+        out.append(n)
+    y = np.stack(out)
+    assert y.max() == 3 and (y == 2).any() and (y == 0).any()
+    node = P.LIF(tau, r, full(0.0), thr, reset_mode="subtract", spike_rule="multi",
+                 threshold_compare=">=", max_spikes=3)
+    case("neuron_lif_spike_cap", neuron_graph(node), x, y, refused=NIR_REFUSES("max_spikes"),
+         **TOL)
+
+
+@golden
 def neuron_cubalif_multi_spike_reset(rng):
     ts, tm = rng.uniform(2e-3, 5e-3, N), rng.uniform(3e-3, 1e-2, N)
     r, leak, w_in = rng.uniform(3, 6, N), rng.normal(0, 0.2, N), rng.uniform(1, 2, N)
