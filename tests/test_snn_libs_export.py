@@ -54,6 +54,12 @@ def test_snntorch_leaky(reset, delay):
                        reset_delay=delay), 1.0)
 
 
+def test_snntorch_leaky_without_leak_is_integrate_and_fire():
+    snn = pytest.importorskip("snntorch")
+    g = _compare(snn.Leaky(beta=1.0), 0.3)
+    assert any(isinstance(k, polyir.IF) for k in g.nodes.values())
+
+
 def test_snntorch_synaptic():
     snn = pytest.importorskip("snntorch")
     _compare(snn.Synaptic(alpha=torch.tensor([0.7, 0.5, 0.9, 0.6]),

@@ -56,9 +56,18 @@ def _is_snntorch_neuron(m) -> bool:
             and type(m).__module__.startswith("snntorch"))
 
 
-def _one_minus_inverse(ctx, decay):
-    """1 / (1 - decay) per element, the decay clamped to [0, 1] as snnTorch does."""
-    d = np.clip(ctx.array(decay).astype(np.float64), 0, 1)
+def _decays(ctx, decay) -> np.ndarray:
+    """The decay per step, clamped to [0, 1] as snnTorch does."""
+    return np.clip(ctx.array(decay).astype(np.float64), 0, 1)
+
+
+def _one_minus_inverse(ctx, decay, field: str, fix: str):
+    """1 / (1 - decay) per element (the Euler time constant at dt = 1 of that decay); a decay
+    of 1 (no leak) has none."""
+    d = _decays(ctx, decay)
+    if np.any(d == 1):
+        raise ctx.error(f"{field} = 1 (a state that never decays) has no time constant",
+                        field=field, fix=fix)
     return _full(ctx, (1 / (1 - d)).astype(ctx.float_dtype))
 
 
@@ -86,8 +95,8 @@ def _snntorch_neuron(ctx, name, m, values):
                         fix="train it with reset_mechanism='subtract'")
     ctx.set_metadata("dt", 1.0)
     ctx.set_metadata("discretization", "euler")
-    tau = _one_minus_inverse(ctx, m.beta)
-    zeros = np.zeros_like(tau)
+    threshold = _full(ctx, m.threshold)
+    zeros = np.zeros_like(threshold)
     options = {"reset_mode": _SNNTORCH_RESETS[m.reset_mechanism],
                "reset_delay": bool(getattr(m, "reset_delay", True))}
     if m.reset_mechanism == "subtract" and not options["reset_delay"]:
@@ -98,12 +107,17 @@ def _snntorch_neuron(ctx, name, m, values):
                         "that", field="reset_delay",
                         fix="train it with reset_delay=True (snnTorch's default)"
                             + (" or reset_mechanism='zero'" if kind == "Leaky" else ""))
-    if kind in ("Leaky", "RLeaky"):
-        neuron = ir.LIF(tau, tau.copy(), zeros, _full(ctx, m.threshold), zeros.copy(), **options)
+    if kind in ("Leaky", "RLeaky") and np.all(_decays(ctx, m.beta) == 1):  # mem <- mem + x
+        neuron = ir.IF(np.ones_like(threshold), threshold, zeros, **options)
+    elif kind in ("Leaky", "RLeaky"):
+        tau = _one_minus_inverse(ctx, m.beta, "beta", "use beta < 1 for every neuron, or 1 for "
+                                                      "all of them (integrate-and-fire)")
+        neuron = ir.LIF(tau, tau.copy(), zeros, threshold, zeros.copy(), **options)
     else:  # Synaptic: i <- alpha i + x, then mem <- beta mem + i with the new current
-        tau_syn = _one_minus_inverse(ctx, m.alpha)
-        neuron = ir.CubaLIF(tau_syn, tau, tau.copy(), zeros, _full(ctx, m.threshold),
-                            zeros.copy(), w_in=tau_syn.copy(), **options)
+        fix = "use decays below 1"
+        tau, tau_syn = (_one_minus_inverse(ctx, getattr(m, f), f, fix) for f in ("beta", "alpha"))
+        neuron = ir.CubaLIF(tau_syn, tau, tau.copy(), zeros, threshold, zeros.copy(),
+                            w_in=tau_syn.copy(), **options)
     if kind in ("Leaky", "Synaptic"):
         return neuron
     return _with_recurrence(ctx, name, m, neuron)
@@ -214,10 +228,11 @@ def _sinabs_layer(ctx, name, m, values):
         return ir.IF(np.ones_like(threshold), threshold, zeros, **options)
     # sinabs' step: (i <- a_syn (i + x)), v <- a_mem v + (1 - a_mem) i (norm_input) or + i.
     # Euler at dt = 1 with tau = 1 / (1 - a) is the same step: s <- a s + (gain / tau) drive.
-    tau_mem = _one_minus_inverse(ctx, m.alpha_mem_calculated)
+    fix = "give every time constant a finite value (IAF for none)"
+    tau_mem = _one_minus_inverse(ctx, m.alpha_mem_calculated, "tau_mem", fix)
     r = np.ones_like(tau_mem) if m.norm_input else tau_mem.copy()
     if alpha_syn is None:
         return ir.LIF(tau_mem, r, zeros, threshold, zeros.copy(), **options)
-    tau_syn = _one_minus_inverse(ctx, alpha_syn)
+    tau_syn = _one_minus_inverse(ctx, alpha_syn, "tau_syn", fix)
     w_in = (_full(ctx, alpha_syn).astype(np.float64) * tau_syn).astype(ctx.float_dtype)
     return ir.CubaLIF(tau_syn, tau_mem, r, zeros, threshold, zeros.copy(), w_in=w_in, **options)
