@@ -145,6 +145,12 @@ def main():
             print(f"  {name:22s} cpu best {min(cpus):7.3f} s  median {statistics.median(cpus):7.3f}"
                   f" s | wall best {min(walls):7.3f} s  {note}")
         print(f"  (torch import: {ref.mean():.3f} output spikes/neuron/step)")
+        best = {name: min(t[0] for t in ts) for name, ts in times.items()}
+        c_best = min(v for k, v in best.items() if k.startswith("polyir C"))
+        others = {k: v for k, v in best.items() if not k.startswith("polyir C")}
+        fastest = min(others, key=others.get)
+        print(f"  C (best width) vs the fastest other, {fastest}: {others[fastest] / c_best:.1f}x "
+              "fewer CPU seconds")
     print(f"\nuptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
 
 
