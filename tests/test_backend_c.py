@@ -943,20 +943,30 @@ def check_spike_net(g, seq, outputs, spike_mismatch=0.0):
 
 
 def spike_paths(m):
-    """Per mat-vec of the compiled program, in order: whether it takes the spike-fed form."""
+    """Per mat-vec of the compiled program, in order: whether lowering marks it spike-fed."""
     return [bool(op.attrs.get("sparse_input")) for op in m.program.ops if op.op == "matvec"]
 
 
-@pytest.mark.parametrize("n_in,n_hidden,n_out,batch", [(30, 1100, 7, 70), (40, 24, 5, 3)])
-def test_spike_fed_affines_add_active_columns(n_in, n_hidden, n_out, batch):
-    """Affines fed by spikes or a spike-train Input add only the weight columns of non-zero
+def c_forms(m):
+    """Per mat-vec of a C program, in order, the form C computes it in: 'rows' or 'tile'
+    (spike-fed, reading a graph input's rows or the tile), 'dense'."""
+    from polyir.backends.c_matvec import form
+    return [form(m.program, op) for op in m.program.ops if op.op == "matvec"]
+
+
+@pytest.mark.parametrize("n_in,n_hidden,n_out,batch,forms", [
+    (30, 1100, 7, 70, ["rows", "dense"]),  # whole register blocks of outputs and a rest
+    (40, 24, 5, 3, ["dense", "dense"]),    # too few outputs for the spike-fed form
+    (30, 70, 50, 37, ["rows", "tile"])])   # 37 samples: part of a vector of samples
+def test_spike_fed_affines_add_active_columns(n_in, n_hidden, n_out, batch, forms):
+    """Affines fed by spikes or a spike-train Input add only the weight rows of non-zero
     inputs: the values equal numpy's mat-vec of the same inputs (float32 sums in another order:
-    rtol 1e-5 of the absolute sum), spikes equal the torch import's. 1100 outputs exercise the
-    accumulator blocks, a batch of 70 or 3 the padding samples of a tile; inputs hold counts."""
+    rtol 1e-5 of the absolute sum), spikes equal the torch import's. Batches of 70, 3 and 37
+    leave padding samples in the tile; inputs hold counts."""
     rng = np.random.default_rng(n_hidden)
     g = spike_net(n_in, n_hidden, n_out, rng)
     m = polyir.compile(g, "c")
-    assert spike_paths(m) == [True, True], "both Affines should take the spike path"
+    assert c_forms(m) == forms
     seq = spike_train(rng, 25, batch, n_in)
     check_spike_net(g, seq, m.run(seq))
 
@@ -964,17 +974,51 @@ def test_spike_fed_affines_add_active_columns(n_in, n_hidden, n_out, batch):
 def test_inf_weight_keeps_the_dense_sum():
     """0 * inf is NaN: an Affine holding a non-finite weight must not skip zero inputs."""
     rng = np.random.default_rng(3)
-    w1 = rng.normal(size=(6, 4)).astype(F32)
+    w1 = rng.normal(size=(60, 4)).astype(F32)
     w1[2, 1] = np.inf
-    g = spike_net(4, 6, 3, rng, w1=w1)
+    g = spike_net(4, 60, 50, rng, w1=w1)
     m = polyir.compile(g, "c")
-    assert spike_paths(m) == [False, True], "only the finite Linear takes the spike path"
+    assert c_forms(m) == ["dense", "tile"], "only the finite Linear takes the spike-fed form"
     seq = np.zeros((2, 5, 4), F32)
     seq[:, :, 0] = 1.0
     fc1 = m.run(seq)[0]
     assert np.isnan(fc1[:, :, 2]).all()  # numpy: 0 * inf + ... = nan
     np.testing.assert_allclose(fc1[:, :, 0], np.broadcast_to(w1[0, 0] + g.nodes["fc1"].bias[0],
                                                              (2, 5)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [F32, np.float64])
+def test_spike_train_read_twice_stays_in_the_tile(dtype):
+    """An Input feeding two Affines is loaded into the tile once and both read it there: values
+    against numpy (float32: rtol 1e-5 of the absolute sum; float64: 1e-12), a NaN input makes
+    NaN the outputs of its own sample only, a Linear's sums start from 0."""
+    rng = np.random.default_rng(5)
+    w1, b1 = rng.normal(size=(60, 20)).astype(dtype), rng.normal(size=60).astype(dtype)
+    w2 = rng.normal(size=(50, 20)).astype(dtype)
+    g = ir.Graph(metadata={"dt": 1e-3})
+    g.add("x", ir.Input((20,)))
+    g.add("a", ir.Affine(w1, b1))
+    g.add("b", ir.Linear(w2))
+    g.add("lif", ir.LIF(tau=np.full(60, 2e-2, dtype), r=np.ones(60, dtype),
+                        v_leak=np.zeros(60, dtype), v_threshold=np.full(60, 0.5, dtype)))
+    for name, n in (("ya", 60), ("yb", 50), ("spikes", 60)):
+        g.add(name, ir.Output((n,)))
+    for e in (("x", "a"), ("x", "b"), ("a", "ya"), ("b", "yb"), ("a", "lif"), ("lif", "spikes")):
+        g.connect(*e)
+    m = polyir.compile(g, "c")
+    assert c_forms(m) == ["tile", "tile"]
+    seq = ((rng.random((4, 19, 20)) < 0.2) * rng.integers(1, 3, (4, 19, 20))).astype(dtype)
+    seq[2, 5, 3] = np.nan
+    ya, yb, _ = m.run(seq)
+    rtol = 1e-5 if dtype == F32 else 1e-12
+    for got, w, b in ((ya, w1, b1), (yb, w2, 0.0)):
+        assert got.dtype == dtype
+        want = np.nan_to_num(seq, nan=0.0).astype(np.float64) @ w.T.astype(np.float64) + b
+        scale = np.abs(np.nan_to_num(seq, nan=0.0)) @ np.abs(w.T).astype(np.float64) + np.abs(b)
+        nan = np.zeros(got.shape, bool)
+        nan[2, 5] = True
+        assert np.isnan(got[nan]).all() and not np.isnan(got[~nan]).any()
+        assert np.all(np.abs(got[~nan] - want[~nan]) <= rtol * scale[~nan] + 1e-6)
 
 
 def test_dense_affine_rows_in_blocks():
@@ -984,6 +1028,6 @@ def test_dense_affine_rows_in_blocks():
     w, b = rng.normal(size=(7, 13)).astype(F32), rng.normal(size=7).astype(F32)
     g = chain(ir.Affine(w, b))
     m = polyir.compile(g, "c")
-    assert spike_paths(m) == [False]
+    assert c_forms(m) == ["dense"]
     x = rng.normal(size=(37, 13)).astype(F32)
     np.testing.assert_allclose(m(x), x.astype(np.float64) @ w.T + b, rtol=1e-5, atol=1e-5)

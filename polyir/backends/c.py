@@ -71,7 +71,7 @@ class CCompiled(Compiled):
     # the default (widest) build's facts
     path = property(lambda self: self._variants[self._wide].path)
     tile = property(lambda self: self._wide)
-    workspace_bytes = property(lambda self: self.program.workspace_bytes)
+    workspace_bytes = property(lambda self: self._variants[self._wide].renderer.ws_bytes)
     compile_seconds = property(lambda self: self._variants[self._wide].compile_seconds)
     cache_hit = property(lambda self: self._variants[self._wide].cache_hit)
     tables = property(lambda self: self._variants[self._wide].tables)
@@ -149,7 +149,7 @@ class CCompiled(Compiled):
             raise self._non_bit_error(arrays, packed)
         if rc != 0:
             raise MemoryError(f"polyir C backend: could not allocate a "
-                              f"{v.program.workspace_bytes}-byte workspace per thread")
+                              f"{v.renderer.ws_bytes}-byte workspace per thread")
 
 
 def _rebuild(graph, options, threads):

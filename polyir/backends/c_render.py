@@ -12,6 +12,7 @@ import re
 import numpy as np
 
 from ..ir.errors import GraphError
+from . import c_matvec
 from .c_source import CSourceParts
 from .program import Op
 from .render import CStyleRenderer, sort_gates
@@ -157,57 +158,30 @@ class CRenderer(CSourceParts, CStyleRenderer):
         return [ind + x for x in lines]
 
     def op_matvec(self, op: Op) -> list[str]:
-        """Spike-fed: per valid sample, the weight rows of its non-zero inputs (`weight_t` rows
-        are contiguous, so each adds as vectors). Otherwise dense, ROWS outputs at a time so that
-        each input row is read once per block, over the valid samples only. Either way every
-        output sums in input order from its bias, as the plain loop would."""
+        """In one of c_matvec's three forms; each sums every output in input order from its
+        bias, as the plain loop would."""
         n_in, n_out = op.attrs["n_in"], op.attrs["n_out"]
-        bias = self.const(op, "bias") if "bias" in op.consts else None
-        head = [f"const real_t* restrict x = {self.buf(op.ins[0])};",
-                f"real_t* restrict y = {self.buf(op.out)};"]
-        if op.attrs.get("sparse_input"):
-            return head + self.sparse_matvec(op, n_in, n_out, bias)
-        w = self.const(op, "weight")
-        rows = 4
-        lines = head + ["const int64_t nv = (c->nvalid + 15) & ~(int64_t)15;  /* <= TILE */"]
-        for first, last, step in ((0, n_out - n_out % rows, rows), (n_out - n_out % rows, n_out, 1)):
-            if first >= last:
-                continue
-            ks = range(step)
-            lines += [f"for (int64_t o = {first}; o < {last}; o += {step}) {{"]
-            lines += [f"  real_t* restrict y{k} = y + (o + {k}) * TILE;" for k in ks]
-            lines += [f"  const real_t b{k} = {f'{bias}[o + {k}]' if bias else '0'};" for k in ks]
-            lines += ["  for (int s = 0; s < TILE; s++) {"
-                      + " ".join(f"y{k}[s] = b{k};" for k in ks) + "}"]
-            lines += [f"  for (int64_t i = 0; i < {n_in}; i++) {{",
-                      "    const real_t* restrict xi = x + i * TILE;"]
-            lines += [f"    const real_t w{k} = {w}[(o + {k}) * {n_in} + i];" for k in ks]
-            lines += ["    for (int64_t s = 0; s < nv; s++) {"]
-            lines += [f"      y{k}[s] = MAD(w{k}, xi[s], y{k}[s]);" for k in ks]
-            lines += ["    }", "  }", "}"]
-        return lines
+        form = c_matvec.form(self.program, op)
+        if form == "dense":
+            bias = self.const(op, "bias") if "bias" in op.consts else None
+            return c_matvec.dense(n_in, n_out, bias, self.const(op, "weight"),
+                                  self.buf(op.ins[0]), self.buf(op.out))
+        pad = c_matvec.padded(n_out) - n_out
+        wt = self.const(op, "weight_t", np.pad(op.consts["weight_t"], ((0, 0), (0, pad))))
+        bias = self.const(op, "bias", np.pad(op.consts.get("bias", np.zeros(n_out)), (0, pad)))
+        scratch = self.program.workspace_bytes
+        if form == "rows":
+            k = c_matvec.row_input(self.program, op)
+            rows = f"(const real_t*)c->in[{k}] + (c->t * c->batch + c->s0) * {n_in}"
+            return c_matvec.spike_fed(n_in, n_out, bias, wt, self.buf(op.out), scratch, rows=rows)
+        return c_matvec.spike_fed(n_in, n_out, bias, wt, self.buf(op.out), scratch,
+                                  x=self.buf(op.ins[0]))
 
-    def sparse_matvec(self, op: Op, n_in: int, n_out: int, bias: str | None) -> list[str]:
-        """Per valid sample, scan its inputs and add the `weight_t` row of each non-zero one
-        into an accumulator of up to BLOCK outputs (on the stack). The row loop is the innermost
-        one so that the compiler vectorises it over outputs."""
-        wt = self.const(op, "weight_t")
-        block = min(n_out, 1024)
-        init = f"{bias}[o0 + o]" if bias else "0"
-        return [f"real_t acc[{block}];",
-                "for (int64_t s = 0; s < TILE; s++) {",
-                f"  for (int64_t o0 = 0; o0 < {n_out}; o0 += {block}) {{",
-                f"    const int64_t no = {n_out} - o0 < {block} ? {n_out} - o0 : {block};",
-                f"    for (int64_t o = 0; o < no; o++) acc[o] = {init};",
-                "    if (s < c->nvalid) {  /* padding samples keep the bias, as 0 inputs give */",
-                f"      for (int64_t i = 0; i < {n_in}; i++) {{",
-                "        const real_t v = x[i * TILE + s];",
-                "        if (v == 0) continue;",
-                f"        const real_t* restrict wi = {wt} + i * {n_out} + o0;",
-                "        for (int64_t o = 0; o < no; o++) acc[o] = MAD(v, wi[o], acc[o]);",
-                "      }", "    }",
-                "    for (int64_t o = 0; o < no; o++) y[(o0 + o) * TILE + s] = acc[o];",
-                "  }", "}"]
+    def load_needed(self, op: Op) -> bool:
+        return op.out not in c_matvec.skipped_loads(self.program)
+
+    def scratch_bytes(self, program) -> int:
+        return c_matvec.scratch_bytes(program)
 
     def op_spmv(self, op: Op) -> list[str]:
         ptr, col = self.const(op, "ptr"), self.const(op, "col")

@@ -124,6 +124,15 @@ class CStyleRenderer:
         self.tables.append(np.ascontiguousarray(arr, dtype=C_TYPES[ctype]))
         return f"((const {ctype}*)c->tab[{k}])"
 
+    def load_needed(self, op: Op) -> bool:
+        """Whether a graph input's `load` into the tile is rendered (a target may read the
+        input's rows in place of the tile)."""
+        return True
+
+    def scratch_bytes(self, program: Program) -> int:
+        """Workspace per tile the target's op forms need beyond the program's buffers."""
+        return 0
+
     # --- the walk -------------------------------------------------------------------------------
     def render(self, program: Program) -> str:
         if program.tile != self.tile:
@@ -133,7 +142,7 @@ class CStyleRenderer:
         self.program = program
         self.scalar = RealSpelling(program.dtype, tuple(self.math_names.items()))
         self.real = self.scalar.type
-        self.ws_bytes = program.workspace_bytes
+        self.ws_bytes = program.workspace_bytes + self.scratch_bytes(program)
         self.consts: list[str] = []
         self.tables: list[np.ndarray] = []  # data tables, in the order the program reads them
         self.taken: set[str] = set()  # every generated symbol: made from indices and op keys,
@@ -141,7 +150,7 @@ class CStyleRenderer:
         self.node_fns: list[tuple[str, str]] = []  # (function name, IR node)
         bodies = []
         for k, op in enumerate(program.ops):
-            if op.op == "load":
+            if op.op == "load" and self.load_needed(op):
                 bodies.append(self.io_function(op, f"load_{k}", self.op_load(op)))
             elif op.op == "store":
                 bodies.append(self.io_function(op, f"store_{k}", self.op_store(op)))
