@@ -136,6 +136,15 @@ def test_rockpool_file():
     _check(to_nir(model), "rockpool", x, want, ("torch", "c"))
 
 
+def test_rockpool_neuron_without_a_tested_reading_is_refused():
+    pytest.importorskip("rockpool")
+    from rockpool.nn.combinators import Sequential
+    from rockpool.nn.modules import LIFNeuronTorch, LinearTorch, to_nir
+    nir_graph = to_nir(Sequential(LinearTorch((N_IN, N)), LIFNeuronTorch(N)))
+    with pytest.raises(polyir.GraphError, match="LIFTorch"):
+        polyir.from_nir(nir_graph, convention="rockpool")
+
+
 def test_unknown_convention_names_the_known_ones(tmp_path):
     nir = pytest.importorskip("nir")
     node = nir.LIF(tau=np.ones(2), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2))
