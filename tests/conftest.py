@@ -1,7 +1,13 @@
-"""Shared test fixtures: the NIR reference files that the repository carries in tests/data/nir."""
+"""Shared test fixtures: the NIR reference files that the repository carries in tests/data/nir,
+and a check after every test that a crash would still print its Python traceback."""
+import ctypes
+import signal
+import sys
 from pathlib import Path
 
 import pytest
+
+import pyneuralogic
 
 NIR_DATA = Path(__file__).resolve().parent / "data" / "nir"
 
@@ -10,3 +16,35 @@ NIR_DATA = Path(__file__).resolve().parent / "data" / "nir"
 def nir_data() -> Path:
     """The NIR paper's reference files (tests/data/nir, with their licence and a README)."""
     return NIR_DATA
+
+
+def _fatal_signal_handlers():
+    """The C handler addresses of SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGABRT (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    out = []
+    for sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT):
+        action = ctypes.create_string_buffer(256)  # struct sigaction; sa_handler comes first
+        if _LIBC.sigaction(int(sig), None, action) != 0:
+            return None
+        out.append(ctypes.c_void_p.from_buffer(action).value)
+    return out
+
+
+_LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
+
+
+@pytest.fixture(autouse=True)
+def _crash_reporting_kept():
+    """pytest's faulthandler prints the Python traceback of a crash. A library that installs its
+    own handler for fatal signals after it (a JVM did) leaves a crash without one; and a JVM in
+    this process caps the main thread's stack (see tests/pyneuralogic.py), so later C code with a
+    large stack frame crashed the whole run. Fail the test after which either happened."""
+    before = _fatal_signal_handlers()
+    yield
+    if pyneuralogic.jvm_started():
+        pytest.fail("a JVM was started in the test process; call PyNeuraLogic through "
+                    "pyneuralogic.call (it runs in a child Python)")
+    if _fatal_signal_handlers() != before:
+        pytest.fail("this test replaced the process's handler of a fatal signal (SIGSEGV, SIGBUS, "
+                    "SIGFPE, SIGILL or SIGABRT): a crash would print no Python traceback")
