@@ -357,7 +357,7 @@ def test_failed_save_leaves_the_old_file_untouched(tmp_path, monkeypatch):
         group.create_dataset("half", data=np.zeros(10))
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(h5, "_write_graph", boom)
+    monkeypatch.setattr(h5.write, "_write_graph", boom)
     with pytest.raises(OSError, match="simulated"):
         polyir.save(family_graphs()["ffnn"], path)
     assert path.read_bytes() == before

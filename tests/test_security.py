@@ -257,19 +257,123 @@ def test_huge_fixed_length_string_is_refused_before_reading(saved):
     assert grown_kb < 200 << 10
 
 
+FORGED_LENGTH = 0xF0000000  # what a corrupted variable-length string declares: 4,026,531,840
+
+
+def _forge_first_string_length(path, dataset):
+    """Overwrite the length at the head of the first heap reference of a contiguous
+    variable-length string dataset (4 bytes, little-endian: HDF5's encoding)."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        offset = f[dataset].id.get_offset()
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        assert int.from_bytes(fh.read(4), "little") < 1000  # a real length was there
+        fh.seek(offset)
+        fh.write(FORGED_LENGTH.to_bytes(4, "little"))
+
+
+@pytest.mark.parametrize("timeout", [None, "auto"])
+def test_a_corrupted_string_length_is_refused_before_reading(saved, timeout):
+    import h5py
+    path, _, _ = saved
+    with h5py.File(path, "r+") as f:
+        f["node"].require_group("metadata").create_dataset("note", data="a short note",
+                                                           dtype=h5py.string_dtype())
+    assert polyir.load(path).metadata["note"] == "a short note"
+    _forge_first_string_length(path, "node/metadata/note")
+    with pytest.raises(polyir.FormatError, match="declares a string of 4,026,531,840 bytes") \
+            as info:
+        polyir.load(path, timeout=timeout)  # in this process too: refused before any read
+    assert "node/metadata/note" in str(info.value)
+
+
+def test_a_corrupted_string_length_in_chunks_is_refused(tmp_path):
+    """Edge names stored in chunks: the lengths are read from each chunk as stored."""
+    import h5py
+    path = tmp_path / "model.h5"
+    polyir.save(family_graphs()["ffnn"], path)
+    with h5py.File(path, "r+") as f:
+        edges = f["node/edges"][()]
+        del f["node/edges"]
+        f["node"].create_dataset("edges", data=edges, dtype=h5py.string_dtype(), chunks=(2, 2))
+    assert polyir.load(path) == family_graphs()["ffnn"]
+    with h5py.File(path, "r+") as f:
+        ds = f["node/edges"]
+        mask, raw = ds.id.read_direct_chunk((0, 0))
+        assert int.from_bytes(raw[:4], "little") == len(edges[0, 0])
+        ds.id.write_direct_chunk((0, 0), FORGED_LENGTH.to_bytes(4, "little") + raw[4:], mask)
+    for timeout in (None, "auto"):
+        with pytest.raises(polyir.FormatError, match="declares a string of 4,026,531,840") \
+                as info:
+            polyir.load(path, timeout=timeout)
+        assert "node/edges" in str(info.value)
+
+
+def test_a_corrupted_string_length_in_an_attribute_stays_within_the_probes_memory(tmp_path):
+    """A string attribute's heap references live in the object header, which cannot be read
+    raw: the probe child's memory cap is the bound, and the load is a FormatError."""
+    import h5py
+    path = tmp_path / "model.h5"
+    polyir.save(family_graphs()["ffnn"], path)
+    marker = "q" * 0x1357  # an unlikely length to find the reference by
+    with h5py.File(path, "r+") as f:  # a node group re-made with a version-1 object header,
+        name = next(iter(f["node/nodes"]))  # which carries no checksum to catch the forgery
+        f.move(f"node/nodes/{name}", "node/moved")
+        node = f["node/nodes"].create_group(name)
+        for key in f["node/moved"]:
+            f.copy(f["node/moved"][key], node, key)
+        del f["node/moved"]
+        node.attrs.create(ir.h5.INFERRED_ATTR, data=[marker], dtype=h5py.string_dtype())
+    with pytest.raises(polyir.FormatError, match="not an optional field"):
+        polyir.load(path)
+    data = bytearray(path.read_bytes())
+    at = [m.start() for m in re.finditer(re.escape((0x1357).to_bytes(4, "little")), data)]
+    assert at, "the attribute's heap reference was not found"
+    for a in at:
+        data[a:a + 4] = FORGED_LENGTH.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(polyir.FormatError, match="memory"):
+        polyir.load(path)
+
+
+@pytest.mark.parametrize("how", ["rewritten in place", "replaced"])
+def test_a_file_changed_after_the_probe_is_read_as_probed(saved, monkeypatch, how):
+    """The probe child and the read see the same bytes, taken once: a file rewritten (or its
+    path replaced) between the two cannot bring unprobed bytes into this process."""
+    from polyir.ir.h5 import probe
+    path, _, _ = saved
+    other = path.with_name("other.h5")
+    polyir.save(family_graphs()["logic"], other)
+    real = probe.parse_isolated
+
+    def probe_then_change(reader, timeout):
+        real(reader, timeout)
+        if how == "replaced":
+            os.replace(other, path)
+        else:
+            with open(path, "r+b") as fh:
+                fh.truncate(0)
+                fh.write(other.read_bytes())
+
+    monkeypatch.setattr(probe, "parse_isolated", probe_then_change)
+    assert polyir.load(path) == family_graphs()["ffnn"]
+    assert polyir.load(path, timeout=None) == family_graphs()["logic"]  # it did change
+
+
 def _child_behaviour(monkeypatch, fn):
     """Make the parse misbehave in the forked child only (the parent never runs it)."""
     import os
-    from polyir.ir import h5
+    from polyir.ir.h5 import read
     parent = os.getpid()
-    real = h5._parse
+    real = read.parse
 
-    def parse(path, reader):
+    def parse(reader):
         if os.getpid() != parent:
             fn()
-        return real(path, reader)
+        return real(reader)
 
-    monkeypatch.setattr(h5, "_parse", parse)
+    monkeypatch.setattr(read, "parse", parse)
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
@@ -425,11 +529,11 @@ def test_a_killed_save_leaves_a_temporary_file_that_the_next_save_removes(tmp_pa
     polyir.save(family_graphs()["ffnn"], target)
     script = (f"import os, signal, polyir, sys; sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
               "from families import family_graphs\n"
-              "import polyir.ir.h5 as h5\n"
-              "real = h5._write_graph\n"
+              "import polyir.ir.h5.write as writer\n"
+              "real = writer._write_graph\n"
               "def die(*a, **k):\n"
               "    real(*a, **k); os.kill(os.getpid(), signal.SIGKILL)\n"
-              "h5._write_graph = die\n"
+              "writer._write_graph = die\n"
               f"polyir.save(family_graphs()['logic'], {str(target)!r})\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT,
                           env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})

@@ -1,7 +1,7 @@
 """Field specs: how each field of a node kind is typed, coerced, compared and stored.
 
 A kind declares its fields with `param(spec)`; coercion (`Record.__post_init__`), equality and the
-.h5 reader/writer (`ir/h5.py`) are all driven by these specs, so a new kind needs no I/O code.
+.h5 reader/writer (`ir/h5/`) are all driven by these specs, so a new kind needs no I/O code.
 """
 from __future__ import annotations
 
