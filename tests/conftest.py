@@ -1,5 +1,5 @@
 """Shared test fixtures: the NIR reference files that the repository carries in tests/data/nir,
-and a check after every test that a crash would still print its Python traceback."""
+and a check after every test that a crash still prints its Python traceback."""
 import ctypes
 import signal
 import sys
@@ -35,16 +35,22 @@ _LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
 
 
 @pytest.fixture(autouse=True)
-def _crash_reporting_kept():
+def _crash_reporting_kept(request):
     """pytest's faulthandler prints the Python traceback of a crash. A library that installs its
-    own handler for fatal signals after it (a JVM did) leaves a crash without one; and a JVM in
-    this process caps the main thread's stack (see tests/pyneuralogic.py), so later C code with a
-    large stack frame crashed the whole run. Fail the test after which either happened."""
+    own handlers for fatal signals after it (Ray's core does) leaves a crash without one: put
+    faulthandler back in front. A JVM in this process caps the main thread's stack as well (see
+    tests/pyneuralogic.py), so later C code with a large stack frame crashed the whole run: fail
+    the test that started one."""
     before = _fatal_signal_handlers()
     yield
     if pyneuralogic.jvm_started():
         pytest.fail("a JVM was started in the test process; call PyNeuraLogic through "
                     "pyneuralogic.call (it runs in a child Python)")
     if _fatal_signal_handlers() != before:
-        pytest.fail("this test replaced the process's handler of a fatal signal (SIGSEGV, SIGBUS, "
-                    "SIGFPE, SIGILL or SIGABRT): a crash would print no Python traceback")
+        import faulthandler
+
+        from _pytest.faulthandler import fault_handler_stderr_fd_key
+        fd = request.config.stash.get(fault_handler_stderr_fd_key, None)
+        if fd is not None:  # None: run with -p no:faulthandler
+            faulthandler.disable()  # an enabled faulthandler would not reinstall its handlers
+            faulthandler.enable(file=fd)

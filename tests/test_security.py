@@ -747,17 +747,20 @@ def test_an_absurd_input_width_is_a_graph_error_on_c():
 
 def test_a_crash_in_the_suite_prints_its_traceback(tmp_path):
     """A test that dies of SIGSEGV under this suite's conftest leaves the Python traceback of
-    where it died (once, a JVM's signal handler in the test process left none)."""
+    where it died, also after an earlier test replaced the handler (a JVM in the test process once
+    left none; Ray's core installs its own handlers)."""
     import shutil
     import subprocess
     import sys
     shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "conftest.py")
-    (tmp_path / "test_dies.py").write_text(
-        "import ctypes\n\n\ndef test_dies_here():\n    ctypes.string_at(0)\n")
+    (tmp_path / "test_dies.py").write_text(  # first a test leaves SIGSEGV to no handler at
+        "import ctypes\nimport signal\n\n\n"       # all, as a library's own handler would
+        "def test_takes_the_handler():\n    signal.signal(signal.SIGSEGV, signal.SIG_DFL)\n\n\n"
+        "def test_dies_here():\n    ctypes.string_at(0)\n")
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           "--rootdir", str(tmp_path), str(tmp_path / "test_dies.py")],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode < 0 or run.returncode >= 128, run.stdout + run.stderr
     assert "Fatal Python error: Segmentation fault" in run.stderr, run.stderr
-    assert re.search(r'test_dies\.py", line 5 in test_dies_here', run.stderr), run.stderr
+    assert re.search(r'test_dies\.py", line 10 in test_dies_here', run.stderr), run.stderr
