@@ -347,8 +347,8 @@ def test_a_file_changed_after_the_probe_is_read_as_probed(saved, monkeypatch, ho
     polyir.save(family_graphs()["logic"], other)
     real = probe.parse_isolated
 
-    def probe_then_change(reader, timeout):
-        real(reader, timeout)
+    def probe_then_change(reader, timeout, parse):
+        real(reader, timeout, parse)
         if how == "replaced":
             os.replace(other, path)
         else:

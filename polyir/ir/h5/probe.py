@@ -11,8 +11,6 @@ import os
 import sys
 
 from ..errors import FormatError
-from . import read
-from .read import Reader
 
 #: the probe's bounds: seconds (plus LOAD_TIMEOUT_PER_MB per MB of file), and bytes of memory
 #: beyond what the process had (plus LOAD_MEMORY_PER_BYTE bytes per byte of the file, for arrays
@@ -25,9 +23,10 @@ LOAD_MEMORY_PER_BYTE = 32
 AVAILABLE = hasattr(os, "fork") and sys.platform.startswith("linux")
 
 
-def parse_isolated(reader: Reader, timeout: float) -> None:
-    """Parse the file in a forked child bounded in time and memory; raise the FormatError it
-    found, or one saying that it hung, crashed or ran out of memory.
+def parse_isolated(reader, timeout: float, parse) -> None:
+    """Run `parse(reader)` (read.parse with a probing read.Reader) in a forked child bounded in
+    time and memory; raise the FormatError it found, or one saying that it hung, crashed or ran
+    out of memory.
 
     A corrupted file can make the HDF5 library loop or allocate gigabytes inside one C call,
     which no Python code can interrupt; a child process can be killed. Forking costs a few
@@ -50,7 +49,7 @@ def parse_isolated(reader: Reader, timeout: float) -> None:
             faulthandler.disable()  # a crash is reported by the parent, not dumped here
             limit_memory(budget)
             try:
-                read.parse(reader)
+                parse(reader)
                 message = ["ok"]
             except FormatError as exc:
                 message = ["format", exc.reason, exc.where]

@@ -21,6 +21,7 @@ from ..fields import Array, Ints, NamedArrays, Optional, Records, Scalar, Spec, 
 from ..graph import Graph
 from ..kinds.base import KINDS, inferred_fields
 from ..kinds.nir import Output
+from . import probe
 from .checks import MAX_ARRAY_BYTES, MAX_TOTAL_BYTES, DatasetChecks
 from .layout import FORMAT_VERSION, INFERRED_ATTR
 
@@ -483,7 +484,6 @@ def load(path, *, strict: bool = False, max_array_bytes: int = MAX_ARRAY_BYTES,
     LOAD_TIMEOUT_PER_MB per MB of file) and may use LOAD_MEMORY bytes plus LOAD_MEMORY_PER_BYTE
     per byte of the file; only bytes the child parsed are read here. `timeout=None` parses in
     this process only (a corrupted file can then hang the caller)."""
-    from . import probe
     path = os.fspath(path)
     if convention is not None:
         convention_entry(convention)
@@ -492,7 +492,7 @@ def load(path, *, strict: bool = False, max_array_bytes: int = MAX_ARRAY_BYTES,
             timeout = probe.LOAD_TIMEOUT + probe.LOAD_TIMEOUT_PER_MB * source.size / 1e6
         if timeout is not None and probe.AVAILABLE:
             probe.parse_isolated(Reader(source, max_array_bytes, max_total_bytes, strict,
-                                        probe=True), float(timeout))
+                                        probe=True), float(timeout), parse)
         reader = Reader(source, max_array_bytes, max_total_bytes, strict)
         graph = parse(reader)
     try:
