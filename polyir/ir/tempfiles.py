@@ -1,9 +1,10 @@
 """Temporary files that name their writer, so that those of interrupted writers can be removed.
 
-A save (ir/h5/write.py) or a compile (backends/toolchain.py) writes `<prefix><pid>.<random><suffix>` beside its
-target and renames it into place. A writer killed before the rename leaves its file behind; the
-next writer into the same folder removes the files whose process no longer runs, and any such
-file older than STALE_SECONDS (a process id can be reused, a folder shared between machines).
+A save (ir/h5/write.py) or a compile (backends/toolchain.py) writes
+`<prefix><pid>.<random><suffix>` beside its target and renames it into place. A writer killed
+before the rename leaves its file behind; the next writer into the same folder removes the files
+whose process no longer runs, and any such file older than STALE_SECONDS (a process id can be
+reused, a folder shared between machines).
 """
 from __future__ import annotations
 
