@@ -1,6 +1,6 @@
 """The house rule for the package's source: every module under polyir/ opens with a docstring
-(saying its one concern) and stays under 600 lines. Modules waiting for their split are listed in
-SPLIT_PENDING, and each must leave the list as soon as it is short, so the list only shrinks."""
+(saying its one concern) and stays under 600 lines; a module that grows past that is split along
+its concerns."""
 from __future__ import annotations
 
 import ast
@@ -8,7 +8,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 600
-SPLIT_PENDING: set[str] = set()
 
 
 def modules() -> list[str]:
@@ -25,11 +24,6 @@ def test_every_module_has_a_docstring():
 
 
 def test_every_module_is_short():
-    long = {m: lines(m) for m in modules() if m not in SPLIT_PENDING and lines(m) >= MAX_LINES}
+    long = {m: lines(m) for m in modules() if lines(m) >= MAX_LINES}
     assert not long, f"split these along their concerns into modules under {MAX_LINES} lines: " \
                      f"{long}"
-
-
-def test_pending_splits_are_still_needed():
-    done = [m for m in sorted(SPLIT_PENDING) if not (ROOT / m).exists() or lines(m) < MAX_LINES]
-    assert not done, f"gone or short now: remove {done} from SPLIT_PENDING in {Path(__file__).name}"
