@@ -962,10 +962,11 @@ def test_spike_fed_affines_add_active_columns(n_in, n_hidden, n_out, batch, form
     """Affines fed by spikes or a spike-train Input add only the weight rows of non-zero
     inputs: the values equal numpy's mat-vec of the same inputs (float32 sums in another order:
     rtol 1e-5 of the absolute sum), spikes equal the torch import's. Batches of 70, 3 and 37
-    leave padding samples in the tile; inputs hold counts."""
+    leave padding samples in the tile; two threads split 70 into two tiles, each with its own
+    scratch; inputs hold counts."""
     rng = np.random.default_rng(n_hidden)
     g = spike_net(n_in, n_hidden, n_out, rng)
-    m = polyir.compile(g, "c")
+    m = polyir.compile(g, "c", threads=2)
     assert c_forms(m) == forms
     seq = spike_train(rng, 25, batch, n_in)
     check_spike_net(g, seq, m.run(seq))
