@@ -14,7 +14,7 @@ from .ir import (AdaptiveAvgPool2d, Binary, ChannelAffine, Clamp, Concat, LayerN
                  MaxPool2d, Softmax)
 from .ir.h5 import FORMAT_VERSION, load, save
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def export(model, example_input, **kwargs) -> Graph:
