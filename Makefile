@@ -37,7 +37,7 @@ demo: $(STAMP)
 	$(BIN)/polyir demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -rs
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -s
