@@ -114,14 +114,25 @@ def test_snntorch_rsynaptic_linear():
     _compare(cell, 0.5, n_states=3)
 
 
-@pytest.mark.parametrize("cls", ["Synaptic", "RLeaky", "RSynaptic"])
-def test_snntorch_zero_reset_after_integration_is_refused_with_the_fix(cls):
+@pytest.mark.parametrize("cls, delay", [("Synaptic", True), ("RLeaky", True),
+                                        ("RSynaptic", True), ("Synaptic", False),
+                                        ("RLeaky", False)])
+def test_snntorch_zero_reset(cls, delay):
+    """Synaptic, RLeaky and RSynaptic zero the membrane after the update of the step after a
+    spike (reset_mode 'v_reset_after_update'); with reset_delay=False right at the spike.
+    (snnTorch 1.0's own RSynaptic forward fails with reset_delay=False: nothing to compare.)"""
     snn = pytest.importorskip("snntorch")
-    extra = {"alpha": 0.5} if "Synaptic" in cls else {}
-    extra.update({"linear_features": N} if cls.startswith("R") else {})
-    net = _Net(getattr(snn, cls)(beta=0.8, reset_mechanism="zero", **extra), 1.0)
-    with pytest.raises(polyir.GraphError, match="reset_mechanism='subtract'"):
-        polyir.export(net, torch.zeros(2, N_IN, dtype=next(net.parameters()).dtype))
+    extra = {"alpha": torch.tensor([0.7, 0.5, 0.9, 0.6])} if "Synaptic" in cls else {}
+    if cls.startswith("R"):
+        extra.update(linear_features=N, spike_grad=_spike)
+    cell = getattr(snn, cls)(beta=torch.tensor([0.8, 0.7, 0.9, 0.6]), reset_mechanism="zero",
+                             reset_delay=delay, **extra)
+    if cls.startswith("R"):
+        _recurrent_weights(cell)
+    n_states = 1 + ("Synaptic" in cls) + cls.startswith("R")
+    g = _compare(cell, 1.0, n_states=n_states)
+    modes = {k.reset_mode for k in g.nodes.values() if hasattr(k, "reset_mode")}
+    assert modes == {"v_reset_after_update" if delay else "v_reset"}
 
 
 @pytest.mark.parametrize("cls", ["Leaky", "RLeaky"])

@@ -53,6 +53,8 @@ def neuron_body(node, real: RealSpelling = RealSpelling()) -> tuple[list[str], l
         return lines + [f"y = s_{cls.states[-1].name};"], consts
     if node.reset_delay and node.reset_mode == "subtract":
         lines.append(f"{v} = {v} - pending * threshold;")
+    elif node.reset_delay and node.reset_mode == "v_reset_after_update":
+        lines.append(f"{v} = pending > {zero} ? reset : {v};")
     lines.append(f"const real_t z = {count(v)};")
     if not node.reset_delay:
         lines.append(f"{v} = {v} - z * threshold;" if node.reset_mode == "subtract"

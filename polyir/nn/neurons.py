@@ -202,6 +202,8 @@ class Neuron(nn.Module):
         v = s[spk.state]
         if opts.reset_delay and opts.reset_mode == "subtract":
             v = v - pending * thr
+        elif opts.reset_delay and opts.reset_mode == "v_reset_after_update":
+            v = self._reset(v, pending, reset)
         z = fire(v, thr, opts, self.surrogate_slope, surrogate=self.training)
         if not opts.reset_delay:
             v = v - z * thr if opts.reset_mode == "subtract" else self._reset(v, z, reset)

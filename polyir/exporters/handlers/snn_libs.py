@@ -6,8 +6,8 @@ snnTorch (1.0) `Leaky(init_hidden=False)`: forward(x, mem) -> (spk, mem); mem <-
   reset * threshold, the reset taken from the membrane before the step (a delayed reset; with
   reset_delay=False right after the spike), spike
   when mem > threshold. That is NIR's LIF at dt = 1, Euler, with tau = r = 1 / (1 - beta):
-  reset_mechanism 'subtract' -> reset_mode 'subtract', 'zero' -> reset to v_reset = 0 (Leaky
-  only: the others zero the membrane after integrating, see below). reset_delay=False with
+  reset_mechanism 'subtract' -> reset_mode 'subtract', 'zero' -> reset to v_reset = 0 (the
+  others zero the membrane after integrating, see below). reset_delay=False with
   'subtract' is refused: snnTorch subtracts the delayed reset r = (mem > thr) before the spike
   test and adds it back after (mem - (spk - r) thr), so a membrane left above threshold by a
   reset needs twice the threshold to spike again.
@@ -20,8 +20,10 @@ snnTorch (1.0) `Leaky(init_hidden=False)`: forward(x, mem) -> (spk, mem); mem <-
   (`linear_features`) or the Conv2d (`conv2d_channels`, `kernel_size`) of `all_to_all=True`, or
   a Scale by `V` for `all_to_all=False` (one-to-one).
   With reset_mechanism='zero', Synaptic, RLeaky and RSynaptic set the membrane to 0 after the
-  step's integration (mem - reset * mem_new), so the input of the step after a spike never
-  reaches it; no polyir neuron does that, and they are refused naming the option.
+  step's integration (mem - reset * mem_new; syn integrates on), so the input of the step after
+  a spike never reaches it: reset_mode 'v_reset_after_update'. With reset_delay=False every
+  snnTorch neuron zeroes the membrane right after the spike (the delayed reset then finds a
+  membrane of 0): reset_mode 'v_reset'.
 Norse (1.1) `LIFBoxCell` / `LIFCell`: forward(x, state) -> (z, state); one Euler step of NIR's
   LIF / CubaLIF at the cell's dt with tau = 1 / tau_inv, r = 1, reset to v_reset at once;
   LIFCell adds the whole input to the current (w_in = tau_syn / dt, see the NIR conventions).
@@ -41,6 +43,8 @@ from .polyir_nn import _full
 from .torch_nn import _conv2d, _linear
 
 _SNNTORCH_RESETS = {"subtract": "subtract", "zero": "v_reset"}
+#: the snnTorch neurons whose delayed 'zero' reset zeroes the membrane after the step's update
+_ZERO_AFTER_UPDATE = ("Synaptic", "RLeaky", "RSynaptic")
 
 
 def _named(m, name: str, *attrs) -> bool:
@@ -87,18 +91,14 @@ def _snntorch_neuron(ctx, name, m, values):
         raise ctx.error(f"snnTorch reset_mechanism={m.reset_mechanism!r} has no polyir "
                         "equivalent", field="reset_mechanism",
                         fix=f"use one of {sorted(_SNNTORCH_RESETS)}")
-    if m.reset_mechanism == "zero" and kind != "Leaky":
-        raise ctx.error(f"snnTorch {kind} with reset_mechanism='zero' sets the membrane to 0 "
-                        "after integrating the step that follows a spike, dropping that step's "
-                        "input; polyir's neurons reset before integrating (as snnTorch's Leaky "
-                        "does) and have no field for this", field="reset_mechanism",
-                        fix="train it with reset_mechanism='subtract'")
     ctx.set_metadata("dt", 1.0)
     ctx.set_metadata("discretization", "euler")
     threshold = _full(ctx, m.threshold)
     zeros = np.zeros_like(threshold)
     options = {"reset_mode": _SNNTORCH_RESETS[m.reset_mechanism],
                "reset_delay": bool(getattr(m, "reset_delay", True))}
+    if m.reset_mechanism == "zero" and options["reset_delay"] and kind in _ZERO_AFTER_UPDATE:
+        options["reset_mode"] = "v_reset_after_update"
     if m.reset_mechanism == "subtract" and not options["reset_delay"]:
         raise ctx.error(f"snnTorch {kind} with reset_delay=False and reset_mechanism="
                         "'subtract' still subtracts the delayed reset before its spike test and "

@@ -27,10 +27,14 @@ Integrators step exactly under both: a = 1, b = dt gain, c = 0.
 Spiking kinds carry polyir extension fields whose defaults are NIR's neuron (so a node at its
 defaults is a NIR node, and the file holds no extra datasets):
 - `reset_mode`: "v_reset" sets the membrane to v_reset after a spike; "subtract" removes
-  v_threshold per spike;
+  v_threshold per spike; "v_reset_after_update" sets it to v_reset too, but a delayed reset
+  replaces the membrane after the update of the step that applies it (that step's drive never
+  reaches the membrane; the other states integrate as usual: snnTorch's Synaptic "zero");
+  without reset_delay it is "v_reset";
 - `reset_delay`: False resets in the step that spikes; True applies the reset one step later (the
   spike is read off the carried membrane at the start of the next step: "v_reset" replaces the
-  membrane before that step's update, "subtract" removes v_threshold after it);
+  membrane before that step's update, "subtract" removes v_threshold after it,
+  "v_reset_after_update" replaces it after it);
 - `spike_rule`: "single" emits 0/1; "multi" emits floor(v / v_threshold) spikes per step once the
   threshold test passes (several spikes per step);
 - `threshold_compare`: ">" (NIR: spike when v > v_threshold) or ">=";
@@ -50,7 +54,7 @@ from ..types import port
 from .base import Kind, kind, need_input
 
 DISCRETIZATIONS = ("euler", "exact")
-RESET_MODES = ("v_reset", "subtract")
+RESET_MODES = ("v_reset", "subtract", "v_reset_after_update")
 SPIKE_RULES = ("single", "multi")
 THRESHOLD_COMPARES = (">", ">=")
 

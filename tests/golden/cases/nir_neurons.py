@@ -255,6 +255,12 @@ def lif_params(rng):
     return rng.uniform(3e-3, 1e-2, N), rng.uniform(1, 3, N), rng.normal(0, 0.2, N), full(1.0)
 
 
+def cubalif_params(rng):
+    """tau_syn, tau_mem, r, v_leak, w_in"""
+    return (rng.uniform(2e-3, 5e-3, N), rng.uniform(3e-3, 1e-2, N), rng.uniform(3, 6, N),
+            rng.normal(0, 0.2, N), rng.uniform(1, 2, N))
+
+
 @golden
 def neuron_lif_subtract(rng):
     tau, r, leak, thr = lif_params(rng)
@@ -309,6 +315,31 @@ def neuron_lif_delayed_reset(rng):
 
 
 @golden
+def neuron_cubalif_reset_after_update(rng):
+    """snnTorch's Synaptic with reset_mechanism="zero": the carried membrane's spike sets the
+    membrane to v_reset after the next step's update (that step's drive is lost to it), while the
+    current keeps integrating."""
+    ts, tm, r, leak, w_in = cubalif_params(rng)
+    thr, reset = full(1.0), rng.uniform(-0.3, 0.1, N)
+    x = drive(rng, 2.0)
+    i, v, out = np.zeros((B, N)), np.zeros((B, N)), []
+    for t in range(T):
+        pending = v > thr  # the carried membrane spiked last step
+        i = i + DT / ts * (-i + w_in * x[t])
+        v = v + DT / tm * (leak - v + r * i)
+        v = np.where(pending, reset, v)
+        out.append((v > thr).astype(np.float64))
+    y = np.stack(out)
+    assert 0 < y.sum() < y.size
+    # a spike is never followed by another in the next step (the membrane sits at v_reset)
+    assert not (y[1:] * y[:-1]).any()
+    node = P.CubaLIF(ts, tm, r, leak, thr, reset, w_in, reset_mode="v_reset_after_update",
+                     reset_delay=True)
+    case("neuron_cubalif_reset_after_update", neuron_graph(node), x, y,
+         refused=NIR_REFUSES("reset_mode"), **TOL)
+
+
+@golden
 def neuron_if_multi_spike(rng):
     """sinabs' IAF with MultiSpike and MembraneSubtract: floor(v / v_threshold) spikes once
     v >= v_threshold, each removing one threshold."""
@@ -349,8 +380,7 @@ def neuron_lif_spike_cap(rng):
 
 @golden
 def neuron_cubalif_multi_spike_reset(rng):
-    ts, tm = rng.uniform(2e-3, 5e-3, N), rng.uniform(3e-3, 1e-2, N)
-    r, leak, w_in = rng.uniform(3, 6, N), rng.normal(0, 0.2, N), rng.uniform(1, 2, N)
+    ts, tm, r, leak, w_in = cubalif_params(rng)
     thr, reset = full(0.5), rng.uniform(-0.2, 0.0, N)
     x = drive(rng, 3.0)
     i, v, out = np.zeros((B, N)), np.zeros((B, N)), []
