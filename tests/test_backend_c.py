@@ -839,6 +839,36 @@ def test_cli_compare_stateful_and_unsupported(tmp_path, capsys):
     assert "not supported by the C backend" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("portable", [False, True])
+def test_real_input_rows_reach_the_tile_unchanged(dtype, portable):
+    """Real inputs are transposed into the tile in square blocks of a vector's width: 37
+    features (whole blocks and a rest, at every vector width) and batches that end inside a group
+    of samples come through bit-identical (a Scale by 1) and give numpy's Affine."""
+    rng = np.random.default_rng(21)
+    n = 37
+    w, b = rng.normal(size=(3, n)).astype(dtype), rng.normal(size=3).astype(dtype)
+    g = ir.Graph()
+    g.add("x", ir.Input((n,)))
+    g.add("affine", ir.Affine(w, b))
+    g.add("same", ir.Scale(np.ones(n, dtype)))
+    g.add("y_affine", ir.Output((3,)))
+    g.add("y_same", ir.Output((n,)))
+    for a, z in [("x", "affine"), ("x", "same"), ("affine", "y_affine"), ("same", "y_same")]:
+        g.connect(a, z)
+    m = polyir.compile(g, "c", portable=portable)
+    for batch in (1, 17, 70):
+        x = rng.normal(size=(batch, n)).astype(dtype)
+        x[:, 0] = -0.0  # the sign of zero survives a copy
+        got_affine, got_same = m(x)
+        assert got_same.dtype == dtype
+        np.testing.assert_array_equal(got_same, x)
+        assert np.signbit(got_same[:, 0]).all()
+        want = x.astype(np.float64) @ w.T.astype(np.float64) + b
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got_affine, want, rtol=tol, atol=tol)
+
+
 def test_float64_graph_computes_in_double():
     """A graph with float64 parameters runs in double (as polyir.to_torch does)."""
     rng = np.random.default_rng(13)

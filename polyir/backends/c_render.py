@@ -69,21 +69,8 @@ class CRenderer(CSourceParts, CStyleRenderer):
         n = int(np.prod(spec.shape, dtype=np.int64))
         k = op.attrs["index"]
         if spec.elem == "real":
-            # sample-major rows -> feature-major tile, 16 samples at a time: 16 rows stream in
-            # (prefetchable), every feature's 16 values fill one 64-byte line of the tile
-            return [f"const real_t* src = (const real_t*)c->in[{k}] + (c->t * c->batch + c->s0) * {n};",
-                    f"real_t* restrict y = {self.buf(op.out)};",
-                    "for (int64_t s0 = 0; s0 < TILE; s0 += 16) {",
-                    "  if (s0 + 16 <= c->nvalid) {",
-                    f"    const real_t* restrict rows = src + s0 * {n};",
-                    f"    for (int64_t i = 0; i < {n}; i++)",
-                    f"      for (int s = 0; s < 16; s++) y[i * TILE + s0 + s] = rows[s * {n} + i];",
-                    "  } else {",
-                    f"    for (int64_t i = 0; i < {n}; i++)",
-                    "      for (int64_t s = s0; s < s0 + 16; s++)",
-                    f"        y[i * TILE + s] = s < c->nvalid ? src[s * {n} + i] : 0;",
-                    "  }",
-                    "}"]
+            return real_rows(f"(const real_t*)c->in[{k}] + (c->t * c->batch + c->s0) * {n}",
+                             self.buf(op.out), n)
         return [f"word_t* yw = {self.wbuf(op.out)};",
                 f"const unsigned char* src = (const unsigned char*)c->in[{k}];",
                 f"if ((c->packed >> {k}) & 1) {{"] + self.packed_rows(n, "  ") + [
@@ -299,3 +286,54 @@ class CRenderer(CSourceParts, CStyleRenderer):
                 "  for (int l = 0; l < LANES; l++)",
                 "    for (int b = 0; b < 64; b++)",
                 f"      yg[l * 64 + b] = ((real_t)pl[b][l] + {beta}) / {tau};", "}"]
+
+
+def transpose_rounds(width: int) -> list[str]:
+    """A square block of `width` vectors r[] transposed in registers: log2(width) rounds that
+    interleave r[j] with r[j + width/2] (each round moves one bit of the row index into the
+    column index), so that afterwards r[j] holds column j."""
+    half = width // 2
+    lo = ", ".join(f"{e}, {width + e}" for e in range(half))
+    hi = ", ".join(f"{half + e}, {width + half + e}" for e in range(half))
+    return [f"#if POLYIR_VL == {width}",
+            f"      for (int round = 0; round < {width.bit_length() - 1}; round++) {{",
+            "        polyir_vr t[POLYIR_VL];",
+            f"        {c_matvec.UNROLL}",
+            f"        for (int j = 0; j < {half}; j++) {{",
+            f"          t[2 * j] = POLYIR_SHUFFLE(r[j], r[j + {half}], {lo});",
+            f"          t[2 * j + 1] = POLYIR_SHUFFLE(r[j], r[j + {half}], {hi});",
+            "        }",
+            "        memcpy(r, t, sizeof t);",
+            "      }",
+            "#endif"]
+
+
+def real_rows(src: str, y: str, n: int) -> list[str]:
+    """Sample-major rows of `n` reals -> the feature-major tile. POLYIR_VL samples at a time: a
+    POLYIR_VL x POLYIR_VL block (POLYIR_VL rows' next vector each) is transposed in registers and
+    stored as POLYIR_VL vectors of the tile; the rows stream in order (one cache line of each in
+    use at a time). The features past the last whole block, and a group of samples that ends past
+    c->nvalid (whose missing samples are 0), are copied one value at a time."""
+    rounds = [line for width in (2, 4, 8, 16) for line in transpose_rounds(width)]
+    return [f"const real_t* src = {src};",
+            f"real_t* restrict y = {y};",
+            "for (int64_t s0 = 0; s0 < TILE; s0 += POLYIR_VL) {",
+            "  if (s0 + POLYIR_VL <= c->nvalid) {",
+            f"    const real_t* restrict rows = src + s0 * {n};",
+            "    int64_t i = 0;",
+            f"    for (; i + POLYIR_VL <= {n}; i += POLYIR_VL) {{",
+            "      polyir_vr r[POLYIR_VL];",
+            f"      {c_matvec.UNROLL}",
+            f"      for (int s = 0; s < POLYIR_VL; s++) r[s] = *(const polyir_vru*)(rows + s * {n} + i);",
+            *rounds,
+            f"      {c_matvec.UNROLL}",
+            "      for (int j = 0; j < POLYIR_VL; j++) *(polyir_vru*)(y + (i + j) * TILE + s0) = r[j];",
+            "    }",
+            f"    for (; i < {n}; i++)",
+            f"      for (int s = 0; s < POLYIR_VL; s++) y[i * TILE + s0 + s] = rows[s * {n} + i];",
+            "  } else {",
+            f"    for (int64_t i = 0; i < {n}; i++)",
+            "      for (int64_t s = s0; s < s0 + POLYIR_VL; s++)",
+            f"        y[i * TILE + s] = s < c->nvalid ? src[s * {n} + i] : 0;",
+            "  }",
+            "}"]
