@@ -323,16 +323,37 @@ typedef struct {{
   const void* const* in;
   void* const* out;
   const void* const* tab;
+  unsigned char* ws;
   int64_t steps, batch, tile0, tile1, packed;
   int err;
 }} polyir_job;
+
+/* The workspaces of the last call are kept for the next one: a fresh megabyte per call and thread
+   costs page faults and system time that small batches and a second thread feel. One spare block
+   (a 64-byte header holding how many workspaces it has, then the workspaces); concurrent calls
+   each take or allocate their own, so the exchange is the only shared step. */
+#define WS_STRIDE ((((int64_t)WS_BYTES + 63) / 64) * 64)
+static unsigned char* polyir_spare = NULL;
+static unsigned char* polyir_ws_take(int n) {{
+  unsigned char* b = __atomic_exchange_n(&polyir_spare, NULL, __ATOMIC_ACQ_REL);
+  if (b && *(int64_t*)b >= n) return b;
+  free(b);
+  b = (unsigned char*)aligned_alloc(64, 64 + (size_t)n * WS_STRIDE);
+  if (b) *(int64_t*)b = n;
+  return b;
+}}
+static void polyir_ws_give(unsigned char* b) {{
+  free(__atomic_exchange_n(&polyir_spare, b, __ATOMIC_ACQ_REL));
+}}
+__attribute__((destructor)) static void polyir_ws_release(void) {{
+  free(__atomic_exchange_n(&polyir_spare, NULL, __ATOMIC_ACQ_REL));
+}}
 
 static void* polyir_tiles(void* arg) {{
   polyir_job* job = (polyir_job*)arg;
   pctx cc;
   pctx* c = &cc;
-  c->ws = (unsigned char*)aligned_alloc(64, WS_BYTES);
-  if (!c->ws) {{ job->err |= POLYIR_ERR_WORKSPACE; return NULL; }}
+  c->ws = job->ws;
   c->in = job->in;
   c->out = job->out;
   c->tab = job->tab;
@@ -348,7 +369,6 @@ static void* polyir_tiles(void* arg) {{
       polyir_step(c);
     }}
   }}
-  free(c->ws);
   return NULL;
 }}
 
@@ -371,7 +391,10 @@ int {p}run_tables(const void* const* tables, const void* const* in, void* const*
   pthread_t ids[1024];
   int started[1024];
   int err = 0;
+  unsigned char* ws = polyir_ws_take(threads);
+  if (!ws) return POLYIR_ERR_WORKSPACE;
   for (int k = 0; k < threads; k++) {{
+    jobs[k].ws = ws + 64 + k * WS_STRIDE;
     jobs[k].in = in; jobs[k].out = out; jobs[k].tab = tables; jobs[k].steps = steps;
     jobs[k].batch = batch;
     jobs[k].tile0 = tiles * k / threads; jobs[k].tile1 = tiles * (k + 1) / threads;
@@ -386,6 +409,7 @@ int {p}run_tables(const void* const* tables, const void* const* in, void* const*
     if (started[k]) pthread_join(ids[k], NULL);
     else polyir_tiles(&jobs[k]);  /* no thread: run its share here */
   }}
+  polyir_ws_give(ws);
   for (int k = 0; k < threads; k++) err |= jobs[k].err;
   return err;
 }}
