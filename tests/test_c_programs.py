@@ -259,3 +259,22 @@ def test_bool_input_is_read_in_place(tmp_path):
     x = bits(700, 32).astype(bool)
     np.testing.assert_array_equal(m(x), reference(g, x))
     assert m._convert(0, x, 1).base is not None  # a view, not a converted copy
+
+
+def test_concurrent_calls_share_no_workspace(tmp_path):
+    """Calls from several Python threads at once (each itself on two C threads, so workspace
+    blocks are taken, given back and swapped between calls of different sizes) all give their
+    own batch's answer."""
+    from concurrent.futures import ThreadPoolExecutor
+    g = logic_graph(3)
+    m = polyir.compile(g, "c", cache_dir=tmp_path)
+    batches = [bits(n, 32, seed=n) for n in (1, 300, 700, 64, 1500, 5, 900, 260)]
+    expected = [reference(g, x) for x in batches]
+
+    def run(k):
+        x = batches[k % len(batches)]
+        return k, m(x, threads=1 + k % 3)
+
+    with ThreadPoolExecutor(4) as pool:
+        for k, y in pool.map(run, range(64)):
+            np.testing.assert_array_equal(y, expected[k % len(batches)])
