@@ -297,8 +297,9 @@ def test_extension_fields_honoured_or_refused():
     plain = to_heyoka_ode(lif()).run(u, dt)
     np.testing.assert_allclose(plain.spike_times("lif", 0),
                                lif_spike_times(u[:, 0], dt, tau, 1.0, thr, 0.2), atol=1e-12)
-    for field, value in (("reset_delay", True), ("spike_rule", "multi")):
-        with pytest.raises(polyir.GraphError, match=field) as info:
+    for field, value in (("reset_delay", True), ("spike_rule", "multi"), ("reset_mode", "none"),
+                         ("reset_mode", "subtract_pending_in_test")):
+        with pytest.raises(polyir.GraphError, match=f"{field}={value!r}") as info:
             to_heyoka_ode(lif(**{field: value}))
         assert info.value.field == field
 

@@ -292,6 +292,10 @@ def test_extension_fields_at_nirs_defaults_keep_a_nir_file(tmp_path):
     with pytest.raises(polyir.GraphError, match="reset_mode") as err:
         ir.IF(np.ones(2), np.ones(2), reset_mode="zero")
     assert "subtract" in err.value.fix
+    for mode in ("none", "subtract_pending_in_test"):  # no delayed form
+        with pytest.raises(polyir.GraphError, match=mode) as err:
+            ir.IF(np.ones(2), np.ones(2), reset_mode=mode, reset_delay=True)
+        assert err.value.field == "reset_delay" and "reset_delay=False" in err.value.fix
 
 
 def test_torch_layer_takes_the_extension_fields():

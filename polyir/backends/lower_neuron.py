@@ -37,7 +37,8 @@ def neuron_body(node, real: RealSpelling = RealSpelling()) -> tuple[list[str], l
                 return f"({above} ? {spikes} : {zero})"
             return f"({above} ? {one} : {zero})"
 
-        if node.reset_delay:  # the carried membrane's spikes reset it in this step
+        if node.reset_delay or node.reset_mode == "subtract_pending_in_test":
+            # the carried membrane's spikes reset it in this step (or enter its spike test)
             lines.append(f"const real_t pending = {count(v)};")
             if node.reset_mode == "v_reset":
                 lines.append(f"{v} = pending > {zero} ? reset : {v};")
@@ -55,10 +56,15 @@ def neuron_body(node, real: RealSpelling = RealSpelling()) -> tuple[list[str], l
         lines.append(f"{v} = {v} - pending * threshold;")
     elif node.reset_delay and node.reset_mode == "v_reset_after_update":
         lines.append(f"{v} = pending > {zero} ? reset : {v};")
-    lines.append(f"const real_t z = {count(v)};")
-    if not node.reset_delay:
-        lines.append(f"{v} = {v} - z * threshold;" if node.reset_mode == "subtract"
-                     else f"{v} = z > {zero} ? reset : {v};")
+    if node.reset_mode == "subtract_pending_in_test":
+        lines.append(f"const real_t tested = {v} - pending * threshold;")
+        lines.append(f"const real_t z = {count('tested')};")
+    else:
+        lines.append(f"const real_t z = {count(v)};")
+    if node.reset_mode in ("subtract", "subtract_pending_in_test") and not node.reset_delay:
+        lines.append(f"{v} = {v} - z * threshold;")
+    elif not node.reset_delay and node.reset_mode != "none":
+        lines.append(f"{v} = z > {zero} ? reset : {v};")
     return lines + ["y = z;"], consts
 
 

@@ -29,6 +29,13 @@ NO_ODE_OPTION = {
                   "time each threshold crossing is one spike event (several per step already)",
     "max_spikes": "a cap on the spikes of one discrete step has no continuous-time meaning",
 }
+#: reset modes with no continuous-time meaning, and why.
+NO_ODE_RESET_MODE = {
+    "none": "a membrane that is never reset spikes once per discrete step while above threshold; "
+            "in continuous time a crossing is one event",
+    "subtract_pending_in_test": "the spike test subtracts the previous discrete step's spike, a "
+                                "rule of discrete steps",
+}
 
 
 @dataclasses.dataclass
@@ -516,6 +523,12 @@ def _check_spiking(name, node):
                                 fix=f"set {field} to its default for the ODE, or run the graph "
                                     "in discrete time with polyir.to_torch(graph, dt=...) or "
                                     "polyir.compile(graph, 'c')")
+    if node.reset_mode in NO_ODE_RESET_MODE:
+        raise ir.GraphError(f"{type(node).__name__} has reset_mode={node.reset_mode!r}: "
+                            f"{NO_ODE_RESET_MODE[node.reset_mode]}", node=name,
+                            field="reset_mode",
+                            fix="run the graph in discrete time with polyir.to_torch(graph, "
+                                "dt=...) or polyir.compile(graph, 'c')")
     sp = type(node).spike
     thr = np.asarray(getattr(node, sp.threshold), np.float64)
     after = (np.zeros_like(thr) if node.reset_mode == "subtract"  # v = thr - thr at the crossing

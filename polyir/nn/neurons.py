@@ -194,7 +194,8 @@ class Neuron(nn.Module):
             return s[names[-1]], state_tuple(names)(*s.values())
         opts = self.options
         thr, reset = getattr(self, spk.threshold), getattr(self, spk.reset)
-        if opts.reset_delay:  # the spikes of the carried membrane reset it now
+        if opts.reset_delay or opts.reset_mode == "subtract_pending_in_test":
+            # the spikes of the carried membrane reset it now (or enter this step's spike test)
             pending = fire(s[spk.state], thr, opts, surrogate=False).detach()
             if opts.reset_mode == "v_reset":
                 s[spk.state] = self._reset(s[spk.state], pending, reset)
@@ -204,9 +205,14 @@ class Neuron(nn.Module):
             v = v - pending * thr
         elif opts.reset_delay and opts.reset_mode == "v_reset_after_update":
             v = self._reset(v, pending, reset)
-        z = fire(v, thr, opts, self.surrogate_slope, surrogate=self.training)
-        if not opts.reset_delay:
-            v = v - z * thr if opts.reset_mode == "subtract" else self._reset(v, z, reset)
+        if opts.reset_mode == "subtract_pending_in_test":
+            z = fire(v - pending * thr, thr, opts, self.surrogate_slope, surrogate=self.training)
+        else:
+            z = fire(v, thr, opts, self.surrogate_slope, surrogate=self.training)
+        if opts.reset_mode in ("subtract", "subtract_pending_in_test") and not opts.reset_delay:
+            v = v - z * thr
+        elif not opts.reset_delay and opts.reset_mode != "none":
+            v = self._reset(v, z, reset)
         s[spk.state] = v
         return z, state_tuple(names)(*s.values())
 

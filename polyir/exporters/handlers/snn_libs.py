@@ -7,10 +7,11 @@ snnTorch (1.0) `Leaky(init_hidden=False)`: forward(x, mem) -> (spk, mem); mem <-
   reset_delay=False right after the spike), spike
   when mem > threshold. That is NIR's LIF at dt = 1, Euler, with tau = r = 1 / (1 - beta):
   reset_mechanism 'subtract' -> reset_mode 'subtract', 'zero' -> reset to v_reset = 0 (the
-  others zero the membrane after integrating, see below). reset_delay=False with
-  'subtract' is refused: snnTorch subtracts the delayed reset r = (mem > thr) before the spike
-  test and adds it back after (mem - (spk - r) thr), so a membrane left above threshold by a
-  reset needs twice the threshold to spike again.
+  others zero the membrane after integrating, see below), 'none' -> reset_mode 'none' (never
+  reset). reset_delay=False with 'subtract' -> reset_mode 'subtract_pending_in_test': snnTorch
+  subtracts the delayed reset r = (mem > thr) before the spike test and adds it back after
+  (mem - (spk - r) thr), so a membrane left above threshold by a reset needs twice the
+  threshold to spike again.
   `Synaptic`: forward(x, syn, mem) -> (spk, syn, mem) with syn <- alpha syn + x first: a CubaLIF
   with tau_syn = w_in = 1 / (1 - alpha); used as `cell(x)[0]` or `spk, syn, mem = cell(x)`.
   `RLeaky` / `RSynaptic`: the same neurons with the spikes of the previous step fed back through
@@ -42,7 +43,7 @@ from . import recogniser
 from .polyir_nn import _full
 from .torch_nn import _conv2d, _linear
 
-_SNNTORCH_RESETS = {"subtract": "subtract", "zero": "v_reset"}
+_SNNTORCH_RESETS = {"subtract": "subtract", "zero": "v_reset", "none": "none"}
 #: the snnTorch neurons whose delayed 'zero' reset zeroes the membrane after the step's update
 _ZERO_AFTER_UPDATE = ("Synaptic", "RLeaky", "RSynaptic")
 
@@ -100,13 +101,9 @@ def _snntorch_neuron(ctx, name, m, values):
     if m.reset_mechanism == "zero" and options["reset_delay"] and kind in _ZERO_AFTER_UPDATE:
         options["reset_mode"] = "v_reset_after_update"
     if m.reset_mechanism == "subtract" and not options["reset_delay"]:
-        raise ctx.error(f"snnTorch {kind} with reset_delay=False and reset_mechanism="
-                        "'subtract' still subtracts the delayed reset before its spike test and "
-                        "adds it back after, so while the membrane stays above threshold after a "
-                        "reset the next spike needs twice the threshold; no polyir neuron does "
-                        "that", field="reset_delay",
-                        fix="train it with reset_delay=True (snnTorch's default)"
-                            + (" or reset_mechanism='zero'" if kind == "Leaky" else ""))
+        options["reset_mode"] = "subtract_pending_in_test"
+    if m.reset_mechanism == "none":  # nothing to delay
+        options["reset_delay"] = False
     if kind in ("Leaky", "RLeaky") and np.all(_decays(ctx, m.beta) == 1):  # mem <- mem + x
         neuron = ir.IF(np.ones_like(threshold), threshold, zeros, **options)
     elif kind in ("Leaky", "RLeaky"):

@@ -30,7 +30,12 @@ defaults is a NIR node, and the file holds no extra datasets):
   v_threshold per spike; "v_reset_after_update" sets it to v_reset too, but a delayed reset
   replaces the membrane after the update of the step that applies it (that step's drive never
   reaches the membrane; the other states integrate as usual: snnTorch's Synaptic "zero");
-  without reset_delay it is "v_reset";
+  without reset_delay it is "v_reset"; "none" never resets (spikes are emitted while the
+  membrane stays above threshold: snnTorch's "none"); "subtract_pending_in_test" removes
+  v_threshold per spike at once, but its spike test also removes the previous step's spike from
+  the membrane (the carried membrane above threshold: snnTorch's "subtract" with
+  reset_delay=False, whose delayed reset is subtracted before the test and added back after);
+  "none" and "subtract_pending_in_test" take no reset_delay;
 - `reset_delay`: False resets in the step that spikes; True applies the reset one step later (the
   spike is read off the carried membrane at the start of the next step: "v_reset" replaces the
   membrane before that step's update, "subtract" removes v_threshold after it,
@@ -54,7 +59,10 @@ from ..types import port
 from .base import Kind, kind, need_input
 
 DISCRETIZATIONS = ("euler", "exact")
-RESET_MODES = ("v_reset", "subtract", "v_reset_after_update")
+RESET_MODES = ("v_reset", "subtract", "v_reset_after_update", "none",
+               "subtract_pending_in_test")
+#: reset modes that have no delayed form
+UNDELAYED_RESET_MODES = ("none", "subtract_pending_in_test")
 SPIKE_RULES = ("single", "multi")
 THRESHOLD_COMPARES = (">", ">=")
 
@@ -289,6 +297,10 @@ class _SpikeOptions(SpikingNeuron):
 
     def validate(self, name):
         super().validate(name)
+        if self.reset_delay and self.reset_mode in UNDELAYED_RESET_MODES:
+            raise GraphError(f"reset_mode={self.reset_mode!r} has no delayed form, but "
+                             "reset_delay is True", node=name, field="reset_delay",
+                             fix="set reset_delay=False")
         if self.max_spikes is None:
             return
         if self.max_spikes < 1:

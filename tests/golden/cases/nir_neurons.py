@@ -340,6 +340,46 @@ def neuron_cubalif_reset_after_update(rng):
 
 
 @golden
+def neuron_lif_no_reset(rng):
+    """snnTorch's reset_mechanism="none": spikes are emitted, the membrane is never reset."""
+    tau, r, leak, thr = lif_params(rng)
+    x = drive(rng, 1.2)
+    v, out = np.zeros((B, N)), []
+    for t in range(T):
+        v = v + DT / tau * (leak - v + r * x[t])
+        out.append((v > thr).astype(np.float64))
+    y = np.stack(out)
+    assert 0 < y.sum() < y.size
+    case("neuron_lif_no_reset", neuron_graph(P.LIF(tau, r, leak, thr, reset_mode="none")), x, y,
+         refused=NIR_REFUSES("reset_mode"), **TOL)
+
+
+@golden
+def neuron_lif_subtract_pending_in_test(rng):
+    """snnTorch's Leaky with reset_mechanism="subtract" and reset_delay=False: a spike removes
+    the threshold at once, but the spike test also removes the previous step's spike (read off
+    the carried membrane), so a membrane left above threshold needs twice it to spike again."""
+    tau, r, leak, thr = lif_params(rng)
+    x = drive(rng, 3.0)
+    v, plain, out, plain_out = np.zeros((B, N)), np.zeros((B, N)), [], []
+    for t in range(T):
+        pending = (v > thr).astype(np.float64)
+        v = v + DT / tau * (leak - v + r * x[t])
+        z = (v - pending * thr > thr).astype(np.float64)
+        v = v - z * thr
+        out.append(z)
+        plain = plain + DT / tau * (leak - plain + r * x[t])  # reset_mode "subtract"
+        plain_out.append((plain > thr).astype(np.float64))
+        plain = plain - plain_out[-1] * thr
+    y = np.stack(out)
+    assert 0 < y.sum() < y.size
+    assert (y != np.stack(plain_out)).any()  # the pending spike changes some spike test
+    node = P.LIF(tau, r, leak, thr, reset_mode="subtract_pending_in_test")
+    case("neuron_lif_subtract_pending_in_test", neuron_graph(node), x, y,
+         refused=NIR_REFUSES("reset_mode"), **TOL)
+
+
+@golden
 def neuron_if_multi_spike(rng):
     """sinabs' IAF with MultiSpike and MembraneSubtract: floor(v / v_threshold) spikes once
     v >= v_threshold, each removing one threshold."""
