@@ -1,74 +1,35 @@
-"""polyir.export straight from snnTorch's and Norse's neuron modules (no NIR file): polyir's torch
-and C runs give the library's own spikes, step for step."""
+"""polyir.export straight from snnTorch's neurons (no NIR file): polyir's torch and C runs give
+snnTorch's own spikes, step for step."""
 import numpy as np
 import pytest
 import torch
 
 import polyir
-
-N_IN, N = 3, 4
-
-
-class _Net(torch.nn.Module):
-    def __init__(self, cell, scale, layer=None, unpack=False):
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc = (layer or torch.nn.Linear(N_IN, N)).double()
-        with torch.no_grad():
-            self.fc.weight.mul_(scale)
-            self.fc.bias.mul_(scale)
-        self.cell, self.unpack = cell.double(), unpack
-
-    def forward(self, x):
-        if self.unpack:  # snnTorch's Synaptic as its docs use it
-            spk, syn, mem = self.cell(self.fc(x))
-            return spk
-        return self.cell(self.fc(x))[0]  # (z, state...)
-
-
-def _compare(cell, scale, n_states=1, layer=None, shape=(N_IN,), unpack=False):
-    """The library's own loop (the cell called step by step with its states) against polyir's
-    torch and C runs of the exported graph."""
-    net = _Net(cell.double(), scale, layer, unpack)
-    x = torch.from_numpy(np.random.default_rng(1).uniform(0, 3, (80, 4, *shape)))
-    state, want = (None,) * n_states, []
-    with torch.no_grad():  # before export: snnTorch keeps the last state inside the module
-        for t in range(len(x)):
-            z, *state = net.cell(net.fc(x[t]), *state)
-            if n_states == len(state) + 1:  # RLeaky / RSynaptic take the spikes back first
-                state = [z, *state]
-            want.append(z.numpy())
-    want = np.stack(want)
-    assert 20 < want.sum() < 0.9 * want.size
-    g = polyir.export(net, x[0])
-    for backend in ("torch", "c"):
-        np.testing.assert_array_equal(polyir.compile(g, backend).run(x.numpy()), want,
-                                      err_msg=backend)
-    return g
+from snn_steps import N, N_IN, compare
 
 
 @pytest.mark.parametrize("reset, delay", [("subtract", True), ("zero", True), ("zero", False)])
 def test_snntorch_leaky(reset, delay):
     snn = pytest.importorskip("snntorch")
-    _compare(snn.Leaky(beta=torch.tensor([0.8, 0.7, 0.9, 0.6]), reset_mechanism=reset,
+    compare(snn.Leaky(beta=torch.tensor([0.8, 0.7, 0.9, 0.6]), reset_mechanism=reset,
                        reset_delay=delay), 1.0)
 
 
 def test_snntorch_leaky_without_leak_is_integrate_and_fire():
     snn = pytest.importorskip("snntorch")
-    g = _compare(snn.Leaky(beta=1.0), 0.3)
+    g = compare(snn.Leaky(beta=1.0), 0.3)
     assert any(isinstance(k, polyir.IF) for k in g.nodes.values())
 
 
 def test_snntorch_synaptic():
     snn = pytest.importorskip("snntorch")
-    _compare(snn.Synaptic(alpha=torch.tensor([0.7, 0.5, 0.9, 0.6]),
+    compare(snn.Synaptic(alpha=torch.tensor([0.7, 0.5, 0.9, 0.6]),
                           beta=torch.tensor([0.8, 0.7, 0.9, 0.6])), 1.0, n_states=2)
 
 
 def test_snntorch_synaptic_unpacked_into_three_values():
     snn = pytest.importorskip("snntorch")
-    _compare(snn.Synaptic(alpha=0.6, beta=0.8), 1.0, n_states=2, unpack=True)
+    compare(snn.Synaptic(alpha=0.6, beta=0.8), 1.0, n_states=2, unpack=True)
 
 
 def _spike(mem_shift):
@@ -89,13 +50,13 @@ def test_snntorch_rleaky_linear():
     snn = pytest.importorskip("snntorch")
     cell = _recurrent_weights(snn.RLeaky(beta=torch.tensor([0.8, 0.7, 0.9, 0.6]),
                                          linear_features=N, spike_grad=_spike))
-    g = _compare(cell, 1.0, n_states=2)
+    g = compare(cell, 1.0, n_states=2)
     assert sum(isinstance(k, polyir.Affine) for k in g.nodes.values()) == 2  # fc, recurrent
 
 
 def test_snntorch_rleaky_one_to_one():
     snn = pytest.importorskip("snntorch")
-    _compare(snn.RLeaky(beta=0.8, all_to_all=False, V=torch.tensor([0.5, -0.7, 0.3, -1.0]),
+    compare(snn.RLeaky(beta=0.8, all_to_all=False, V=torch.tensor([0.5, -0.7, 0.3, -1.0]),
                         spike_grad=_spike),
              1.0, n_states=2)
 
@@ -104,14 +65,14 @@ def test_snntorch_rleaky_conv2d():
     snn = pytest.importorskip("snntorch")
     cell = _recurrent_weights(snn.RLeaky(beta=0.7, conv2d_channels=2, kernel_size=3,
                                          spike_grad=_spike), 0.3)
-    _compare(cell, 1.0, n_states=2, layer=torch.nn.Conv2d(1, 2, 3, padding=1), shape=(1, 4, 4))
+    compare(cell, 1.0, n_states=2, layer=torch.nn.Conv2d(1, 2, 3, padding=1), shape=(1, 4, 4))
 
 
 def test_snntorch_rsynaptic_linear():
     snn = pytest.importorskip("snntorch")
     cell = _recurrent_weights(snn.RSynaptic(alpha=torch.tensor([0.7, 0.5, 0.9, 0.6]), beta=0.8,
                                             linear_features=N, spike_grad=_spike))
-    _compare(cell, 0.5, n_states=3)
+    compare(cell, 0.5, n_states=3)
 
 
 @pytest.mark.parametrize("cls, delay", [("Synaptic", True), ("RLeaky", True),
@@ -130,7 +91,7 @@ def test_snntorch_zero_reset(cls, delay):
     if cls.startswith("R"):
         _recurrent_weights(cell)
     n_states = 1 + ("Synaptic" in cls) + cls.startswith("R")
-    g = _compare(cell, 1.0, n_states=n_states)
+    g = compare(cell, 1.0, n_states=n_states)
     modes = {k.reset_mode for k in g.nodes.values() if hasattr(k, "reset_mode")}
     assert modes == {"v_reset_after_update" if delay else "v_reset"}
 
@@ -150,7 +111,7 @@ def test_snntorch_no_reset(cls):
     """reset_mechanism='none': spikes while the membrane stays above threshold, never reset."""
     snn = pytest.importorskip("snntorch")
     cell, n_states = _snntorch_cell(snn, cls, reset_mechanism="none")
-    g = _compare(cell, 0.3, n_states=n_states)
+    g = compare(cell, 0.3, n_states=n_states)
     modes = {(k.reset_mode, k.reset_delay) for k in g.nodes.values() if hasattr(k, "reset_mode")}
     assert modes == {("none", False)}
 
@@ -166,88 +127,15 @@ def test_snntorch_immediate_subtract(cls):
         assert [plain(torch.tensor([v]))[0].item() for v in (2.5, 0.0)] == [1.0, 0.0]
     cell, n_states = _snntorch_cell(snn, cls, reset_delay=False)
     # input scales at which the pending spike changes some of the library's spike tests
-    g = _compare(cell, 0.5 if cls == "Synaptic" else 2.0, n_states=n_states)
+    g = compare(cell, 0.5 if cls == "Synaptic" else 2.0, n_states=n_states)
     modes = {(k.reset_mode, k.reset_delay) for k in g.nodes.values() if hasattr(k, "reset_mode")}
     assert modes == {("subtract_pending_in_test", False)}
-
-
-@pytest.mark.parametrize("cell", ["LIFBoxCell", "LIFCell"])
-def test_norse_cell(cell):
-    norse = pytest.importorskip("norse.torch")
-    _compare(getattr(norse, cell)(), 60.0)  # 10 ms membranes at dt = 1 ms need large inputs
-
 
 def test_snntorch_hidden_state_is_refused_with_the_fix():
     snn = pytest.importorskip("snntorch")
     net = torch.nn.Sequential(torch.nn.Linear(N_IN, N), snn.Leaky(beta=0.8, init_hidden=True))
     with pytest.raises(polyir.GraphError, match="init_hidden=True keeps its membrane"):
         polyir.export(net, torch.zeros(2, N_IN, dtype=next(net.parameters()).dtype))
-
-
-def _positive_linear():
-    torch.manual_seed(0)
-    fc = torch.nn.Linear(N_IN, N)
-    with torch.no_grad():
-        fc.weight.uniform_(0, 1)
-        fc.bias.uniform_(-0.2, 0.2)
-    return fc
-
-
-# sinabs layers take the whole (batch, time, ...) sequence per call and keep their state inside;
-# the exported graph is one time step, so polyir runs the sequence time first.
-SINABS_CASES = {
-    "iaf_multi": lambda sl, act: sl.IAF(),
-    "lif_single_reset": lambda sl, act: sl.LIF(tau_mem=torch.tensor([3.0, 5.0, 8.0, 20.0]),
-                                               spike_fn=act.SingleSpike,
-                                               reset_fn=act.MembraneReset()),
-    "lif_synaptic_unnormed_multi": lambda sl, act: sl.LIF(tau_mem=6.0, tau_syn=3.0,
-                                                          norm_input=False),
-    "lif_train_alphas": lambda sl, act: sl.LIF(tau_mem=4.0, train_alphas=True),
-    "iaf_max_spike_2_multi": lambda sl, act: sl.IAF(spike_fn=act.MaxSpike(2)),
-}
-
-
-@pytest.mark.parametrize("case", sorted(SINABS_CASES))
-def test_sinabs_layer(case):
-    sl = pytest.importorskip("sinabs.layers")
-    act = pytest.importorskip("sinabs.activation")
-    net = torch.nn.Sequential(_positive_linear(), SINABS_CASES[case](sl, act)).double()
-    x = torch.from_numpy(np.random.default_rng(1).uniform(0, 2, (4, 60, N_IN)))  # (B, T, N_IN)
-    with torch.no_grad():
-        want = net(x).numpy()  # sinabs' own loop over the time axis
-    assert 20 < want.sum() < 0.9 * want.size * want.max()
-    assert np.any(want > 1) == case.endswith("multi")
-    if "max_spike_2" in case:  # the cap binds: the uncapped IAF spikes more often than twice
-        assert want.max() == 2
-        uncapped = sl.IAF().double()
-        with torch.no_grad():
-            assert uncapped(net[0](x)).max() > 2
-    g = polyir.export(net, x[:, 0])  # one time step
-    for backend in ("torch", "c"):
-        got = polyir.compile(g, backend).run(x.transpose(0, 1).numpy())
-        np.testing.assert_array_equal(got.transpose(1, 0, 2), want, err_msg=backend)
-
-
-def test_sinabs_squeeze_layer_runs_on_batch_times_time():
-    sl = pytest.importorskip("sinabs.layers")
-    b, t = 4, 30
-    net = torch.nn.Sequential(_positive_linear(), sl.LIFSqueeze(tau_mem=5.0, batch_size=b))
-    net = net.double()
-    x = torch.from_numpy(np.random.default_rng(1).uniform(0, 2, (b * t, N_IN)))  # (B*T, N_IN)
-    with torch.no_grad():
-        want = net(x).numpy().reshape(b, t, N)
-    assert want.sum() > 20
-    g = polyir.export(net, x[:b])
-    got = polyir.compile(g, "torch").run(x.reshape(b, t, N_IN).transpose(0, 1).numpy())
-    np.testing.assert_array_equal(got.transpose(1, 0, 2), want)
-
-
-def test_sinabs_membrane_floor_is_refused_with_the_fix():
-    sl = pytest.importorskip("sinabs.layers")
-    net = torch.nn.Sequential(torch.nn.Linear(N_IN, N), sl.IAF(min_v_mem=-1.0))
-    with pytest.raises(polyir.GraphError, match="min_v_mem"):
-        polyir.export(net, torch.zeros(2, N_IN, dtype=next(net.parameters()).dtype))
-
 
 def test_snntorch_synaptic_one_step_model_threads_its_own_state():
     """forward(x, state) -> (spikes, (syn, mem)): the exporter follows syn and mem back into the
