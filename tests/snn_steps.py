@@ -9,7 +9,7 @@ import polyir
 N_IN, N = 3, 4
 
 
-class _Net(torch.nn.Module):
+class Net(torch.nn.Module):
     def __init__(self, cell, scale, layer=None, unpack=False):
         super().__init__()
         torch.manual_seed(0)
@@ -26,11 +26,18 @@ class _Net(torch.nn.Module):
         return self.cell(self.fc(x))[0]  # (z, state...)
 
 
-def compare(cell, scale, n_states=1, layer=None, shape=(N_IN,), unpack=False):
+def input_steps(shape=(N_IN,)) -> torch.Tensor:
+    """(time 80, batch 4, *shape) inputs in [0, 3)."""
+    return torch.from_numpy(np.random.default_rng(1).uniform(0, 3, (80, 4, *shape)))
+
+
+def compare(cell, scale, n_states=1, layer=None, shape=(N_IN,), unpack=False,
+            return_spikes=False):
     """The library's own loop (the cell called step by step with its states) against polyir's
-    torch and C runs of the exported graph."""
-    net = _Net(cell.double(), scale, layer, unpack)
-    x = torch.from_numpy(np.random.default_rng(1).uniform(0, 3, (80, 4, *shape)))
+    torch and C runs of the exported graph; returns the graph (and the library's spikes with
+    return_spikes)."""
+    net = Net(cell.double(), scale, layer, unpack)
+    x = input_steps(shape)
     state, want = (None,) * n_states, []
     with torch.no_grad():  # before export: snnTorch keeps the last state inside the module
         for t in range(len(x)):
@@ -44,4 +51,4 @@ def compare(cell, scale, n_states=1, layer=None, shape=(N_IN,), unpack=False):
     for backend in ("torch", "c"):
         np.testing.assert_array_equal(polyir.compile(g, backend).run(x.numpy()), want,
                                       err_msg=backend)
-    return g
+    return (g, want) if return_spikes else g

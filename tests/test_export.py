@@ -15,6 +15,7 @@ from polyir import ir
 from models import RecurrentSNN
 from torchlogix_layers import load as torchlogix_load
 from polyir.exporters import HANDLERS, handler, register
+from polyir.exporters.handlers import load_builtin
 
 
 def kinds(g):
@@ -34,7 +35,9 @@ def eval_equal(model, g, x, atol=0.0):
 
 @pytest.fixture
 def registry():
-    """Undo user registrations made by a test."""
+    """Undo user registrations made by a test (the built-in ones are loaded first, so that they
+    are kept)."""
+    load_builtin()
     before = dict(HANDLERS)
     yield
     HANDLERS.clear()
@@ -217,6 +220,33 @@ def test_handler_may_return_a_graph_fragment(registry):
     g = polyir.export(model, torch.randn(1, 2))
     assert "twice_1_double" in g.nodes
     eval_equal(model, g, torch.randn(4, 2), atol=1e-6)
+
+
+class Gain(nn.Module):
+    """A gain whose own forward fails for mode='fast'."""
+
+    def __init__(self, mode):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x):
+        return 3 * x if self.mode == "slow" else x.no_such_method()
+
+
+def test_a_handler_check_refuses_by_attributes_before_the_model_runs(registry):
+    def refusal(m):
+        return None if m.mode == "slow" else (f"mode={m.mode!r}", "mode", "use mode='slow'")
+
+    @handler(Gain, check=refusal)
+    def _gain(ctx, name, module, values):
+        return polyir.Scale(np.full(ctx.input_shape, 3.0, np.float32))
+
+    model = nn.Sequential(nn.Linear(2, 3), Gain("fast"))
+    with pytest.raises(polyir.GraphError, match="mode='fast'") as err:
+        polyir.export(model, torch.randn(1, 2))
+    assert (err.value.node, err.value.field, err.value.fix) == ("1", "mode", "use mode='slow'")
+    model[1].mode = "slow"
+    eval_equal(model, polyir.export(model, torch.randn(1, 2)), torch.randn(4, 2), atol=1e-6)
 
 
 def test_subclass_overriding_forward_is_not_taken_for_its_base():

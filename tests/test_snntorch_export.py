@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import polyir
-from snn_steps import N, N_IN, compare
+from snn_steps import N, N_IN, Net, compare, input_steps
 
 
 @pytest.mark.parametrize("reset, delay", [("subtract", True), ("zero", True), ("zero", False)])
@@ -116,26 +116,66 @@ def test_snntorch_no_reset(cls):
     assert modes == {("none", False)}
 
 
+def _plain_immediate_subtract(cell, scale, x):
+    """numpy: the spikes of the same Linear and neuron if the spike test saw only the stored
+    membrane (mem - thr after each spike, no pending reset): what snnTorch's reset_delay=False
+    does NOT compute."""
+    fc = Net(cell, scale).fc
+    with torch.no_grad():
+        drive = fc(x).numpy()
+    beta = cell.beta.detach().double().numpy()
+    alpha = cell.alpha.detach().double().numpy() if hasattr(cell, "alpha") else None
+    syn = mem = np.zeros(drive.shape[1:])
+    spikes = []
+    for t in range(len(drive)):
+        syn = drive[t] if alpha is None else alpha * syn + drive[t]
+        mem = beta * mem + syn
+        spikes.append((mem > 1.0).astype(np.float64))
+        mem = mem - spikes[-1]
+    return np.stack(spikes)
+
+
 @pytest.mark.parametrize("cls", ["Leaky", "Synaptic", "RLeaky"])
 def test_snntorch_immediate_subtract(cls):
     """reset_delay=False with reset_mechanism='subtract': the spike test also subtracts the
-    previous step's spike (reset_mode 'subtract_pending_in_test'). (snnTorch 1.0's own RSynaptic
-    forward fails with reset_delay=False: nothing to compare.)"""
+    previous step's spike (reset_mode 'subtract_pending_in_test')."""
     snn = pytest.importorskip("snntorch")
     if cls == "Leaky":  # a membrane of 1.5 after the first reset does not spike again
         plain = snn.Leaky(beta=1.0, reset_delay=False)
         assert [plain(torch.tensor([v]))[0].item() for v in (2.5, 0.0)] == [1.0, 0.0]
     cell, n_states = _snntorch_cell(snn, cls, reset_delay=False)
-    # input scales at which the pending spike changes some of the library's spike tests
-    g = compare(cell, 0.5 if cls == "Synaptic" else 2.0, n_states=n_states)
+    # input scales at which the pending spike changes many of the library's spike tests
+    scale = 0.3 if cls == "Synaptic" else 2.0
+    if cls != "RLeaky":
+        naive = _plain_immediate_subtract(cell, scale, input_steps())
+    g, want = compare(cell, scale, n_states=n_states, return_spikes=True)
+    if cls != "RLeaky":
+        assert (naive != want).sum() >= 10
     modes = {(k.reset_mode, k.reset_delay) for k in g.nodes.values() if hasattr(k, "reset_mode")}
     assert modes == {("subtract_pending_in_test", False)}
+
+
+def test_snntorch_rsynaptic_without_reset_delay_is_refused_naming_the_option():
+    """snnTorch 1.0's own RSynaptic(reset_delay=False) fails on cell(x): the refusal names the
+    option (not the example input)."""
+    snn = pytest.importorskip("snntorch")
+    cell, _ = _snntorch_cell(snn, "RSynaptic", reset_delay=False)
+    net = Net(cell, 1.0)
+    with pytest.raises(TypeError):  # the library's own forward
+        net(torch.zeros(2, N_IN, dtype=torch.float64))
+    with pytest.raises(polyir.GraphError, match="reset_delay") as err:
+        polyir.export(net, torch.zeros(2, N_IN, dtype=torch.float64))
+    assert "reset_delay=True" in err.value.fix
+    cell.reset_delay = True  # the fix the error gives exports
+    polyir.export(net, torch.zeros(2, N_IN, dtype=torch.float64))
+
 
 def test_snntorch_hidden_state_is_refused_with_the_fix():
     snn = pytest.importorskip("snntorch")
     net = torch.nn.Sequential(torch.nn.Linear(N_IN, N), snn.Leaky(beta=0.8, init_hidden=True))
     with pytest.raises(polyir.GraphError, match="init_hidden=True keeps its membrane"):
         polyir.export(net, torch.zeros(2, N_IN, dtype=next(net.parameters()).dtype))
+
 
 def test_snntorch_synaptic_one_step_model_threads_its_own_state():
     """forward(x, state) -> (spikes, (syn, mem)): the exporter follows syn and mem back into the

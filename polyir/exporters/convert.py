@@ -220,6 +220,7 @@ class Converter(StateProtocol):
         out_struct = out_node.args[0]
         self.pair_nodes = self._pair_nodes(nodes)
         y_struct = self.split_outputs(out_struct, state_name)
+        self._check_modules(nodes)
         example = example_values(gm, self.inputs, self.state_leaves, state_name,
                                  n_inputs, nodes)
         self.example = example
@@ -282,6 +283,19 @@ class Converter(StateProtocol):
             return
         raise GraphError(f"fx node {n.name!r} has op {op!r}, which polyir cannot export",
                          node=n.name, field="type", fix="simplify the model")
+
+    def _check_modules(self, nodes) -> None:
+        """The refusals a module's attributes decide, before the model runs (its own forward may
+        fail with the option at fault)."""
+        for n in nodes:
+            if n.op != "call_module":
+                continue
+            module = self.model.get_submodule(n.target)
+            h = lookup(module)
+            refusal = h.check(module) if h is not None and h.check is not None else None
+            if refusal is not None:
+                message, field, fix = refusal
+                raise GraphError(message, node=str(n.target), field=field, fix=fix)
 
     def _call_module(self, n, example):
         module = self.model.get_submodule(n.target)

@@ -17,6 +17,10 @@ identity and is skipped). Registering a class makes it an fx leaf.
 Modules that return `(out, state)` (the leaky-integrator family) are handled when their handler
 returns a stateful kind (LIF, CubaLIF, Delay, ...), or when registered with `returns_state=True`.
 
+A handler may also carry `check(module) -> (message, field, fix) | None`: a refusal decided by the
+module's attributes alone, given before the model's example run. It names the option at fault
+even where the module's own forward fails with that option.
+
 Lookup order for a module m: the exact class; a base class whose `forward` m does not override;
 then the duck-typed recognisers (difflogic and torchlogix layers, recognised by class name and
 attributes without importing those libraries). This module imports neither torch nor polyir.nn:
@@ -42,11 +46,13 @@ class Handler:
     """fn(ctx, name, module, values) -> node | Graph | list | None; `returns_state` says whether
     the module returns (out, state) (None: decided by the kind fn returns, or by how the model
     uses the result; False: it returns its output only and keeps any state inside, as sinabs'
-    layers do); `source` names where it came from (for messages)."""
+    layers do); `source` names where it came from (for messages); `check(module)` returns
+    (message, field, fix) for a module refused before the model runs, or None."""
 
     fn: Callable
     returns_state: bool | None = None
     source: str = "user"
+    check: Callable | None = None
 
 
 #: module class -> Handler
@@ -60,35 +66,38 @@ _loaded = False
 
 
 def register(cls: type, fn: Callable | None, *, returns_state: bool | None = None,
-             builtin: bool = False) -> None:
-    """Map module class `cls` to handler `fn` (None: skip the module, an identity). A built-in
-    registration never replaces a user's."""
+             builtin: bool = False, check: Callable | None = None) -> None:
+    """Map module class `cls` to handler `fn` (None: skip the module, an identity); `check` as in
+    `Handler`. A built-in registration never replaces a user's."""
     if not isinstance(cls, type):
         raise TypeError(f"register() takes a module class, got {cls!r}")
-    h = Handler(SKIP if fn is None else fn, returns_state, "builtin" if builtin else "user")
+    h = Handler(SKIP if fn is None else fn, returns_state, "builtin" if builtin else "user", check)
     if builtin:
         HANDLERS.setdefault(cls, h)
     else:
         HANDLERS[cls] = h
 
 
-def handler(*classes: type, returns_state: bool | None = None, builtin: bool = False):
+def handler(*classes: type, returns_state: bool | None = None, builtin: bool = False,
+            check: Callable | None = None):
     """Decorator: `@handler(SomeModule)` registers `fn(ctx, name, module, values)` for each class
-    given."""
+    given; `check` as in `Handler`."""
     if not classes:
         raise TypeError("handler() needs at least one module class")
 
     def decorate(fn):
         for cls in classes:
-            register(cls, fn, returns_state=returns_state, builtin=builtin)
+            register(cls, fn, returns_state=returns_state, builtin=builtin, check=check)
         return fn
     return decorate
 
 
-def recogniser(name: str, match: Callable, *, returns_state: bool | None = None):
-    """Decorator: a duck-typed handler tried for modules no class handler knows."""
+def recogniser(name: str, match: Callable, *, returns_state: bool | None = None,
+               check: Callable | None = None):
+    """Decorator: a duck-typed handler tried for modules no class handler knows; `check` as in
+    `Handler`."""
     def decorate(fn):
-        RECOGNISERS.append((name, match, Handler(fn, returns_state, name)))
+        RECOGNISERS.append((name, match, Handler(fn, returns_state, name, check)))
         return fn
     return decorate
 

@@ -48,22 +48,33 @@ def _is_snntorch_neuron(m) -> bool:
             and type(m).__module__.startswith("snntorch"))
 
 
-@recogniser("snntorch.Leaky/Synaptic/RLeaky/RSynaptic", _is_snntorch_neuron,
-            returns_state=True)
-def _snntorch_neuron(ctx, name, m, values):
+def _refusal(m):
+    """(message, field, fix) for the options polyir cannot express, or snnTorch cannot run."""
     kind = type(m).__name__
     if m.init_hidden:
-        raise ctx.error(f"snnTorch {kind} with init_hidden=True keeps its membrane inside the "
-                        "module and returns only spikes", field="init_hidden",
-                        fix="build it with init_hidden=False and take the spikes as cell(x)[0]")
+        return (f"snnTorch {kind} with init_hidden=True keeps its membrane inside the module and "
+                "returns only spikes", "init_hidden",
+                "build it with init_hidden=False and take the spikes as cell(x)[0]")
     for flag in ("inhibition", "state_quant", "output"):
         if getattr(m, flag, False):
-            raise ctx.error(f"snnTorch {kind} with {flag} set has no polyir equivalent",
-                            field=flag, fix=f"build it without {flag}")
+            return (f"snnTorch {kind} with {flag} set has no polyir equivalent", flag,
+                    f"build it without {flag}")
     if m.reset_mechanism not in _SNNTORCH_RESETS:
-        raise ctx.error(f"snnTorch reset_mechanism={m.reset_mechanism!r} has no polyir "
-                        "equivalent", field="reset_mechanism",
-                        fix=f"use one of {sorted(_SNNTORCH_RESETS)}")
+        return (f"snnTorch reset_mechanism={m.reset_mechanism!r} has no polyir equivalent",
+                "reset_mechanism", f"use one of {sorted(_SNNTORCH_RESETS)}")
+    if kind == "RSynaptic" and not getattr(m, "reset_delay", True):
+        # snnTorch 1.0's RSynaptic.forward(x) fails with it; given its spikes back it resets a
+        # copy of the membrane and returns the delayed reset's membrane anyway
+        return ("snnTorch RSynaptic with reset_delay=False does not run in snnTorch 1.0 (its "
+                "forward fails, or resets only a local copy of the membrane)", "reset_delay",
+                "build it with reset_delay=True (the default)")
+    return None
+
+
+@recogniser("snntorch.Leaky/Synaptic/RLeaky/RSynaptic", _is_snntorch_neuron,
+            returns_state=True, check=_refusal)
+def _snntorch_neuron(ctx, name, m, values):
+    kind = type(m).__name__
     set_euler(ctx, 1.0)
     threshold = full(ctx, m.threshold)
     zeros = np.zeros_like(threshold)
