@@ -884,7 +884,7 @@ def test_torchlogix_layers_without_a_polyir_kind_say_so():
         pytest.skip("torchlogix < 0.2 has no LogicConvTranspose2d")
     layer = L.LogicConvTranspose2d(in_dim=2, channels=1, num_kernels=2, tree_depth=1,
                                    receptive_field_size=2)
-    with pytest.raises(polyir.GraphError, match="torchlogix layer with no polyir kind") as exc:
+    with pytest.raises(polyir.GraphError, match="torchlogix.s LogicConvTranspose2d has no polyir kind") as exc:
         polyir.export(nn.Sequential(layer), (torch.rand(1, 1, 2, 2) > 0.5).float())
     assert "LogicConv2d" in exc.value.fix and "cannot trace" not in str(exc.value)
 

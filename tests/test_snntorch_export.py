@@ -170,6 +170,32 @@ def test_snntorch_rsynaptic_without_reset_delay_is_refused_naming_the_option():
     polyir.export(net, torch.zeros(2, N_IN, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("options, scale", [
+    ({"beta": 0.9}, 10.0),
+    ({"R": 2.0, "C": 4.0, "time_step": 0.5, "reset_mechanism": "zero"}, 10.0),
+    ({"R": 3.0, "beta": 0.8, "time_step": 0.25, "threshold": torch.tensor([1.0, 0.5, 2.0, 1.5])},
+     3.0),
+    ({"C": 1.5, "beta": 0.7, "reset_mechanism": "none"}, 1.0),
+], ids=["beta", "rc_zero", "r_thresholds", "c_no_reset"])
+def test_snntorch_lapicque(options, scale):
+    """Lapicque: mem <- (1 - dt/(RC)) mem + x dt/C at dt = time_step, a LIF with tau = RC, r = R
+    at that dt."""
+    snn = pytest.importorskip("snntorch")
+    cell = snn.Lapicque(**options)
+    g = compare(cell, scale)
+    (lif,) = [k for k in g.nodes.values() if isinstance(k, polyir.LIF)]
+    np.testing.assert_allclose(lif.tau, np.full(N, float(cell.R * cell.C)), rtol=1e-12)
+    assert g.metadata["dt"] == float(cell.time_step)
+
+
+def test_snntorch_neurons_without_a_kind_are_refused_by_name():
+    snn = pytest.importorskip("snntorch")
+    net = Net(snn.Alpha(alpha=0.9, beta=0.8), 1.0)
+    with pytest.raises(polyir.GraphError, match="snntorch's Alpha has no polyir kind") as err:
+        polyir.export(net, torch.zeros(2, N_IN, dtype=torch.float64))
+    assert "Synaptic" in err.value.fix and "cannot trace" not in str(err.value)
+
+
 def test_snntorch_hidden_state_is_refused_with_the_fix():
     snn = pytest.importorskip("snntorch")
     net = torch.nn.Sequential(torch.nn.Linear(N_IN, N), snn.Leaky(beta=0.8, init_hidden=True))

@@ -3,9 +3,10 @@
 A module with no handler gets "no polyir form", the list of what polyir covers and a pointer to
 docs/export.md; a fix to *skip* it is offered only when the module is provably the identity in
 eval mode (no parameters, and the example output equals its input). Recurrent and embedding
-layers (LSTM, GRU, RNN, Embedding, attention) and logic layers of difflogic / torchlogix that
-polyir has no kind for get "no polyir kind". A model whose `forward` loops over time is told to
-export its one-step module.
+layers (LSTM, GRU, RNN, Embedding, attention), and the logic layers of difflogic / torchlogix and
+the neurons of snnTorch / Norse / sinabs that polyir has no kind for, get "no polyir kind" with
+what polyir exports of that library. A model whose `forward` loops over time is told to export
+its one-step module.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from ..ir.errors import GraphError
+from .handlers import RECOGNISERS, load_builtin, lookup
 
 __all__ = ["module_refusal", "trace_refusal", "time_loop_refusal", "is_refused_leaf", "COVERED",
            "NO_KIND"]
@@ -41,11 +43,16 @@ NO_KIND: dict[type, str] = {
     nn.TransformerDecoderLayer: "a transformer layer",
 }
 
-#: packages whose modules polyir recognises by duck typing: their other layers have no kind
-LOGIC_LIBRARIES = ("difflogic", "torchlogix")
-LOGIC_COVERED = {"difflogic": "difflogic's LogicLayer and GroupSum",
-                 "torchlogix": "torchlogix's LogicDense, LogicConv2d, OrPooling2d, GroupSum and "
-                               "binarizations"}
+#: libraries whose modules polyir recognises by duck typing -> the names of the base classes of
+#: their modules that need a kind of their own (neurons, logic layers); None: every module. Such a
+#: module that no recogniser knows is kept whole by the tracer and refused by name.
+RECOGNISED_LIBRARIES: dict[str, tuple[str, ...] | None] = {
+    "difflogic": None,
+    "torchlogix": None,
+    "snntorch": ("SpikingNeuron", "LeakyParallel"),
+    "norse": ("SNNCell", "SNNRecurrentCell", "SNN", "SNNRecurrent"),
+    "sinabs": ("StatefulLayer",),
+}
 
 _ONE_STEP_EXAMPLE = """class OneStep(nn.Module):
     def __init__(self):
@@ -59,14 +66,26 @@ g = polyir.export(OneStep(), torch.zeros(1, 4))  # the time loop is the importer
 
 
 def _library(module) -> str | None:
-    mod = type(module).__module__ or ""
-    root = mod.split(".")[0]
-    return root if root in LOGIC_LIBRARIES else None
+    root = (type(module).__module__ or "").split(".")[0]
+    if root not in RECOGNISED_LIBRARIES:
+        return None
+    bases = RECOGNISED_LIBRARIES[root]
+    if bases is None or any(c.__name__ in bases for c in type(module).__mro__):
+        return root
+    return None
+
+
+def _library_covered(lib: str) -> str:
+    """What polyir exports of a library: the names of its recognisers."""
+    load_builtin()
+    names = [name for name, _, _ in RECOGNISERS if lib in name]
+    return ", ".join(names) if names else "nothing"
 
 
 def is_refused_leaf(module: nn.Module) -> bool:
     """Modules the tracer keeps whole (so that the refusal names them instead of fx failing
-    inside their forward): layers of a logic library that no handler knows."""
+    inside their forward): the neurons and layers of a recognised library that no handler
+    knows."""
     return _library(module) is not None
 
 
@@ -90,10 +109,12 @@ def module_refusal(module: nn.Module, target: str, fx_node: str, name: str, exam
                               fix=f"keep it outside the exported part of the model. {COVERED}")
     lib = _library(module)
     if lib is not None:
-        return GraphError(f"{where}: a {lib} layer with no polyir kind", node=name,
+        return GraphError(f"{where}: {lib}'s {cls} has no polyir kind", node=name,
                           field="type",
-                          fix=f"polyir exports {LOGIC_COVERED[lib]}; keep this layer outside "
-                              f"the exported part ({EXPORT_DOC})")
+                          fix=f"polyir exports of {lib}: {_library_covered(lib)} ({EXPORT_DOC}); "
+                              f"build the model from those, keep {cls} outside the exported "
+                              f"part, or register a handler that builds it from polyir kinds "
+                              f"(@polyir.exporters.handler({cls}))")
     if _identity_in_eval(module, example_in, example_out):
         return GraphError(f"{where}, which has no export handler; it has no parameters and "
                           "returned its input unchanged on the example (the identity in eval "
@@ -116,7 +137,6 @@ def _loops(forward) -> bool:
 
 def _steps_in_time(module: nn.Module) -> bool:
     """Whether `module` is a one-step stateful layer: forward(x, state) -> (y, state)."""
-    from .handlers import lookup
     h = lookup(module)
     if h is not None and h.returns_state:
         return True

@@ -23,6 +23,10 @@ snnTorch (1.0) `Leaky(init_hidden=False)`: forward(x, mem) -> (spk, mem); mem <-
   a spike never reaches it: reset_mode 'v_reset_after_update'. With reset_delay=False every
   snnTorch neuron zeroes the membrane right after the spike (the delayed reset then finds a
   membrane of 0): reset_mode 'v_reset'.
+  `Lapicque`: forward(x, mem) -> (spk, mem); mem <- (1 - dt / (R C)) mem + x dt / C with
+  dt = time_step, always the delayed reset ('zero' after the update, as Synaptic): NIR's LIF,
+  Euler at dt, with tau = R C and r = R. Its beta only derives R or C at construction; the
+  forward reads R, C and time_step.
 """
 from __future__ import annotations
 
@@ -35,11 +39,8 @@ from .common import decays, full, one_minus_inverse, set_euler, with_recurrence
 
 _SNNTORCH_RESETS = {"subtract": "subtract", "zero": "v_reset", "none": "none"}
 #: the snnTorch neurons whose delayed 'zero' reset zeroes the membrane after the step's update
-_ZERO_AFTER_UPDATE = ("Synaptic", "RLeaky", "RSynaptic")
-
-
-
-_SNNTORCH_NEURONS = ("Leaky", "Synaptic", "RLeaky", "RSynaptic")
+_ZERO_AFTER_UPDATE = ("Synaptic", "RLeaky", "RSynaptic", "Lapicque")
+_SNNTORCH_NEURONS = ("Leaky", "Synaptic", "RLeaky", "RSynaptic", "Lapicque")
 
 
 def _is_snntorch_neuron(m) -> bool:
@@ -71,22 +72,27 @@ def _refusal(m):
     return None
 
 
-@recogniser("snntorch.Leaky/Synaptic/RLeaky/RSynaptic", _is_snntorch_neuron,
+@recogniser("snntorch." + "/".join(_SNNTORCH_NEURONS), _is_snntorch_neuron,
             returns_state=True, check=_refusal)
 def _snntorch_neuron(ctx, name, m, values):
     kind = type(m).__name__
-    set_euler(ctx, 1.0)
+    dt = float(m.time_step) if kind == "Lapicque" else 1.0
+    set_euler(ctx, dt)
     threshold = full(ctx, m.threshold)
     zeros = np.zeros_like(threshold)
-    options = {"reset_mode": _SNNTORCH_RESETS[m.reset_mechanism],
-               "reset_delay": bool(getattr(m, "reset_delay", True))}
+    options = {"reset_mode": _SNNTORCH_RESETS[m.reset_mechanism],  # Lapicque always delays
+               "reset_delay": kind == "Lapicque" or bool(getattr(m, "reset_delay", True))}
     if m.reset_mechanism == "zero" and options["reset_delay"] and kind in _ZERO_AFTER_UPDATE:
         options["reset_mode"] = "v_reset_after_update"
     if m.reset_mechanism == "subtract" and not options["reset_delay"]:
         options["reset_mode"] = "subtract_pending_in_test"
     if m.reset_mechanism == "none":  # nothing to delay
         options["reset_delay"] = False
-    if kind in ("Leaky", "RLeaky") and np.all(decays(ctx, m.beta) == 1):  # mem <- mem + x
+    if kind == "Lapicque":
+        r = full(ctx, m.R).astype(np.float64)
+        tau = (r * full(ctx, m.C)).astype(ctx.float_dtype)
+        neuron = ir.LIF(tau, r.astype(ctx.float_dtype), zeros, threshold, zeros.copy(), **options)
+    elif kind in ("Leaky", "RLeaky") and np.all(decays(ctx, m.beta) == 1):  # mem <- mem + x
         neuron = ir.IF(np.ones_like(threshold), threshold, zeros, **options)
     elif kind in ("Leaky", "RLeaky"):
         tau = one_minus_inverse(ctx, m.beta, "beta", "use beta < 1 for every neuron, or 1 for "
@@ -97,10 +103,9 @@ def _snntorch_neuron(ctx, name, m, values):
         tau, tau_syn = (one_minus_inverse(ctx, getattr(m, f), f, fix) for f in ("beta", "alpha"))
         neuron = ir.CubaLIF(tau_syn, tau, tau.copy(), zeros, threshold, zeros.copy(),
                             w_in=tau_syn.copy(), **options)
-    if kind in ("Leaky", "Synaptic"):
-        return neuron
-    return with_recurrence(ctx, neuron, _recurrent_layer(ctx, name, m))
-
+    if kind.startswith("R"):
+        return with_recurrence(ctx, neuron, _recurrent_layer(ctx, name, m))
+    return neuron
 
 
 def _recurrent_layer(ctx, name, m):
