@@ -28,6 +28,15 @@ SINABS_CASES = {
                                                           norm_input=False),
     "lif_train_alphas": lambda sl, act: sl.LIF(tau_mem=4.0, train_alphas=True),
     "iaf_max_spike_2_multi": lambda sl, act: sl.IAF(spike_fn=act.MaxSpike(2)),
+    # a threshold per neuron; recording and the surrogate gradient leave the spikes alone
+    "iaf_threshold_per_neuron_multi": lambda sl, act: sl.IAF(
+        spike_threshold=torch.tensor([0.5, 1.0, 1.5, 2.0]), record_states=True),
+    "lif_recorded_periodic_surrogate_multi": lambda sl, act: sl.LIF(
+        tau_mem=5.0, norm_input=False, record_states=True,
+        surrogate_grad_fn=act.PeriodicExponential()),
+    # ALIF without adaptation is LIF; its norm_input scales the stored synaptic current itself
+    "alif_no_adaptation_synaptic_single": lambda sl, act: sl.ALIF(
+        tau_mem=4.0, tau_adapt=10.0, tau_syn=3.0, adapt_scale=0.0),
 }
 
 
@@ -50,6 +59,128 @@ def test_sinabs_layer(case):
     for backend in ("torch", "c"):
         got = polyir.compile(g, backend).run(x.transpose(0, 1).numpy())
         np.testing.assert_array_equal(got.transpose(1, 0, 2), want, err_msg=backend)
+
+
+def _dyadic(layer, seed):
+    """Weights k/8: sinabs runs rec_connect in float32 (its spikes are float32), so the
+    recurrent sums must be exact in float32 to compare spike for spike with float64."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randint(-6, 5, layer.weight.shape, generator=gen) / 8)
+    return layer
+
+
+def _run_both(net, x):
+    """sinabs' spikes of (B, T, ...) input and polyir's torch and C runs of the exported step."""
+    with torch.no_grad():
+        want = net(x).numpy()
+    g = polyir.export(net, x[:, 0])
+    got = {b: np.swapaxes(polyir.compile(g, b).run(np.swapaxes(x.numpy(), 0, 1)), 0, 1)
+           for b in ("torch", "c")}
+    return want, got
+
+
+# (input layer, recurrent layer, input shape per step); a layer on (B, T, C, H, W) input is fed
+# directly (torch's Conv2d takes no time axis)
+RECURRENT_CASES = {
+    "iaf_linear": lambda sl, act: (_positive_linear(), sl.IAFRecurrent(
+        rec_connect=_dyadic(torch.nn.Linear(N, N, bias=False), 1)), (N_IN,)),
+    "lif_synaptic_sequential_single_reset": lambda sl, act: (_positive_linear(), sl.LIFRecurrent(
+        tau_mem=torch.tensor([3.0, 5.0, 8.0, 20.0]), tau_syn=2.0, spike_fn=act.SingleSpike,
+        reset_fn=act.MembraneReset(), rec_connect=torch.nn.Sequential(
+            _dyadic(torch.nn.Linear(N, N, bias=False), 2), torch.nn.ReLU())), (N_IN,)),
+    "lif_conv_unnormed": lambda sl, act: (torch.nn.Identity(), sl.LIFRecurrent(
+        tau_mem=4.0, norm_input=False, rec_connect=_dyadic(
+            torch.nn.Conv2d(2, 2, 3, padding=1, bias=False), 3)), (2, 4, 4)),
+    "alif_no_adaptation": lambda sl, act: (_positive_linear(), sl.ALIFRecurrent(
+        tau_mem=4.0, tau_adapt=10.0, adapt_scale=0.0,
+        rec_connect=_dyadic(torch.nn.Linear(N, N, bias=False), 4)), (N_IN,)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECURRENT_CASES))
+def test_sinabs_recurrent_layer(case):
+    sl = pytest.importorskip("sinabs.layers")
+    act = pytest.importorskip("sinabs.activation")
+    first, layer, shape = RECURRENT_CASES[case](sl, act)
+    net = torch.nn.Sequential(first, layer).double()
+    layer.rec_connect.float()  # sinabs feeds its float32 spikes to rec_connect
+    x = torch.from_numpy(np.random.default_rng(1).uniform(0, 2, (3, 50, *shape)))
+    want, got = _run_both(net, x)
+    assert 20 < want.sum() < 0.9 * want.size * want.max()
+    for backend, spikes in got.items():
+        np.testing.assert_array_equal(spikes, want, err_msg=backend)
+    with torch.no_grad():  # the recurrence matters: without it sinabs spikes otherwise
+        for p in layer.rec_connect.parameters():
+            p.zero_()
+        assert not np.array_equal(net(x).numpy(), want)
+
+
+def test_sinabs_recurrent_refusals_name_rec_connect():
+    sl = pytest.importorskip("sinabs.layers")
+    x = torch.zeros(2, N_IN)
+    for rec, reason in ((torch.nn.Linear(N, N), "bias"),
+                        (torch.nn.Sequential(torch.nn.Linear(N, N, bias=False),
+                                             torch.nn.Softsign()), "does not export")):
+        net = torch.nn.Sequential(torch.nn.Linear(N_IN, N), sl.LIFRecurrent(
+            tau_mem=3.0, rec_connect=rec))
+        with pytest.raises(polyir.GraphError, match=reason) as info:
+            polyir.export(net, x)
+        assert info.value.field == "rec_connect"
+    # sinabs reshapes rec_connect's output to the neuron shape; polyir has no reshape
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 8, bias=False),
+                               torch.nn.ReLU())
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 2, 1), sl.IAFRecurrent(rec_connect=flat))
+    with pytest.raises(polyir.GraphError, match="reshape"):
+        polyir.export(net, torch.zeros(2, 2, 2, 2))
+
+
+def test_sinabs_exp_leak_gives_the_membrane():
+    sl = pytest.importorskip("sinabs.layers")
+    for layer in (sl.ExpLeak(tau_mem=torch.tensor([3.0, 5.0, 8.0, 20.0])),
+                  sl.ExpLeak(tau_mem=6.0, norm_input=True, train_alphas=True)):
+        net = torch.nn.Sequential(_positive_linear(), layer).double()
+        x = torch.from_numpy(np.random.default_rng(1).uniform(0, 2, (4, 40, N_IN)))
+        want, got = _run_both(net, x)
+        assert np.ptp(want) > 0.5  # a membrane that moves, not spikes
+        for backend, v in got.items():  # a real output: the two step formulas round alike
+            np.testing.assert_allclose(v, want, rtol=1e-13, atol=1e-14, err_msg=backend)
+
+
+def test_sinabs_exp_leak_squeeze_runs_on_batch_times_time():
+    sl = pytest.importorskip("sinabs.layers")
+    b, t = 3, 20
+    net = torch.nn.Sequential(_positive_linear(), sl.ExpLeakSqueeze(tau_mem=4.0, batch_size=b))
+    x = torch.from_numpy(np.random.default_rng(1).uniform(0, 2, (b * t, N_IN)))
+    with torch.no_grad():
+        want = net.double()(x).numpy().reshape(b, t, N)
+    g = polyir.export(net, x[:b])
+    got = polyir.compile(g, "torch").run(x.reshape(b, t, N_IN).transpose(0, 1).numpy())
+    np.testing.assert_allclose(got.transpose(1, 0, 2), want, rtol=1e-13, atol=1e-14)
+
+
+def test_sinabs_adaptive_threshold_is_refused_with_a_fix_that_exports():
+    sl = pytest.importorskip("sinabs.layers")
+    x = torch.zeros(2, N_IN)
+    for make in (lambda s: sl.ALIF(tau_mem=4.0, tau_adapt=10.0, adapt_scale=s),
+                 lambda s: sl.ALIFRecurrent(tau_mem=4.0, tau_adapt=10.0, adapt_scale=s,
+                                            rec_connect=torch.nn.Linear(N, N, bias=False))):
+        with pytest.raises(polyir.GraphError, match="fixed threshold") as info:
+            polyir.export(torch.nn.Sequential(torch.nn.Linear(N_IN, N), make(1.8)), x)
+        assert info.value.field == "adapt_scale" and "LIF" in info.value.fix
+        g = polyir.export(torch.nn.Sequential(torch.nn.Linear(N_IN, N), make(0.0)), x)
+        assert any(isinstance(k, (polyir.LIF, polyir.CubaLIF)) for k in g.nodes.values())
+
+
+def test_sinabs_export_leaves_the_layers_state():
+    sl = pytest.importorskip("sinabs.layers")
+    net = torch.nn.Sequential(_positive_linear(), sl.LIF(tau_mem=5.0)).double()
+    x = torch.from_numpy(np.random.default_rng(1).uniform(0, 2, (4, 10, N_IN)))
+    with torch.no_grad():
+        net(x)
+    before = net[1].v_mem.clone()
+    polyir.export(net, x[:, 0])
+    assert torch.equal(net[1].v_mem, before) and before.abs().sum() > 0
 
 
 def test_sinabs_squeeze_layer_runs_on_batch_times_time():

@@ -3,7 +3,8 @@ fx node's value is kept, so handlers and function rules see real shapes and tens
 
 State a one-step model reads back before it is computed is MISSING in the first run (anything
 computed from it too, except that a sum gives its known operand); a second run replaces such
-entries with zeros of the shape the first run found.
+entries with zeros of the shape the first run found. A module whose handler has an
+`example_step` (one time step of a module that loops over time inside) runs through it.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch.fx as fx
 
 from ..ir.errors import GraphError
 from .functions import target_name
+from .handlers import lookup
 from .state import MISSING, StateView, has_missing
 
 __all__ = ["Recorder", "example_values"]
@@ -54,6 +56,15 @@ class Recorder(fx.Interpreter):
                                          "batch dim first") from exc
         self.values[n.name] = result
         return result
+
+    def call_module(self, target, args, kwargs):
+        """A module whose handler has an `example_step` (it loops over time inside) runs one
+        step through it."""
+        m = self.fetch_attr(target)
+        h = lookup(m)
+        if h is not None and h.example_step is not None:
+            return h.example_step(m, *args, **kwargs)
+        return super().call_module(target, args, kwargs)
 
 
 

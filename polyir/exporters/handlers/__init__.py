@@ -16,6 +16,8 @@ identity and is skipped). Registering a class makes it an fx leaf.
 
 Modules that return `(out, state)` (the leaky-integrator family) are handled when their handler
 returns a stateful kind (LIF, CubaLIF, Delay, ...), or when registered with `returns_state=True`.
+A module that loops over a time axis inside (sinabs' layers) gives its handler an `example_step`
+(module, x) -> y: the example run calls it instead of the module, for one step of x (batch first).
 
 A handler may also carry `check(module) -> (message, field, fix) | None`: a refusal decided by the
 module's attributes alone, given before the model's example run. It names the option at fault
@@ -47,12 +49,15 @@ class Handler:
     the module returns (out, state) (None: decided by the kind fn returns, or by how the model
     uses the result; False: it returns its output only and keeps any state inside, as sinabs'
     layers do); `source` names where it came from (for messages); `check(module)` returns
-    (message, field, fix) for a module refused before the model runs, or None."""
+    (message, field, fix) for a module refused before the model runs, or None;
+    `example_step(module, x)`, when given, is what the example run calls instead of the module
+    (one time step of a module that loops over a time axis inside)."""
 
     fn: Callable
     returns_state: bool | None = None
     source: str = "user"
     check: Callable | None = None
+    example_step: Callable | None = None
 
 
 #: module class -> Handler
@@ -66,12 +71,14 @@ _loaded = False
 
 
 def register(cls: type, fn: Callable | None, *, returns_state: bool | None = None,
-             builtin: bool = False, check: Callable | None = None) -> None:
-    """Map module class `cls` to handler `fn` (None: skip the module, an identity); `check` as in
-    `Handler`. A built-in registration never replaces a user's."""
+             builtin: bool = False, check: Callable | None = None,
+             example_step: Callable | None = None) -> None:
+    """Map module class `cls` to handler `fn` (None: skip the module, an identity); `check` and
+    `example_step` as in `Handler`. A built-in registration never replaces a user's."""
     if not isinstance(cls, type):
         raise TypeError(f"register() takes a module class, got {cls!r}")
-    h = Handler(SKIP if fn is None else fn, returns_state, "builtin" if builtin else "user", check)
+    h = Handler(SKIP if fn is None else fn, returns_state, "builtin" if builtin else "user", check,
+                example_step)
     if builtin:
         HANDLERS.setdefault(cls, h)
     else:
@@ -79,25 +86,26 @@ def register(cls: type, fn: Callable | None, *, returns_state: bool | None = Non
 
 
 def handler(*classes: type, returns_state: bool | None = None, builtin: bool = False,
-            check: Callable | None = None):
+            check: Callable | None = None, example_step: Callable | None = None):
     """Decorator: `@handler(SomeModule)` registers `fn(ctx, name, module, values)` for each class
-    given; `check` as in `Handler`."""
+    given; `check` and `example_step` as in `Handler`."""
     if not classes:
         raise TypeError("handler() needs at least one module class")
 
     def decorate(fn):
         for cls in classes:
-            register(cls, fn, returns_state=returns_state, builtin=builtin, check=check)
+            register(cls, fn, returns_state=returns_state, builtin=builtin, check=check,
+                     example_step=example_step)
         return fn
     return decorate
 
 
 def recogniser(name: str, match: Callable, *, returns_state: bool | None = None,
-               check: Callable | None = None):
-    """Decorator: a duck-typed handler tried for modules no class handler knows; `check` as in
-    `Handler`."""
+               check: Callable | None = None, example_step: Callable | None = None):
+    """Decorator: a duck-typed handler tried for modules no class handler knows; `check` and
+    `example_step` as in `Handler`."""
     def decorate(fn):
-        RECOGNISERS.append((name, match, Handler(fn, returns_state, name, check)))
+        RECOGNISERS.append((name, match, Handler(fn, returns_state, name, check, example_step)))
         return fn
     return decorate
 

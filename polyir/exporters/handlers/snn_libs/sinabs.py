@@ -1,27 +1,74 @@
-"""Export handlers for sinabs' spiking layers, recognised by class name and attributes.
+"""Export handlers for sinabs' layers, recognised by class name and attributes.
 
-sinabs (3.1) `IAF` / `LIF` / `IAFSqueeze` / `LIFSqueeze`: forward((batch, time, ...)) loops over
-  time inside and keeps its state; the exported node is one of those steps (registered with
-  returns_state=False: the module returns spikes only). Per step, at dt = 1: (i <- a_syn (i + x)),
-  v <- a v + (1 - a) i (norm_input) or + i, then spike_fn and reset_fn; Euler with
-  tau = 1 / (1 - a) is that step.
+sinabs (3.1) layers take (batch, time, ...) and loop over time inside, keeping their state; the
+exported node is one of those steps (registered with returns_state=False: the module returns
+its output only), and the example run calls one step of it (`example_step`) on a copy of its
+state, so the user's layer keeps its own. The `...Squeeze` variants take (batch * time, ...);
+one step is then the module itself on (batch, ...).
+
+Per step, at dt = 1, each layer computes (functional.lif_forward_single):
+    i <- a_syn (i + x)             (with tau_syn; else i = x)
+    v <- a_mem v + (1 - a_mem) i   (norm_input) or a_mem v + i
+then spike_fn and reset_fn. Euler with tau = 1 / (1 - a) is that step (`common.set_euler`):
+- `IAF` / `IAFSqueeze` (a_mem = 1, never normed) -> IF; `LIF` / `LIFSqueeze` -> LIF, or CubaLIF
+  with tau_syn = 1 / (1 - a_syn), w_in = a_syn tau_syn; r = 1 with norm_input, else tau_mem.
+- spike_fn SingleSpike (v - thr >= 0) -> spike_rule 'single'; MultiSpike ((v > 0) trunc(v / thr))
+  -> 'multi'; MaxSpike(n) -> 'multi' with max_spikes n; threshold_compare '>='. reset_fn
+  MembraneSubtract -> reset_mode 'subtract' (once per spike); MembraneReset() -> 'v_reset' to 0.
+- `IAFRecurrent` / `LIFRecurrent`: the same neuron, plus rec_connect(spikes) of the previous step
+  added to the input x (before the synaptic current and the norm_input scaling); the first step
+  adds zeros. Exported as the fragment neuron -> rec_connect -> neuron whose edge leaving the
+  neuron is read one step late (`common.with_recurrence`); rec_connect, any module, is exported
+  by polyir.export itself. It must map zero spikes to zero (no bias: polyir's recurrent layer
+  runs on the zero spikes of the first step, sinabs adds nothing then), hold no state and return
+  the neuron's shape (sinabs reshapes its output; polyir has no reshape).
+- `ExpLeak` / `ExpLeakSqueeze` (no spike_fn: the output is the membrane) -> LI with v_leak 0,
+  r = 1 with norm_input (off by default), else tau_mem.
+- `ALIF` / `ALIFRecurrent` / `ALIFSqueeze`: the threshold b0 + adapt_scale b rises with every
+  spike (b <- a_adapt b + (1 - a_adapt) spikes) and the reset subtracts that raised threshold;
+  polyir's neurons have a fixed threshold, so only adapt_scale = 0 exports (it is the LIF of
+  threshold b0). ALIF's norm_input scales the stored synaptic current itself (i <- (1 - a_mem)
+  a_syn (i + x), v <- a_mem v + i): a CubaLIF of decay (1 - a_mem) a_syn and r = tau_mem.
+min_v_mem (a membrane floor), IAF with tau_syn, MembraneReset(reset_value != 0) and other
+spike or reset functions are refused. surrogate_grad_fn shapes gradients only and
+record_states only records: neither changes the output.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import torch
 
 from .... import ir
 from .. import recogniser
-from .common import full, one_minus_inverse, set_euler
+from .common import full, one_minus_inverse, set_euler, with_recurrence
+
+_FAMILIES = ("IAF", "LIF", "ExpLeak", "ALIF")
+_LAYERS = tuple(f + v for f in _FAMILIES for v in ("", "Squeeze", "Recurrent"))
 
 
 def _is_sinabs_layer(m) -> bool:
-    return (type(m).__name__ in ("IAF", "LIF", "IAFSqueeze", "LIFSqueeze")
-            and type(m).__module__.startswith("sinabs")
-            and all(hasattr(m, a) for a in ("spike_fn", "reset_fn", "spike_threshold")))
+    return (type(m).__name__ in _LAYERS and type(m).__module__.startswith("sinabs")
+            and all(hasattr(m, a) for a in ("spike_fn", "reset_fn", "min_v_mem", "norm_input")))
 
 
-def _sinabs_spikes(ctx, m) -> dict:
+def _one_step(m, x):
+    """One time step of sinabs layer `m` on the example input x (batch, ...), from zero state;
+    the layer's own state is put back afterwards."""
+    saved = dict(m.named_buffers(recurse=False))
+    for name in saved:  # an empty buffer: the layer starts from zeros of the input's shape
+        m.register_buffer(name, torch.zeros(0, dtype=x.dtype, device=x.device))
+    try:
+        if type(m).__name__.endswith("Squeeze"):
+            return m(x)  # (batch * time, ...) with time = 1
+        return m(x.unsqueeze(1))[:, 0]
+    finally:
+        for name, buffer in saved.items():
+            m.register_buffer(name, buffer)
+
+
+def _spike_options(ctx, m, threshold: np.ndarray) -> dict:
     """spike_rule / reset fields of a sinabs layer's spike_fn and reset_fn."""
     spike_fn, reset_fn = m.spike_fn, m.reset_fn
     fn_name = getattr(spike_fn, "__name__", type(spike_fn).__name__)
@@ -34,9 +81,12 @@ def _sinabs_spikes(ctx, m) -> dict:
     else:
         raise ctx.error(f"sinabs spike_fn {fn_name} has no polyir equivalent", field="spike_fn",
                         fix="use SingleSpike, MultiSpike or MaxSpike")
+    if options["spike_rule"] == "multi" and np.any(threshold <= 0):
+        raise ctx.error(f"sinabs {fn_name} counts (v > 0) trunc(v / threshold) spikes, which is "
+                        "no spike count for a threshold <= 0", field="spike_threshold",
+                        fix="use a positive spike_threshold")
     options["threshold_compare"] = ">="
     reset = type(reset_fn).__name__
-    threshold = ctx.array(m.spike_threshold)
     if reset == "MembraneSubtract":
         value = reset_fn.subtract_value
         if value is not None and not np.all(np.asarray(value) == threshold):
@@ -56,31 +106,109 @@ def _sinabs_spikes(ctx, m) -> dict:
     return options
 
 
-@recogniser("sinabs.IAF/LIF/IAFSqueeze/LIFSqueeze", _is_sinabs_layer, returns_state=False)
+@recogniser("sinabs layers (IAF, LIF, ExpLeak, ALIF and their Squeeze / Recurrent forms)",
+            _is_sinabs_layer, returns_state=False, example_step=_one_step)
 def _sinabs_layer(ctx, name, m, values):
     kind = type(m).__name__
+    family = kind.removesuffix("Squeeze").removesuffix("Recurrent")
     if m.min_v_mem is not None:
         raise ctx.error(f"sinabs {kind} with min_v_mem={float(m.min_v_mem)} clips the membrane; "
                         "polyir's neurons have no lower bound", field="min_v_mem",
                         fix="train it without min_v_mem")
-    options = _sinabs_spikes(ctx, m)
     set_euler(ctx, 1.0)
+    if family == "ExpLeak":
+        tau = one_minus_inverse(ctx, m.alpha_mem_calculated, "tau_mem",
+                                "give tau_mem a finite value")
+        return ir.LI(tau, np.ones_like(tau) if m.norm_input else tau.copy(), np.zeros_like(tau))
+    if family == "ALIF":
+        neuron = _alif(ctx, m, kind)
+    elif family == "IAF":
+        neuron = _iaf(ctx, m, kind)
+    else:
+        threshold = full(ctx, m.spike_threshold)
+        neuron = _leaky(ctx, m, threshold, _spike_options(ctx, m, threshold),
+                        m.alpha_syn_calculated, normed_syn=False)
+    if kind.endswith("Recurrent"):
+        return with_recurrence(ctx, neuron, _rec_connect(ctx, m, kind))
+    return neuron
+
+
+def _iaf(ctx, m, kind: str):
     threshold = full(ctx, m.spike_threshold)
-    zeros = np.zeros_like(threshold)
-    alpha_syn = m.alpha_syn_calculated
-    if kind.startswith("IAF"):
-        if alpha_syn is not None:
-            raise ctx.error(f"sinabs {kind} with tau_syn integrates a decaying current into a "
-                            "membrane that never leaks; polyir has no such neuron",
-                            field="tau_syn", fix="use sinabs LIF with tau_syn, or IAF without it")
-        return ir.IF(np.ones_like(threshold), threshold, zeros, **options)
-    # sinabs' step: (i <- a_syn (i + x)), v <- a_mem v + (1 - a_mem) i (norm_input) or + i.
-    # Euler at dt = 1 with tau = 1 / (1 - a) is the same step: s <- a s + (gain / tau) drive.
+    options = _spike_options(ctx, m, threshold)
+    if m.alpha_syn_calculated is not None:
+        raise ctx.error(f"sinabs {kind} with tau_syn integrates a decaying current into a "
+                        "membrane that never leaks; polyir has no such neuron",
+                        field="tau_syn", fix="use sinabs LIF with tau_syn, or IAF without it")
+    return ir.IF(np.ones_like(threshold), threshold, np.zeros_like(threshold), **options)
+
+
+def _leaky(ctx, m, threshold, options: dict, alpha_syn, normed_syn: bool):
+    """LIF or CubaLIF of sinabs' step. Euler at dt = 1 with tau = 1 / (1 - a) is the same step:
+    s <- a s + (gain / tau) drive. normed_syn: the stored current is already scaled by
+    (1 - a_mem) (ALIF's norm_input), so the membrane adds it unscaled."""
     fix = "give every time constant a finite value (IAF for none)"
-    tau_mem = one_minus_inverse(ctx, m.alpha_mem_calculated, "tau_mem", fix)
-    r = np.ones_like(tau_mem) if m.norm_input else tau_mem.copy()
+    alpha_mem = m.alpha_mem_calculated
+    tau_mem = one_minus_inverse(ctx, alpha_mem, "tau_mem", fix)
+    r = np.ones_like(tau_mem) if m.norm_input and not normed_syn else tau_mem.copy()
+    zeros = np.zeros_like(threshold)
     if alpha_syn is None:
         return ir.LIF(tau_mem, r, zeros, threshold, zeros.copy(), **options)
-    tau_syn = one_minus_inverse(ctx, alpha_syn, "tau_syn", fix)
-    w_in = (full(ctx, alpha_syn).astype(np.float64) * tau_syn).astype(ctx.float_dtype)
+    decay = ctx.array(alpha_syn).astype(np.float64)
+    if normed_syn:
+        decay = decay * (1 - ctx.array(alpha_mem).astype(np.float64))
+    tau_syn = one_minus_inverse(ctx, decay, "tau_syn", fix)
+    w_in = (full(ctx, decay) * tau_syn).astype(ctx.float_dtype)
     return ir.CubaLIF(tau_syn, tau_mem, r, zeros, threshold, zeros.copy(), w_in=w_in, **options)
+
+
+def _alif(ctx, m, kind: str):
+    scale = np.asarray(ctx.array(m.adapt_scale), np.float64)
+    if np.any(scale != 0):
+        raise ctx.error(f"sinabs {kind} raises its threshold by adapt_scale * b after every "
+                        "spike (b decays with tau_adapt) and subtracts that raised threshold on "
+                        "reset; polyir's neurons have a fixed threshold", field="adapt_scale",
+                        fix="replace it by sinabs LIF (or LIFRecurrent) with the same tau_mem, "
+                            "tau_syn and spike_threshold and fine-tune; ALIF with adapt_scale=0 "
+                            "is that LIF and exports as it is")
+    threshold = full(ctx, m.b0)
+    normed = bool(m.norm_input) and m.alpha_syn_calculated is not None
+    return _leaky(ctx, m, threshold, _spike_options(ctx, m, threshold),
+                  m.alpha_syn_calculated, normed_syn=normed)
+
+
+def _rec_connect(ctx, m, kind: str) -> ir.Graph:
+    """rec_connect exported by polyir.export itself, on the layer's example spikes."""
+    from ...fx import export  # at call time: polyir.exporters.fx imports the handler registry
+    rec = m.rec_connect
+    what = f"sinabs {kind}'s rec_connect ({type(rec).__name__})"
+    spikes = torch.as_tensor(ctx.output).to(ctx.input.dtype)
+    layer = copy.deepcopy(rec).to(ctx.input.dtype)  # sinabs' spikes are float32; ours are not
+    with torch.no_grad():
+        try:
+            at_rest, out = layer(torch.zeros_like(spikes)), layer(spikes)
+        except Exception as exc:
+            raise ctx.error(f"{what} fails on the layer's spikes {tuple(spikes.shape)}: {exc}",
+                            field="rec_connect",
+                            fix="give rec_connect the neuron shape as input and output") from exc
+    if tuple(out.shape[1:]) != ctx.input_shape:
+        raise ctx.error(f"{what} returns shape {tuple(out.shape[1:])}, which sinabs reshapes to "
+                        f"the neuron shape {ctx.input_shape}; polyir has no reshape",
+                        field="rec_connect", fix="make rec_connect return the neuron shape")
+    if torch.any(at_rest != 0):
+        raise ctx.error(f"{what} maps zero spikes to nonzero values (a bias): sinabs adds "
+                        "nothing at the first step, polyir's recurrent layer runs on the zero "
+                        "spikes of the first step", field="rec_connect",
+                        fix="build rec_connect without bias (bias=False)")
+    try:
+        g = export(layer, spikes, input_elem="real")
+    except ir.GraphError as exc:
+        raise ctx.error(f"{what} does not export: {exc.reason}", field="rec_connect",
+                        fix=exc.fix) from exc
+    stateful = [n for n, k in g.nodes.items() if getattr(k, "stateful", False)]
+    if stateful:
+        raise ctx.error(f"{what} holds the stateful node {stateful[0]!r}; sinabs calls it once "
+                        "per step on the spikes, and polyir would delay it again",
+                        field="rec_connect", fix="use a stateless rec_connect (Linear, Conv2d, "
+                                                 "a Sequential of such layers)")
+    return g
