@@ -197,8 +197,22 @@ def test_sinabs_squeeze_layer_runs_on_batch_times_time():
     np.testing.assert_array_equal(got.transpose(1, 0, 2), want)
 
 
-def test_sinabs_membrane_floor_is_refused_with_the_fix():
+REFUSED = {  # field the refusal names -> a layer with that option
+    "min_v_mem": lambda sl, act: sl.IAF(min_v_mem=-1.0),
+    "reset_fn": lambda sl, act: sl.LIF(tau_mem=4.0, reset_fn=act.MembraneReset(reset_value=0.5)),
+    "subtract_value": lambda sl, act: sl.LIF(tau_mem=4.0,
+                                             reset_fn=act.MembraneSubtract(subtract_value=0.5)),
+    "tau_syn": lambda sl, act: sl.IAFRecurrent(rec_connect=torch.nn.Identity(), tau_syn=2.0),
+    "spike_threshold": lambda sl, act: sl.IAF(spike_threshold=torch.tensor(0.0)),
+}
+
+
+@pytest.mark.parametrize("field", sorted(REFUSED))
+def test_sinabs_options_without_a_polyir_form_are_refused_by_name(field):
     sl = pytest.importorskip("sinabs.layers")
-    net = torch.nn.Sequential(torch.nn.Linear(N_IN, N), sl.IAF(min_v_mem=-1.0))
-    with pytest.raises(polyir.GraphError, match="min_v_mem"):
-        polyir.export(net, torch.zeros(2, N_IN, dtype=next(net.parameters()).dtype))
+    act = pytest.importorskip("sinabs.activation")
+    net = torch.nn.Sequential(torch.nn.Linear(N_IN, N), REFUSED[field](sl, act)).double()
+    with pytest.raises(polyir.GraphError) as info:
+        polyir.export(net, torch.zeros(2, N_IN, dtype=torch.float64))
+    assert info.value.field == ("reset_fn" if field == "subtract_value" else field)
+    assert info.value.fix

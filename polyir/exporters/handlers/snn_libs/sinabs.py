@@ -2,9 +2,10 @@
 
 sinabs (3.1) layers take (batch, time, ...) and loop over time inside, keeping their state; the
 exported node is one of those steps (registered with returns_state=False: the module returns
-its output only), and the example run calls one step of it (`example_step`) on a copy of its
-state, so the user's layer keeps its own. The `...Squeeze` variants take (batch * time, ...);
-one step is then the module itself on (batch, ...).
+its output only), and the example run calls one step of it from rest (`example_step`), then puts
+the layer's own state back. The `...Squeeze` variants take (batch * time, ...); one step is then
+the module itself on (batch, ...). Options without a polyir form are refused by the layer's
+attributes before the model runs (`check`).
 
 Per step, at dt = 1, each layer computes (functional.lif_forward_single):
     i <- a_syn (i + x)             (with tau_syn; else i = x)
@@ -15,7 +16,7 @@ then spike_fn and reset_fn. Euler with tau = 1 / (1 - a) is that step (`common.s
 - spike_fn SingleSpike (v - thr >= 0) -> spike_rule 'single'; MultiSpike ((v > 0) trunc(v / thr))
   -> 'multi'; MaxSpike(n) -> 'multi' with max_spikes n; threshold_compare '>='. reset_fn
   MembraneSubtract -> reset_mode 'subtract' (once per spike); MembraneReset() -> 'v_reset' to 0.
-- `IAFRecurrent` / `LIFRecurrent`: the same neuron, plus rec_connect(spikes) of the previous step
+- `IAFRecurrent` / `LIFRecurrent` / `ALIFRecurrent`: the same neuron, plus rec_connect(spikes) of the previous step
   added to the input x (before the synaptic current and the norm_input scaling); the first step
   adds zeros. Exported as the fragment neuron -> rec_connect -> neuron whose edge leaving the
   neuron is read one step late (`common.with_recurrence`); rec_connect, any module, is exported
@@ -29,8 +30,9 @@ then spike_fn and reset_fn. Euler with tau = 1 / (1 - a) is that step (`common.s
   polyir's neurons have a fixed threshold, so only adapt_scale = 0 exports (it is the LIF of
   threshold b0). ALIF's norm_input scales the stored synaptic current itself (i <- (1 - a_mem)
   a_syn (i + x), v <- a_mem v + i): a CubaLIF of decay (1 - a_mem) a_syn and r = tau_mem.
-min_v_mem (a membrane floor), IAF with tau_syn, MembraneReset(reset_value != 0) and other
-spike or reset functions are refused. surrogate_grad_fn shapes gradients only and
+min_v_mem (a membrane floor), IAF with tau_syn, MembraneReset(reset_value != 0),
+MembraneSubtract(subtract_value) other than the threshold, MultiSpike / MaxSpike with a threshold
+<= 0 and other spike or reset functions are refused. surrogate_grad_fn shapes gradients only and
 record_states only records: neither changes the output.
 """
 from __future__ import annotations
@@ -68,79 +70,92 @@ def _one_step(m, x):
             m.register_buffer(name, buffer)
 
 
-def _spike_options(ctx, m, threshold: np.ndarray) -> dict:
-    """spike_rule / reset fields of a sinabs layer's spike_fn and reset_fn."""
-    spike_fn, reset_fn = m.spike_fn, m.reset_fn
-    fn_name = getattr(spike_fn, "__name__", type(spike_fn).__name__)
-    if fn_name == "SingleSpike":
-        options = {"spike_rule": "single"}
-    elif fn_name == "MultiSpike":
-        options = {"spike_rule": "multi"}
-    elif fn_name == "MaxSpike":  # a cap of None is MultiSpike
-        options = {"spike_rule": "multi", "max_spikes": spike_fn.max_num_spikes_per_bin}
-    else:
-        raise ctx.error(f"sinabs spike_fn {fn_name} has no polyir equivalent", field="spike_fn",
-                        fix="use SingleSpike, MultiSpike or MaxSpike")
-    if options["spike_rule"] == "multi" and np.any(threshold <= 0):
-        raise ctx.error(f"sinabs {fn_name} counts (v > 0) trunc(v / threshold) spikes, which is "
-                        "no spike count for a threshold <= 0", field="spike_threshold",
-                        fix="use a positive spike_threshold")
-    options["threshold_compare"] = ">="
+_SPIKE_RULES = {"SingleSpike": "single", "MultiSpike": "multi", "MaxSpike": "multi"}
+_RESET_MODES = {"MembraneSubtract": "subtract", "MembraneReset": "v_reset"}
+
+
+def _family(m) -> str:
+    return type(m).__name__.removesuffix("Squeeze").removesuffix("Recurrent")
+
+
+def _threshold(m):
+    """The layer's spike threshold (ALIF keeps its base threshold as b0)."""
+    return m.b0 if _family(m) == "ALIF" else m.spike_threshold
+
+
+def _refusal(m):
+    """(message, field, fix) for a sinabs layer whose options polyir cannot express, decided by
+    its attributes before the model runs; None when it exports."""
+    kind, family = type(m).__name__, _family(m)
+    if m.min_v_mem is not None:
+        return (f"sinabs {kind} with min_v_mem={float(m.min_v_mem)} clips the membrane; polyir's "
+                "neurons have no lower bound", "min_v_mem", "train it without min_v_mem")
+    if family == "ExpLeak":
+        return None
+    if family == "ALIF" and np.any(np.asarray(torch.as_tensor(m.adapt_scale).detach()) != 0):
+        return (f"sinabs {kind} raises its threshold by adapt_scale * b after every spike (b "
+                "decays with tau_adapt) and subtracts that raised threshold on reset; polyir's "
+                "neurons have a fixed threshold", "adapt_scale",
+                "replace it by sinabs LIF (or LIFRecurrent) with the same tau_mem, tau_syn and "
+                "spike_threshold and fine-tune; ALIF with adapt_scale=0 is that LIF and exports "
+                "as it is")
+    if family == "IAF" and m.alpha_syn_calculated is not None:
+        return (f"sinabs {kind} with tau_syn integrates a decaying current into a membrane that "
+                "never leaks; polyir has no such neuron", "tau_syn",
+                "use sinabs LIF with tau_syn, or IAF without it")
+    fn_name = getattr(m.spike_fn, "__name__", type(m.spike_fn).__name__)
+    threshold = np.asarray(torch.as_tensor(_threshold(m)).detach().cpu(), np.float64)
+    if fn_name not in _SPIKE_RULES:
+        return (f"sinabs spike_fn {fn_name} has no polyir equivalent", "spike_fn",
+                f"use one of {sorted(_SPIKE_RULES)}")
+    if _SPIKE_RULES[fn_name] == "multi" and np.any(threshold <= 0):
+        return (f"sinabs {fn_name} counts (v > 0) trunc(v / threshold) spikes, which is no spike "
+                "count for a threshold <= 0", "spike_threshold", "use a positive spike_threshold")
+    reset_fn = m.reset_fn
     reset = type(reset_fn).__name__
-    if reset == "MembraneSubtract":
-        value = reset_fn.subtract_value
-        if value is not None and not np.all(np.asarray(value) == threshold):
-            raise ctx.error(f"sinabs MembraneSubtract(subtract_value={value}) subtracts other "
-                            f"than the threshold {threshold}", field="reset_fn",
-                            fix="use MembraneSubtract() (subtract_value=None)")
-        options["reset_mode"] = "subtract"
-    elif reset == "MembraneReset":
-        if reset_fn.reset_value != 0:
-            raise ctx.error(f"sinabs MembraneReset(reset_value={reset_fn.reset_value}) adds "
-                            "reset_value to every membrane each step, spiking or not",
-                            field="reset_fn", fix="use MembraneReset() (reset_value=0)")
-        options["reset_mode"] = "v_reset"
-    else:
-        raise ctx.error(f"sinabs reset_fn {reset} has no polyir equivalent", field="reset_fn",
-                        fix="use MembraneSubtract() or MembraneReset()")
+    if reset not in _RESET_MODES:
+        return (f"sinabs reset_fn {reset} has no polyir equivalent", "reset_fn",
+                "use MembraneSubtract() or MembraneReset()")
+    value = getattr(reset_fn, "subtract_value", None)
+    if value is not None and not np.all(np.asarray(value) == threshold):
+        return (f"sinabs MembraneSubtract(subtract_value={value}) subtracts other than the "
+                f"threshold {threshold}", "reset_fn", "use MembraneSubtract() (subtract_value=None)")
+    if getattr(reset_fn, "reset_value", 0) != 0:
+        return (f"sinabs MembraneReset(reset_value={reset_fn.reset_value}) adds reset_value to "
+                "every membrane each step, spiking or not", "reset_fn",
+                "use MembraneReset() (reset_value=0)")
+    return None
+
+
+def _spike_options(m) -> dict:
+    """spike_rule / reset fields of a sinabs layer's spike_fn and reset_fn (`_refusal` passed)."""
+    fn_name = getattr(m.spike_fn, "__name__", type(m.spike_fn).__name__)
+    options = {"spike_rule": _SPIKE_RULES[fn_name], "threshold_compare": ">=",
+               "reset_mode": _RESET_MODES[type(m.reset_fn).__name__]}
+    if fn_name == "MaxSpike":  # a cap of None is MultiSpike
+        options["max_spikes"] = m.spike_fn.max_num_spikes_per_bin
     return options
 
 
 @recogniser("sinabs layers (IAF, LIF, ExpLeak, ALIF and their Squeeze / Recurrent forms)",
-            _is_sinabs_layer, returns_state=False, example_step=_one_step)
+            _is_sinabs_layer, returns_state=False, check=_refusal, example_step=_one_step)
 def _sinabs_layer(ctx, name, m, values):
-    kind = type(m).__name__
-    family = kind.removesuffix("Squeeze").removesuffix("Recurrent")
-    if m.min_v_mem is not None:
-        raise ctx.error(f"sinabs {kind} with min_v_mem={float(m.min_v_mem)} clips the membrane; "
-                        "polyir's neurons have no lower bound", field="min_v_mem",
-                        fix="train it without min_v_mem")
     set_euler(ctx, 1.0)
+    family = _family(m)
     if family == "ExpLeak":
         tau = one_minus_inverse(ctx, m.alpha_mem_calculated, "tau_mem",
                                 "give tau_mem a finite value")
         return ir.LI(tau, np.ones_like(tau) if m.norm_input else tau.copy(), np.zeros_like(tau))
-    if family == "ALIF":
-        neuron = _alif(ctx, m, kind)
-    elif family == "IAF":
-        neuron = _iaf(ctx, m, kind)
-    else:
-        threshold = full(ctx, m.spike_threshold)
-        neuron = _leaky(ctx, m, threshold, _spike_options(ctx, m, threshold),
-                        m.alpha_syn_calculated, normed_syn=False)
-    if kind.endswith("Recurrent"):
-        return with_recurrence(ctx, neuron, _rec_connect(ctx, m, kind))
+    threshold = full(ctx, _threshold(m))
+    options = _spike_options(m)
+    if family == "IAF":
+        neuron = ir.IF(np.ones_like(threshold), threshold, np.zeros_like(threshold), **options)
+    else:  # ALIF's norm_input scales the stored synaptic current itself
+        normed = family == "ALIF" and bool(m.norm_input) and m.alpha_syn_calculated is not None
+        neuron = _leaky(ctx, m, threshold, options, m.alpha_syn_calculated, normed_syn=normed)
+    if type(m).__name__.endswith("Recurrent"):
+        return with_recurrence(ctx, neuron, _rec_connect(ctx, m, type(m).__name__))
     return neuron
-
-
-def _iaf(ctx, m, kind: str):
-    threshold = full(ctx, m.spike_threshold)
-    options = _spike_options(ctx, m, threshold)
-    if m.alpha_syn_calculated is not None:
-        raise ctx.error(f"sinabs {kind} with tau_syn integrates a decaying current into a "
-                        "membrane that never leaks; polyir has no such neuron",
-                        field="tau_syn", fix="use sinabs LIF with tau_syn, or IAF without it")
-    return ir.IF(np.ones_like(threshold), threshold, np.zeros_like(threshold), **options)
 
 
 def _leaky(ctx, m, threshold, options: dict, alpha_syn, normed_syn: bool):
@@ -160,21 +175,6 @@ def _leaky(ctx, m, threshold, options: dict, alpha_syn, normed_syn: bool):
     tau_syn = one_minus_inverse(ctx, decay, "tau_syn", fix)
     w_in = (full(ctx, decay) * tau_syn).astype(ctx.float_dtype)
     return ir.CubaLIF(tau_syn, tau_mem, r, zeros, threshold, zeros.copy(), w_in=w_in, **options)
-
-
-def _alif(ctx, m, kind: str):
-    scale = np.asarray(ctx.array(m.adapt_scale), np.float64)
-    if np.any(scale != 0):
-        raise ctx.error(f"sinabs {kind} raises its threshold by adapt_scale * b after every "
-                        "spike (b decays with tau_adapt) and subtracts that raised threshold on "
-                        "reset; polyir's neurons have a fixed threshold", field="adapt_scale",
-                        fix="replace it by sinabs LIF (or LIFRecurrent) with the same tau_mem, "
-                            "tau_syn and spike_threshold and fine-tune; ALIF with adapt_scale=0 "
-                            "is that LIF and exports as it is")
-    threshold = full(ctx, m.b0)
-    normed = bool(m.norm_input) and m.alpha_syn_calculated is not None
-    return _leaky(ctx, m, threshold, _spike_options(ctx, m, threshold),
-                  m.alpha_syn_calculated, normed_syn=normed)
 
 
 def _rec_connect(ctx, m, kind: str) -> ir.Graph:
