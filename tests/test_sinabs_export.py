@@ -197,6 +197,34 @@ def test_sinabs_squeeze_layer_runs_on_batch_times_time():
     np.testing.assert_array_equal(got.transpose(1, 0, 2), want)
 
 
+def test_sinabs_conv_net_with_sum_pooling():
+    """sinabs' usual conv stack: Conv2d -> IAFSqueeze -> SumPool2d -> Conv2d -> IAFSqueeze."""
+    sl = pytest.importorskip("sinabs.layers")
+    b, t = 3, 25
+    torch.manual_seed(0)
+    first = torch.nn.Conv2d(2, 3, 3, padding=1)
+    with torch.no_grad():
+        first.weight.uniform_(0, 0.3)
+    second = _dyadic(torch.nn.Conv2d(3, 2, 2), 5)
+    with torch.no_grad():
+        second.bias.fill_(0.125)
+    net = torch.nn.Sequential(first, sl.IAFSqueeze(batch_size=b), sl.SumPool2d(2),
+                              second, sl.IAFSqueeze(batch_size=b)).double()
+    second.float()  # it takes sinabs' float32 spikes; k/8 weights keep its sums exact
+    x = torch.from_numpy(np.random.default_rng(1).uniform(0, 1, (b * t, 2, 6, 6)))
+    with torch.no_grad():
+        want = net(x).numpy().reshape(b, t, 2, 2, 2)
+        pooled = net[:3](x).numpy()
+    assert 20 < want.sum() < 0.9 * want.size * want.max()
+    assert pooled.max() > 1 and np.any(pooled != np.round(pooled / 4) * 4)  # sums, not maxima
+    g = polyir.export(net, x[:b])
+    assert any(isinstance(k, polyir.SumPool2d) for k in g.nodes.values())
+    steps = x.numpy().reshape(b, t, 2, 6, 6).transpose(1, 0, 2, 3, 4)
+    for backend in ("torch", "c"):
+        got = polyir.compile(g, backend).run(steps)
+        np.testing.assert_array_equal(got.transpose(1, 0, 2, 3, 4), want, err_msg=backend)
+
+
 REFUSED = {  # field the refusal names -> a layer with that option
     "min_v_mem": lambda sl, act: sl.IAF(min_v_mem=-1.0),
     "reset_fn": lambda sl, act: sl.LIF(tau_mem=4.0, reset_fn=act.MembraneReset(reset_value=0.5)),
@@ -204,6 +232,7 @@ REFUSED = {  # field the refusal names -> a layer with that option
                                              reset_fn=act.MembraneSubtract(subtract_value=0.5)),
     "tau_syn": lambda sl, act: sl.IAFRecurrent(rec_connect=torch.nn.Identity(), tau_syn=2.0),
     "spike_threshold": lambda sl, act: sl.IAF(spike_threshold=torch.tensor(0.0)),
+    "ceil_mode": lambda sl, act: sl.SumPool2d(2, ceil_mode=True),  # refused before it runs
 }
 
 

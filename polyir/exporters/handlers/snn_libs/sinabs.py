@@ -34,6 +34,10 @@ min_v_mem (a membrane floor), IAF with tau_syn, MembraneReset(reset_value != 0),
 MembraneSubtract(subtract_value) other than the threshold, MultiSpike / MaxSpike with a threshold
 <= 0 and other spike or reset functions are refused. surrogate_grad_fn shapes gradients only and
 record_states only records: neither changes the output.
+
+`SumPool2d` (torch's LPPool2d with p = 1, no time axis) -> SumPool2d without padding; sinabs
+computes it as the window's average times its area, equal to the sum on spike counts for windows
+of up to 4 x 4 (a 5 x 5 average can be one ulp off). ceil_mode and p != 1 are refused.
 """
 from __future__ import annotations
 
@@ -175,6 +179,28 @@ def _leaky(ctx, m, threshold, options: dict, alpha_syn, normed_syn: bool):
     tau_syn = one_minus_inverse(ctx, decay, "tau_syn", fix)
     w_in = (full(ctx, decay) * tau_syn).astype(ctx.float_dtype)
     return ir.CubaLIF(tau_syn, tau_mem, r, zeros, threshold, zeros.copy(), w_in=w_in, **options)
+
+
+def _is_sinabs_sum_pool(m) -> bool:
+    return (type(m).__name__ == "SumPool2d" and type(m).__module__.startswith("sinabs")
+            and all(hasattr(m, a) for a in ("norm_type", "kernel_size", "ceil_mode")))
+
+
+def _pool_refusal(m):
+    if m.norm_type != 1:
+        return (f"sinabs SumPool2d with norm_type={m.norm_type} is an Lp pooling, not a sum",
+                "norm_type", "use norm_type=1 (sinabs' default)")
+    if m.ceil_mode:
+        return ("sinabs SumPool2d with ceil_mode=True pools partial windows at the edge",
+                "ceil_mode", "use ceil_mode=False, or pad the input to whole windows")
+    return None
+
+
+@recogniser("sinabs SumPool2d", _is_sinabs_sum_pool, check=_pool_refusal)
+def _sinabs_sum_pool(ctx, name, m, values):
+    kernel = tuple(int(k) for k in np.broadcast_to(m.kernel_size, 2))
+    stride = kernel if m.stride is None else tuple(int(s) for s in np.broadcast_to(m.stride, 2))
+    return ir.SumPool2d(kernel, stride, (0, 0))
 
 
 def _rec_connect(ctx, m, kind: str) -> ir.Graph:
