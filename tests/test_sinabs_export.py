@@ -28,6 +28,7 @@ SINABS_CASES = {
                                                           norm_input=False),
     "lif_train_alphas": lambda sl, act: sl.LIF(tau_mem=4.0, train_alphas=True),
     "iaf_max_spike_2_multi": lambda sl, act: sl.IAF(spike_fn=act.MaxSpike(2)),
+    "iaf_synaptic_multi": lambda sl, act: sl.IAF(tau_syn=3.0),
     # a threshold per neuron; recording and the surrogate gradient leave the spikes alone
     "iaf_threshold_per_neuron_multi": lambda sl, act: sl.IAF(
         spike_threshold=torch.tensor([0.5, 1.0, 1.5, 2.0]), record_states=True),
@@ -85,6 +86,8 @@ def _run_both(net, x):
 RECURRENT_CASES = {
     "iaf_linear": lambda sl, act: (_positive_linear(), sl.IAFRecurrent(
         rec_connect=_dyadic(torch.nn.Linear(N, N, bias=False), 1)), (N_IN,)),
+    "iaf_synaptic_linear": lambda sl, act: (_positive_linear(), sl.IAFRecurrent(
+        tau_syn=2.0, rec_connect=_dyadic(torch.nn.Linear(N, N, bias=False), 6)), (N_IN,)),
     "lif_synaptic_sequential_single_reset": lambda sl, act: (_positive_linear(), sl.LIFRecurrent(
         tau_mem=torch.tensor([3.0, 5.0, 8.0, 20.0]), tau_syn=2.0, spike_fn=act.SingleSpike,
         reset_fn=act.MembraneReset(), rec_connect=torch.nn.Sequential(
@@ -230,7 +233,6 @@ REFUSED = {  # field the refusal names -> a layer with that option
     "reset_fn": lambda sl, act: sl.LIF(tau_mem=4.0, reset_fn=act.MembraneReset(reset_value=0.5)),
     "subtract_value": lambda sl, act: sl.LIF(tau_mem=4.0,
                                              reset_fn=act.MembraneSubtract(subtract_value=0.5)),
-    "tau_syn": lambda sl, act: sl.IAFRecurrent(rec_connect=torch.nn.Identity(), tau_syn=2.0),
     "spike_threshold": lambda sl, act: sl.IAF(spike_threshold=torch.tensor(0.0)),
     "ceil_mode": lambda sl, act: sl.SumPool2d(2, ceil_mode=True),  # refused before it runs
 }

@@ -35,14 +35,21 @@ def one_minus_inverse(ctx, decay, field: str, fix: str):
 
 def with_recurrence(ctx, neuron, layer) -> ir.Graph:
     """neuron -> recurrent layer -> neuron, the layer adding into the neuron's input; the edge
-    leaving the neuron is read one step late, so the layer sees the previous step's spikes."""
+    leaving the neuron is read one step late, so the layer sees the previous step's spikes.
+    `neuron` may be a chain (a list): the layer then adds into the first node's input and reads
+    the last one's output (a synaptic current before the spiking membrane)."""
+    chain = list(neuron) if isinstance(neuron, (list, tuple)) else [neuron]
+    names = [f"stage_{i}" for i in range(len(chain) - 1)] + ["neuron"]
     g = ir.Graph()
     g.add("input", ir.Input(ctx.input_shape))
-    g.add("neuron", neuron)
+    for name, node in zip(names, chain):
+        g.add(name, node)
     g.add("recurrent", layer)
     g.add("output", ir.Output(ctx.input_shape))
-    g.connect("input", "neuron")
+    g.connect("input", names[0])
+    for src, dst in zip(names, names[1:]):
+        g.connect(src, dst)
     g.connect("neuron", "recurrent")
-    g.connect("recurrent", "neuron")
+    g.connect("recurrent", names[0])
     g.connect("neuron", "output")
     return g

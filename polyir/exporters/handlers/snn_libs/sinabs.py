@@ -11,8 +11,10 @@ Per step, at dt = 1, each layer computes (functional.lif_forward_single):
     i <- a_syn (i + x)             (with tau_syn; else i = x)
     v <- a_mem v + (1 - a_mem) i   (norm_input) or a_mem v + i
 then spike_fn and reset_fn. Euler with tau = 1 / (1 - a) is that step (`common.set_euler`):
-- `IAF` / `IAFSqueeze` (a_mem = 1, never normed) -> IF; `LIF` / `LIFSqueeze` -> LIF, or CubaLIF
-  with tau_syn = 1 / (1 - a_syn), w_in = a_syn tau_syn; r = 1 with norm_input, else tau_mem.
+- `IAF` / `IAFSqueeze` (a_mem = 1, never normed) -> IF, with tau_syn the chain LI -> IF (the LI's
+  output is the current, tau = 1 / (1 - a_syn), r = a_syn tau; CubaLIF has no membrane that
+  never leaks); `LIF` / `LIFSqueeze` -> LIF, or CubaLIF with tau_syn = 1 / (1 - a_syn),
+  w_in = a_syn tau_syn; r = 1 with norm_input, else tau_mem.
 - spike_fn SingleSpike (v - thr >= 0) -> spike_rule 'single'; MultiSpike ((v > 0) trunc(v / thr))
   -> 'multi'; MaxSpike(n) -> 'multi' with max_spikes n; threshold_compare '>='. reset_fn
   MembraneSubtract -> reset_mode 'subtract' (once per spike); MembraneReset() -> 'v_reset' to 0.
@@ -30,7 +32,7 @@ then spike_fn and reset_fn. Euler with tau = 1 / (1 - a) is that step (`common.s
   polyir's neurons have a fixed threshold, so only adapt_scale = 0 exports (it is the LIF of
   threshold b0). ALIF's norm_input scales the stored synaptic current itself (i <- (1 - a_mem)
   a_syn (i + x), v <- a_mem v + i): a CubaLIF of decay (1 - a_mem) a_syn and r = tau_mem.
-min_v_mem (a membrane floor), IAF with tau_syn, MembraneReset(reset_value != 0),
+min_v_mem (a membrane floor), MembraneReset(reset_value != 0),
 MembraneSubtract(subtract_value) other than the threshold, MultiSpike / MaxSpike with a threshold
 <= 0 and other spike or reset functions are refused. surrogate_grad_fn shapes gradients only and
 record_states only records: neither changes the output.
@@ -103,10 +105,6 @@ def _refusal(m):
                 "replace it by sinabs LIF (or LIFRecurrent) with the same tau_mem, tau_syn and "
                 "spike_threshold and fine-tune; ALIF with adapt_scale=0 is that LIF and exports "
                 "as it is")
-    if family == "IAF" and m.alpha_syn_calculated is not None:
-        return (f"sinabs {kind} with tau_syn integrates a decaying current into a membrane that "
-                "never leaks; polyir has no such neuron", "tau_syn",
-                "use sinabs LIF with tau_syn, or IAF without it")
     fn_name = getattr(m.spike_fn, "__name__", type(m.spike_fn).__name__)
     threshold = np.asarray(torch.as_tensor(_threshold(m)).detach().cpu(), np.float64)
     if fn_name not in _SPIKE_RULES:
@@ -154,12 +152,22 @@ def _sinabs_layer(ctx, name, m, values):
     options = _spike_options(m)
     if family == "IAF":
         neuron = ir.IF(np.ones_like(threshold), threshold, np.zeros_like(threshold), **options)
+        if m.alpha_syn_calculated is not None:  # a current that leaks into one that never does
+            neuron = [_synaptic_current(ctx, m.alpha_syn_calculated), neuron]
     else:  # ALIF's norm_input scales the stored synaptic current itself
         normed = family == "ALIF" and bool(m.norm_input) and m.alpha_syn_calculated is not None
         neuron = _leaky(ctx, m, threshold, options, m.alpha_syn_calculated, normed_syn=normed)
     if type(m).__name__.endswith("Recurrent"):
         return with_recurrence(ctx, neuron, _rec_connect(ctx, m, type(m).__name__))
     return neuron
+
+
+def _synaptic_current(ctx, alpha_syn) -> ir.LI:
+    """sinabs' i <- a_syn (i + x) as a node of its own: an LI whose output is the current (Euler
+    at dt = 1 with tau = 1 / (1 - a_syn) and r = a_syn tau)."""
+    tau = one_minus_inverse(ctx, alpha_syn, "tau_syn", "give tau_syn a finite value")
+    r = (full(ctx, alpha_syn).astype(np.float64) * tau).astype(ctx.float_dtype)
+    return ir.LI(tau, r, np.zeros_like(tau))
 
 
 def _leaky(ctx, m, threshold, options: dict, alpha_syn, normed_syn: bool):
