@@ -152,8 +152,8 @@ def test_sinabs_exp_leak_gives_the_membrane():
 
 def test_sinabs_exp_leak_squeeze_runs_on_batch_times_time():
     sl = pytest.importorskip("sinabs.layers")
-    b, t = 3, 20
-    net = torch.nn.Sequential(_positive_linear(), sl.ExpLeakSqueeze(tau_mem=4.0, batch_size=b))
+    b, t = 3, 20  # given as num_timesteps: the example batch b is no multiple of t
+    net = torch.nn.Sequential(_positive_linear(), sl.ExpLeakSqueeze(tau_mem=4.0, num_timesteps=t))
     x = torch.from_numpy(np.random.default_rng(1).uniform(0, 2, (b * t, N_IN)))
     with torch.no_grad():
         want = net.double()(x).numpy().reshape(b, t, N)

@@ -3,8 +3,8 @@
 sinabs (3.1) layers take (batch, time, ...) and loop over time inside, keeping their state; the
 exported node is one of those steps (registered with returns_state=False: the module returns
 its output only), and the example run calls one step of it from rest (`example_step`), then puts
-the layer's own state back. The `...Squeeze` variants take (batch * time, ...); one step is then
-the module itself on (batch, ...). Options without a polyir form are refused by the layer's
+the layer's own state back. The `...Squeeze` variants take (batch * time, ...); their one step is
+that of the layer they extend, so any batch of one time step is an example input. Options without a polyir form are refused by the layer's
 attributes before the model runs (`check`).
 
 Per step, at dt = 1, each layer computes (functional.lif_forward_single):
@@ -67,10 +67,12 @@ def _one_step(m, x):
     saved = dict(m.named_buffers(recurse=False))
     for name in saved:  # an empty buffer: the layer starts from zeros of the input's shape
         m.register_buffer(name, torch.zeros(0, dtype=x.dtype, device=x.device))
+    # a Squeeze layer's own forward splits (batch * time, ...) by its batch_size or
+    # num_timesteps; one step is its unsqueezed base layer's forward on (batch, 1, ...)
+    name = type(m).__name__.removesuffix("Squeeze")
+    forward = next(c for c in type(m).__mro__ if c.__name__ == name).forward
     try:
-        if type(m).__name__.endswith("Squeeze"):
-            return m(x)  # (batch * time, ...) with time = 1
-        return m(x.unsqueeze(1))[:, 0]
+        return forward(m, x.unsqueeze(1))[:, 0]
     finally:
         for name, buffer in saved.items():
             m.register_buffer(name, buffer)
