@@ -203,6 +203,12 @@ def test_norse_options_without_a_polyir_form_are_refused():
     hidden = norse.SequentialState(torch.nn.Linear(N_IN, N), norse.LIF(), return_hidden=True)
     with pytest.raises(polyir.GraphError, match="return_hidden"):
         polyir.export(hidden, torch.ones(2, N_IN))
+    # refused before the example run: Norse's own forward fails with it
+    adjoint = norse.LIFCell(lif.LIFParameters(method="adjoint"))
+    with pytest.raises(polyir.GraphError, match="method='adjoint'"):
+        polyir.export(norse.Lift(adjoint), torch.ones(2, N))
+    with pytest.raises(polyir.GraphError, match="Norse LIFExCell has .*exponential"):
+        polyir.export(norse.LIFExCell(), torch.ones(2, N))  # outside any container too
     inside = norse.LIBoxCell(norse.LIBoxCell().p._replace(v_leak=torch.tensor([[0.0, 1.0]])))
     with pytest.raises(polyir.GraphError, match="varies inside a channel"):
         polyir.export(inside, torch.ones(2, 1, 2))

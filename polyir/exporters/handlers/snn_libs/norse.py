@@ -38,7 +38,7 @@ from torch import nn
 
 from .... import ir
 from ....ir.errors import GraphError
-from .. import recogniser
+from .. import lookup, recogniser
 from .common import set_euler
 
 #: threshold methods whose forward is the Heaviside step (they differ in the surrogate only)
@@ -121,20 +121,15 @@ def _lif(ctx, m, shape):
     return ir.CubaLIF(**_cast(ctx, fields)), None
 
 
+def _reset_name(p) -> str:
+    return getattr(p.reset_method, "__name__", type(p.reset_method).__name__)
+
+
 def _lif_box(ctx, m, shape):
-    reset = getattr(m.p.reset_method, "__name__", type(m.p.reset_method).__name__)
-    if reset not in _BOX_RESETS:
-        raise ctx.error(f"Norse reset_method {reset} has no polyir equivalent",
-                        field="reset_method", fix=f"use one of {sorted(_BOX_RESETS)}")
-    v_leak = _full(ctx, m.p.v_leak, shape)
-    if reset == "reset_subtract" and np.any(v_leak != 0):
-        raise ctx.error("Norse LIFBoxCell with reset_subtract and v_leak != 0: polyir starts the "
-                        "membrane at 0 and Norse at v_leak, and a subtracting reset does not "
-                        "survive moving the rest to 0", field="v_leak",
-                        fix="use v_leak=0 with reset_subtract, or reset_value")
     fields = {"tau": _tau(ctx, m, "tau_mem_inv", shape), "r": np.ones(shape),
-              "v_leak": np.zeros(shape), **_spiking(ctx, m, shape, v_leak)}
-    return ir.LIF(**_cast(ctx, fields), reset_mode=_BOX_RESETS[reset]), None
+              "v_leak": np.zeros(shape),
+              **_spiking(ctx, m, shape, _full(ctx, m.p.v_leak, shape))}
+    return ir.LIF(**_cast(ctx, fields), reset_mode=_BOX_RESETS[_reset_name(m.p)]), None
 
 
 def _li(ctx, m, shape):
@@ -176,21 +171,43 @@ _BUILDERS = {"LIF": _lif, "LIFBox": _lif_box, "LI": _li, "LILinear": _li, "LIBox
              "IAF": _iaf}
 
 
-def _is_exported(m) -> bool:
-    return _from_norse(m) and _family(m) in _BUILDERS
+def _is_neuron(m) -> bool:
+    return _from_norse(m) and (_family(m) in _BUILDERS or _family(m) in _LACKS)
 
 
-def _is_refused(m) -> bool:
-    return type(m).__module__.startswith("norse.") and _family(m) in _LACKS
-
-
-@recogniser("norse.LIF/LIFBox/LI/LIBox/LILinear/IAF(+Cell), LIFRecurrent(Cell)", _is_exported,
-            returns_state=True)
-def _norse_neuron(ctx, name, m, values):
-    method = getattr(m.p, "method", "super")
+def _refusal(m):
+    """(message, field, fix) for what polyir cannot express, from the attributes alone (before
+    the example run: Norse's own forward fails with some of them)."""
+    cls, family = type(m).__name__, _family(m)
+    if family in _LACKS:
+        return (f"Norse {cls} has {_LACKS[family]}; polyir's neurons (IF, LIF, CubaLIF and the "
+                "leaky integrators LI, CubaLI) have no such state", "type",
+                f"{_EXPORTED}: train with one of them, or keep {cls} outside the exported part "
+                "of the model")
+    if getattr(m, "return_hidden", False):
+        return (f"Norse {cls} with return_hidden=True returns every layer's output; a polyir "
+                "graph fragment has one output", "return_hidden", "use return_hidden=False")
+    p = getattr(m, "p", None)
+    method = getattr(p, "method", "super")
     if method not in _HEAVISIDE:
-        raise ctx.error(f"Norse method={method!r}: its forward is not the Heaviside step of the "
-                        "other methods", field="method", fix=f"use one of {_HEAVISIDE}")
+        return (f"Norse {cls} with method={method!r}: its forward is not the Heaviside step of "
+                "the other methods", "method", f"use one of {_HEAVISIDE}")
+    if family != "LIFBox":
+        return None
+    reset = _reset_name(p)
+    if reset not in _BOX_RESETS:
+        return (f"Norse {cls} with reset_method {reset}: polyir resets to v_reset or "
+                "subtracts the threshold", "reset_method", f"use one of {sorted(_BOX_RESETS)}")
+    if reset == "reset_subtract" and np.any(np.asarray(p.v_leak) != 0):
+        return (f"Norse {cls} with reset_subtract and v_leak != 0: polyir starts the membrane "
+                "at 0 and Norse at v_leak, and a subtracting reset does not survive moving the "
+                "rest to 0", "v_leak", "use v_leak=0 with reset_subtract, or reset_value")
+    return None
+
+
+@recogniser("norse.LIF/LIFBox/LI/LIBox/LILinear/IAF(+Cell), LIFRecurrent(Cell)", _is_neuron,
+            returns_state=True, check=_refusal)
+def _norse_neuron(ctx, name, m, values):
     set_euler(ctx, float(m.dt))
     weights = getattr(m, "input_weights", None)  # LILinearCell and the recurrent modules
     shape = (int(m.hidden_size),) if weights is not None else ctx.input_shape
@@ -223,15 +240,6 @@ def _fragment(ctx, shape, layers, recurrent) -> ir.Graph:
     return g
 
 
-@recogniser("norse neurons with no polyir kind", _is_refused, returns_state=True)
-def _norse_refused(ctx, name, m, values):
-    cls = type(m).__name__
-    raise ctx.error(f"Norse {cls} has {_LACKS[_family(m)]}; polyir's neurons (IF, LIF, CubaLIF "
-                    "and the leaky integrators LI, CubaLI) have no such state", field="type",
-                    fix=f"{_EXPORTED}: train with one of them, or keep {cls} outside the "
-                        "exported part of the model")
-
-
 def _is_sequential(m) -> bool:
     return type(m).__name__ == "SequentialState" and type(m).__module__.startswith("norse.")
 
@@ -256,15 +264,27 @@ class _OneStep(nn.Module):
         return x
 
 
-@recogniser("norse.Lift", _is_lift)
-@recogniser("norse.SequentialState", _is_sequential, returns_state=True)
+def _container_refusal(m):
+    """The first refusal among a SequentialState's (or a Lift's) modules, named, decided before
+    the example run of the container (Norse's forward may fail with what is refused)."""
+    own = _refusal(m)
+    if own is not None:
+        return own
+    for key, module in m.named_children():
+        h = lookup(module)
+        refusal = h.check(module) if h is not None and h.check is not None else None
+        if refusal is not None:
+            message, field, fix = refusal
+            return f"{type(m).__name__} module {key!r}: {message}", field, fix
+    return None
+
+
+@recogniser("norse.Lift", _is_lift, check=_container_refusal)
+@recogniser("norse.SequentialState", _is_sequential, returns_state=True,
+            check=_container_refusal)
 def _norse_container(ctx, name, m, values):
     """The modules inside, exported as one time step and inlined (their state stays theirs)."""
     from ...fx import export  # the exporter itself: a container is a small model of its own
-    if getattr(m, "return_hidden", False):
-        raise ctx.error("Norse SequentialState with return_hidden=True returns every layer's "
-                        "output; a polyir graph fragment has one output", field="return_hidden",
-                        fix="use return_hidden=False")
     if type(m).__name__ == "Lift":
         named, stateful = [("lifted_module", m.lifted_module)], [m.is_stateful]
     else:
