@@ -205,8 +205,17 @@ def _refusal(m):
     return None
 
 
+def _one_step(m, x, *state):
+    """What the example run calls instead of `m`: a time-loop module (LIF, LI, IAF,
+    LIFRecurrent) on x as a sequence of one step; a cell as it is."""
+    if type(m).__name__.endswith("Cell"):
+        return m(x, *state)
+    out, new_state = m(x.unsqueeze(0), *state)
+    return out[0], new_state
+
+
 @recogniser("norse.LIF/LIFBox/LI/LIBox/LILinear/IAF(+Cell), LIFRecurrent(Cell)", _is_neuron,
-            returns_state=True, check=_refusal)
+            returns_state=True, check=_refusal, example_step=_one_step)
 def _norse_neuron(ctx, name, m, values):
     set_euler(ctx, float(m.dt))
     weights = getattr(m, "input_weights", None)  # LILinearCell and the recurrent modules
@@ -279,9 +288,26 @@ def _container_refusal(m):
     return None
 
 
-@recogniser("norse.Lift", _is_lift, check=_container_refusal)
+def _step_of(m, x):
+    """One time step of module `m`: through its handler's example_step where it has one."""
+    h = lookup(m)
+    return h.example_step(m, x) if h is not None and h.example_step is not None else m(x)
+
+
+def _container_step(m, x, state=None):
+    """One time step of a SequentialState (-> (out, states)) or a Lift, module by module."""
+    if type(m).__name__ == "Lift":
+        return _step_of(m.lifted_module, x)
+    states = []
+    for module, stateful in zip(m.children(), m.stateful_layers):
+        x, s = _step_of(module, x) if stateful else (_step_of(module, x), None)
+        states.append(s)
+    return x, states
+
+
+@recogniser("norse.Lift", _is_lift, check=_container_refusal, example_step=_container_step)
 @recogniser("norse.SequentialState", _is_sequential, returns_state=True,
-            check=_container_refusal)
+            check=_container_refusal, example_step=_container_step)
 def _norse_container(ctx, name, m, values):
     """The modules inside, exported as one time step and inlined (their state stays theirs)."""
     from ...fx import export  # the exporter itself: a container is a small model of its own
