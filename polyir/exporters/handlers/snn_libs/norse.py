@@ -29,7 +29,9 @@ Norse's minus that start, so threshold and reset are shifted by it, and a leaky 
 output gets it back by a ChannelAffine (weight 1, bias v_leak). The spike methods ("super",
 "heaviside", "triangle", ...) differ only in the surrogate gradient: every forward is the
 Heaviside step v - v_th > 0. Neurons with states polyir has no kind for (adaptation, exponential
-or quadratic membranes, refractory counters, conductances, compartments) are refused by name.
+or quadratic membranes, refractory counters, conductances, compartments) are refused by name,
+as are options polyir cannot express, before the example run (`check=`; Norse's own forward
+fails with some). The example run steps a time-loop module once (`example_step`).
 """
 from __future__ import annotations
 
