@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import polyir
-from snn_steps import N, N_IN, compare
+from snn_steps import N, N_IN, Net, compare, input_steps
 
 norse = pytest.importorskip("norse.torch")
 from norse.torch.functional import iaf, leaky_integrator, lif, lif_box, reset  # noqa: E402
@@ -212,3 +212,18 @@ def test_norse_options_without_a_polyir_form_are_refused():
     inside = norse.LIBoxCell(norse.LIBoxCell().p._replace(v_leak=torch.tensor([[0.0, 1.0]])))
     with pytest.raises(polyir.GraphError, match="varies inside a channel"):
         polyir.export(inside, torch.ones(2, 1, 2))
+
+
+def test_norse_nir_file_loses_what_direct_export_keeps():
+    """Norse's NIR writer drops v_reset and polyir starts NIR membranes at 0, Norse at v_leak:
+    the file's spikes differ from Norse's where the direct export's do not."""
+    cell = norse.LIFBoxCell(lif_box.LIFBoxParameters(
+        v_leak=torch.tensor(-0.5), v_th=torch.tensor(0.5), v_reset=torch.tensor(-0.8)))
+    g, want = compare(cell, 60.0, return_spikes=True)
+    fc = Net(cell, 60.0).fc.float()
+    nir_graph = norse.to_nir(norse.SequentialState(fc, cell.float()), torch.zeros(N_IN))
+    from_file = polyir.compile(polyir.from_nir(nir_graph, convention="norse"), "torch")
+    x = input_steps().float()
+    assert (from_file.run(x.numpy()) != want).sum() > 10
+    direct = polyir.export(Net(cell, 60.0).float(), x[0])  # float32 too: not a rounding matter
+    np.testing.assert_array_equal(polyir.compile(direct, "torch").run(x.numpy()), want)
