@@ -106,6 +106,40 @@ def test_norse_file(cell):
     _check(nir_graph, "norse", x, want, ("torch", "c") if cell == "LIFCell" else ("torch",))
 
 
+@pytest.mark.parametrize("cell", ["LIFBoxCell", "LIFCell"])
+def test_norse_file_starts_the_membrane_at_v_leak(cell):
+    """Norse starts a membrane at v_leak (here below rest 0 by 0.6): its first spikes come
+    later than from 0. The convention reads the file so; the plain NIR reading starts at 0."""
+    norse = pytest.importorskip("norse.torch")
+    from norse.torch.functional import lif, lif_box
+    params = lif_box.LIFBoxParameters if cell == "LIFBoxCell" else lif.LIFParameters
+    p = params(v_leak=torch.tensor(-0.6), v_th=torch.tensor(0.4))  # v_reset: 0, all a file has
+    kind = getattr(norse, cell)
+    lin = _linear(60.0)
+    nir_graph = norse.to_nir(norse.SequentialState(lin, kind(p)), torch.zeros(N_IN))
+    x = _inputs()
+    want = _library_spikes(lin, kind(p), x, (None,))
+    _check(nir_graph, "norse", x, want, ("torch", "c"))
+    # the same neuron started at 0 (NIR's start, Norse's time constants) spikes otherwise
+    g = polyir.from_nir(nir_graph, convention="norse")
+    name, neuron = next((n, k) for n, k in g.nodes.items() if isinstance(k, SpikingNeuron))
+    g.nodes[name] = neuron.replace(v_leak=np.full_like(neuron.v_leak, -0.6),
+                                   v_threshold=np.full_like(neuron.v_threshold, 0.4),
+                                   v_reset=np.zeros_like(neuron.v_reset))
+    assert (polyir.compile(g, "torch").run(x) != want).sum() > 0
+
+
+def test_norse_leaky_integrator_file_away_from_rest_zero_is_refused():
+    norse = pytest.importorskip("norse.torch")
+    from norse.torch.functional import leaky_integrator_box
+    cell = norse.LIBoxCell(leaky_integrator_box.LIBoxParameters(v_leak=torch.tensor(0.5)))
+    nir_graph = norse.to_nir(norse.SequentialState(_linear(1.0), cell), torch.zeros(N_IN))
+    with pytest.raises(polyir.GraphError, match="v_leak") as err:
+        polyir.from_nir(nir_graph, convention="norse")
+    assert "polyir.export" in err.value.fix
+    polyir.from_nir(nir_graph)  # NIR's own reading: from 0
+
+
 @pytest.mark.parametrize("layer", ["IAF", "LIF"])
 def test_sinabs_file(layer):
     sinabs = pytest.importorskip("sinabs")

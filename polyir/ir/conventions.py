@@ -44,8 +44,25 @@ def _norse(dt, node):
     # the membrane step (j <- (1 - dt/tau_syn) j + x), which NIR's Euler step gives with
     # w_in = tau_syn / dt.
     if isinstance(node, CubaLIF):
-        return node.replace(w_in=node.tau_syn / dt)
-    return node
+        node = node.replace(w_in=node.tau_syn / dt)
+    return _norse_membrane_start(node)
+
+
+def _norse_membrane_start(node):
+    """Norse starts a membrane at v_leak, polyir at 0: a spiking neuron's membrane is read as
+    Norse's minus v_leak (the same dynamics with rest 0, threshold and reset moved by v_leak); a
+    leaky integrator's output is its membrane itself, which no field can move."""
+    v_leak = getattr(node, "v_leak", None)
+    if v_leak is None or not np.any(v_leak):
+        return node
+    if not isinstance(node, SpikingNeuron):
+        raise GraphError(f"Norse starts its leaky integrator's membrane at v_leak {v_leak}, and "
+                         "the NIR file's output is that membrane; polyir starts at 0",
+                         field="v_leak", fix="export the Norse model with polyir.export (it "
+                                             "adds v_leak back after the integrator), or read "
+                                             "the file without a convention (NIR's start at 0)")
+    return node.replace(v_leak=np.zeros_like(v_leak), v_threshold=node.v_threshold - v_leak,
+                        v_reset=node.v_reset - v_leak)
 
 
 def _rockpool(dt, node):
@@ -72,7 +89,8 @@ CONVENTIONS = {
     # mem - threshold > 0. The file writes v_reset = 0 whatever the mechanism was.
     "snntorch": Convention(1e-4, "euler", {"reset_mode": "subtract", "reset_delay": True}),
     # Norse 1.1 to_nir: tau = dt / tau_inv at dt = 1e-3 (the cells' default), Euler steps,
-    # reset to v_reset at once, spike when v - v_th > 0.
+    # reset to v_reset at once, spike when v - v_th > 0, membranes starting at v_leak. The file
+    # has no v_reset (read as 0, Norse's default).
     "norse": Convention(1e-3, "euler", {}, _norse),
     # sinabs 3.1 to_nir: time in steps (dt = 1), exact decay alpha = exp(-1/tau) with the input
     # scaled by 1 - alpha (norm_input), several spikes per step (floor(v / thr), v >= thr),
