@@ -215,8 +215,8 @@ def test_norse_options_without_a_polyir_form_are_refused():
 
 
 def test_norse_nir_file_loses_what_direct_export_keeps():
-    """Norse's NIR writer drops v_reset and polyir starts NIR membranes at 0, Norse at v_leak:
-    the file's spikes differ from Norse's where the direct export's do not."""
+    """Norse's NIR writer drops v_reset: the file's spikes differ from Norse's where the direct
+    export's do not."""
     cell = norse.LIFBoxCell(lif_box.LIFBoxParameters(
         v_leak=torch.tensor(-0.5), v_th=torch.tensor(0.5), v_reset=torch.tensor(-0.8)))
     g, want = compare(cell, 60.0, return_spikes=True)
