@@ -21,7 +21,7 @@ from ..ir.errors import GraphError
 from .context import ExportContext
 from .example_run import example_values
 from .functions import lookup_function, target_name
-from .handlers import Handler, lookup
+from .handlers import Handler, lookup, refusal_of
 from .refusals import EXPORT_DOC, module_refusal
 from .state import (META, Pair, Pending, StateProtocol, StateRef, Token, Value, leaves,
                     stateful_result)
@@ -290,9 +290,7 @@ class Converter(StateProtocol):
         for n in nodes:
             if n.op != "call_module":
                 continue
-            module = self.model.get_submodule(n.target)
-            h = lookup(module)
-            refusal = h.check(module) if h is not None and h.check is not None else None
+            refusal = refusal_of(self.model.get_submodule(n.target))
             if refusal is not None:
                 message, field, fix = refusal
                 raise GraphError(message, node=str(n.target), field=field, fix=fix)

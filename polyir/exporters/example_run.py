@@ -15,7 +15,7 @@ import torch.fx as fx
 
 from ..ir.errors import GraphError
 from .functions import target_name
-from .handlers import lookup
+from .handlers import one_step
 from .state import MISSING, StateView, has_missing
 
 __all__ = ["Recorder", "example_values"]
@@ -60,11 +60,7 @@ class Recorder(fx.Interpreter):
     def call_module(self, target, args, kwargs):
         """A module whose handler has an `example_step` (it loops over time inside) runs one
         step through it."""
-        m = self.fetch_attr(target)
-        h = lookup(m)
-        if h is not None and h.example_step is not None:
-            return h.example_step(m, *args, **kwargs)
-        return super().call_module(target, args, kwargs)
+        return one_step(self.fetch_attr(target), *args, **kwargs)
 
 
 

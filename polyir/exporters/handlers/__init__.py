@@ -35,7 +35,7 @@ import importlib
 from typing import Callable
 
 __all__ = ["Handler", "HANDLERS", "RECOGNISERS", "handler", "register", "recogniser", "lookup",
-           "load_builtin", "SKIP"]
+           "refusal_of", "one_step", "load_builtin", "SKIP"]
 
 
 def SKIP(ctx, name, module, values):  # noqa: N802 - a named constant that is a handler
@@ -123,6 +123,22 @@ def load_builtin() -> None:
         except ImportError:
             pass
     _loaded = True
+
+
+def refusal_of(module) -> tuple[str, str, str] | None:
+    """(message, field, fix) when the module's handler refuses it by its attributes (`check`),
+    else None."""
+    h = lookup(module)
+    return h.check(module) if h is not None and h.check is not None else None
+
+
+def one_step(module, *args, **kwargs):
+    """The module's output for one time step of input: through its handler's `example_step`
+    where it has one, else the module's own call."""
+    h = lookup(module)
+    if h is not None and h.example_step is not None:
+        return h.example_step(module, *args, **kwargs)
+    return module(*args, **kwargs)
 
 
 def lookup(module) -> Handler | None:

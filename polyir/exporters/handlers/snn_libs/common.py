@@ -31,8 +31,6 @@ def one_minus_inverse(ctx, decay, field: str, fix: str):
     return full(ctx, (1 / (1 - d)).astype(ctx.float_dtype))
 
 
-
-
 def with_recurrence(ctx, neuron, layer) -> ir.Graph:
     """neuron -> recurrent layer -> neuron, the layer adding into the neuron's input; the edge
     leaving the neuron is read one step late, so the layer sees the previous step's spikes.

@@ -40,7 +40,7 @@ from torch import nn
 
 from .... import ir
 from ....ir.errors import GraphError
-from .. import lookup, recogniser
+from .. import one_step, recogniser, refusal_of
 from .common import set_euler
 
 #: threshold methods whose forward is the Heaviside step (they differ in the surrogate only)
@@ -282,27 +282,20 @@ def _container_refusal(m):
     if own is not None:
         return own
     for key, module in m.named_children():
-        h = lookup(module)
-        refusal = h.check(module) if h is not None and h.check is not None else None
+        refusal = refusal_of(module)
         if refusal is not None:
             message, field, fix = refusal
             return f"{type(m).__name__} module {key!r}: {message}", field, fix
     return None
 
 
-def _step_of(m, x):
-    """One time step of module `m`: through its handler's example_step where it has one."""
-    h = lookup(m)
-    return h.example_step(m, x) if h is not None and h.example_step is not None else m(x)
-
-
 def _container_step(m, x, state=None):
     """One time step of a SequentialState (-> (out, states)) or a Lift, module by module."""
     if type(m).__name__ == "Lift":
-        return _step_of(m.lifted_module, x)
+        return one_step(m.lifted_module, x)
     states = []
     for module, stateful in zip(m.children(), m.stateful_layers):
-        x, s = _step_of(module, x) if stateful else (_step_of(module, x), None)
+        x, s = one_step(module, x) if stateful else (one_step(module, x), None)
         states.append(s)
     return x, states
 
