@@ -197,19 +197,7 @@ static void polyir_vcount(const word_t* x, int n, word_t* pl, int np) {{
   for (; f < n; f++) polyir_add_at(pl, np, 0, x[f]);
 }}
 
-/* in place: a[b] bit f  ->  a[f] bit b (64 x 64 bit matrix) */
-static void polyir_transpose64(uint64_t* a) {{
-  uint64_t m = 0x00000000FFFFFFFFull;
-  for (int j = 32; j != 0; j >>= 1, m ^= m << j) {{
-    for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {{
-      const uint64_t t = ((a[k] >> j) ^ a[k + j]) & m;
-      a[k + j] ^= t;
-      a[k] ^= t << j;
-    }}
-  }}
-}}
-
-/* the same on each lane of a word: lane l of a[b] bit f -> lane l of a[f] bit b */
+/* in place, on each lane of a word: lane l of a[b] bit f -> lane l of a[f] bit b (64 x 64 bits) */
 static void polyir_transpose64w(word_t* a) {{
   uint64_t m = 0x00000000FFFFFFFFull;
   for (int j = 32; j != 0; j >>= 1, m ^= m << j) {{

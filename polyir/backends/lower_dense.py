@@ -77,20 +77,19 @@ def _affine(ctx, name, node, values):
                     sparse_input=sparse, consts=consts)
 
 
-@lower_rule(ir.Scale)
-def _scale(ctx, name, node, values):
-    x = one_input(values, name)
-    s = real_table(node.scale).reshape(-1)
-    return ctx.emit("scale", name, ctx.result(name, "real", s.size), (x,), n=s.size,
-                    consts={"scale": s})
+def _per_element(op: str, field: str):
+    """The rule of a kind that combines each element with its own entry of one table (the op
+    and its table share the field's name)."""
+    def rule(ctx, name, node, values):
+        x = one_input(values, name)
+        table = real_table(getattr(node, field)).reshape(-1)
+        return ctx.emit(op, name, ctx.result(name, "real", table.size), (x,), n=table.size,
+                        consts={field: table})
+    return rule
 
 
-@lower_rule(ir.Threshold)
-def _threshold(ctx, name, node, values):
-    x = one_input(values, name)
-    t = real_table(node.threshold).reshape(-1)
-    return ctx.emit("threshold", name, ctx.result(name, "real", t.size), (x,), n=t.size,
-                    consts={"threshold": t})
+lower_rule(ir.Scale)(_per_element("scale", "scale"))
+lower_rule(ir.Threshold)(_per_element("threshold", "threshold"))
 
 
 @lower_rule(ir.Activation)
